@@ -1,0 +1,294 @@
+"""The `lily` console script (CONTRACT.md §2). Errors print one line and exit non-zero."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from lily_dagster.settings import (
+    EMBEDDED_BROKER_PORT,
+    UNROUTED_TENANT,
+    ConfigError,
+    Settings,
+    validate_tenant,
+)
+
+
+class CliError(RuntimeError):
+    pass
+
+
+def _tenant_arg(value: str) -> str:
+    if value == UNROUTED_TENANT:
+        return value
+    try:
+        return validate_tenant(value)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _settings() -> Settings:
+    settings = Settings.from_env()
+    _ = settings.config  # load LILY_CONFIG now, so a bad file fails at start
+    return settings
+
+
+def cmd_hub_export(args: argparse.Namespace) -> int:
+    import lily_dagster.lib.hub.local  # noqa: F401  (registers the local hub)
+    from lily_dagster.lib.hub.base import hub_factory
+
+    settings = _settings()
+    hub = hub_factory(settings.hub)(settings.hub_dir)
+    out = sys.stdout
+    for record in hub.export(args.tenant):
+        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return 0
+
+
+def cmd_quarantine_export(args: argparse.Namespace) -> int:
+    from lily_dagster.lib.quarantine import QuarantineStore
+
+    settings = _settings()
+    for line in QuarantineStore(settings.quarantine_dir).export(args.tenant):
+        sys.stdout.write(line + "\n")
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from lily_dagster.lib.broker import BrokerError, ensure_topics, start_broker
+
+    settings = _settings()
+    try:
+        proc = start_broker(args.port)
+        ensure_topics(f"127.0.0.1:{args.port}", settings.kafka_topics)
+    except BrokerError as exc:
+        raise CliError(str(exc)) from None
+    print(f"Kafka-compatible broker (Tansu) on 127.0.0.1:{args.port}; Ctrl-C stops it", file=sys.stderr)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(10)
+        return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from lily_dagster.runtime import NotIdleError, run_until_idle
+
+    settings = _settings()
+    if not args.until_idle:
+        raise CliError("only `lily run --until-idle` is supported; use `make run` for a long-running stack")
+    try:
+        summary = run_until_idle(settings, timeout_s=args.timeout)
+    except NotIdleError as exc:
+        raise CliError(str(exc)) from None
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    return 1 if summary["runs"].get("failure") else 0
+
+
+def _with_embedded_broker(settings: Settings) -> tuple[Settings, Callable[[], None]]:
+    """Start Tansu on a free port unless LILY_KAFKA_BOOTSTRAP names a broker."""
+    from lily_dagster.lib.broker import free_port, start_broker
+
+    if os.environ.get("LILY_KAFKA_BOOTSTRAP"):
+        return settings, lambda: None
+    port = free_port()
+    (settings.home / "logs").mkdir(parents=True, exist_ok=True)
+    proc = start_broker(port, settings.home / "logs" / "broker.log")
+    settings = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{port}"})
+    os.environ["LILY_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap
+
+    def stop() -> None:
+        proc.terminate()
+        proc.wait(10)
+
+    return settings, stop
+
+
+def demo_report(settings: Settings, traffic: Any) -> dict[str, Any]:
+    """Compare the hub and quarantine with what the contract says they must hold."""
+    import lily_dagster.lib.hub.local  # noqa: F401
+    from lily_dagster.lib.hub.base import hub_factory
+    from lily_dagster.lib.quarantine import QuarantineStore
+
+    hub = hub_factory(settings.hub)(settings.hub_dir)
+    quarantine = QuarantineStore(settings.quarantine_dir)
+    expected = traffic.expected_state()
+    expected_q = traffic.expected_quarantine()
+    report: dict[str, Any] = {}
+    for tenant in sorted(set(expected) | set(expected_q)):
+        exp = expected.get(tenant, {})
+        got = {r["qualified_name"]: {k: v for k, v in r.items() if k != "updated_at"} for r in hub.export(tenant)} if not tenant.startswith("_") else {}
+        q = quarantine.read(tenant)
+        got_q = sorted(zip(q.get_column("raw").to_list(), q.get_column("reason").to_list(), strict=True))
+        report[tenant] = {
+            "events_valid": sum(1 for e in traffic.valid if e["tenant"] == tenant),
+            "hub_active": sum(1 for r in got.values() if r["status"] == "ACTIVE"),
+            "hub_deleted": sum(1 for r in got.values() if r["status"] == "DELETED"),
+            "quarantined": len(got_q),
+            "hub_matches_contract": got == exp,
+            "quarantine_matches": got_q == expected_q.get(tenant, []),
+        }
+    return report
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lily_dagster.lib.broker import ensure_topics, produce
+    from lily_dagster.lib.demo import generate_demo
+    from lily_dagster.runtime import NotIdleError, run_until_idle
+
+    base = _settings()
+    home = base.home / "demo"
+    if home.exists():
+        shutil.rmtree(home)  # the demo's own scratch state, never the user's
+    home.mkdir(parents=True)
+    os.environ["LILY_HOME"] = str(home)
+    settings = base.model_copy(update={"home": home})
+    settings, stop_broker = _with_embedded_broker(settings)
+    try:
+        ensure_topics(settings.kafka_bootstrap, settings.kafka_topics)
+        traffic = generate_demo(tables_per_tenant=args.tables, seed=args.seed)
+        produce(settings.kafka_bootstrap, settings.kafka_topics[0], traffic.messages)
+        print(f"produced {len(traffic.messages)} demo events; processing…", file=sys.stderr)
+        summary = run_until_idle(settings, timeout_s=args.timeout)
+        report = demo_report(settings, traffic)
+    except NotIdleError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        stop_broker()
+    ok = all(t["hub_matches_contract"] and t["quarantine_matches"] for t in report.values())
+    print(
+        json.dumps(
+            {"ok": ok, "lily_home": str(home), "seconds": summary["seconds"], "runs": summary["runs"], "tenants": report},
+            indent=2,
+            sort_keys=True,
+        )
+    )
+    if not ok:
+        print("lily demo: hub or quarantine differs from the contract's expectation", file=sys.stderr)
+    return 0 if ok else 1
+
+
+def _demo_trickle(settings: Settings, stop: threading.Event, every_s: float) -> None:
+    from lily_dagster.lib.broker import produce
+    from lily_dagster.lib.demo import generate_demo
+
+    seed = 1
+    while not stop.wait(every_s):
+        seed += 1
+        traffic = generate_demo(tables_per_tenant=2, columns_per_table=2, seed=seed, start=None, oversized_bytes=0)
+        try:
+            produce(settings.kafka_bootstrap, settings.kafka_topics[0], traffic.messages)
+        except Exception as exc:  # the demo feed is best effort; the stack keeps running
+            print(f"demo traffic: {exc}", file=sys.stderr)
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """The whole local stack (make run): broker, Dagster UI and daemon, demo traffic."""
+    from lily_dagster.lib.broker import BrokerError, ensure_topics, port_open, produce, start_broker
+    from lily_dagster.lib.demo import generate_demo
+    from lily_dagster.runtime import child_env, prepare_dagster_home, stop_process
+
+    settings = _settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    if not os.environ.get("LILY_KAFKA_BOOTSTRAP"):
+        if port_open("127.0.0.1", EMBEDDED_BROKER_PORT):
+            print(f"using the broker already on 127.0.0.1:{EMBEDDED_BROKER_PORT}", file=sys.stderr)
+        else:
+            try:
+                (settings.home / "logs").mkdir(exist_ok=True)
+                procs.append(start_broker(EMBEDDED_BROKER_PORT, settings.home / "logs" / "broker.log"))
+            except BrokerError as exc:
+                raise CliError(str(exc)) from None
+    ensure_topics(settings.kafka_bootstrap, settings.kafka_topics)
+    prepare_dagster_home(settings)
+    stop = threading.Event()
+    if not args.no_demo:
+        produce(settings.kafka_bootstrap, settings.kafka_topics[0], generate_demo().messages)
+        threading.Thread(target=_demo_trickle, args=(settings, stop, args.demo_every), daemon=True).start()
+    webserver = subprocess.Popen(
+        [
+            sys.executable, "-m", "dagster", "dev", "-m", "lily_dagster.definitions",
+            "--host", args.host, "--port", str(args.port),
+        ],
+        env=child_env(settings),
+        start_new_session=True,
+    )
+    procs.append(webserver)
+    print(f"Dagster UI on http://{args.host}:{args.port}; Kafka on {settings.kafka_bootstrap}", file=sys.stderr)
+    try:
+        while webserver.poll() is None:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        for proc in reversed(procs):
+            stop_process(proc) if proc is webserver else (proc.terminate(), proc.wait(10))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lily", description="Lily: metadata events into Atlan, on Dagster.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="headless demo: broker, multi-tenant traffic, processed to completion")
+    demo.add_argument("--tables", type=int, default=6, help="tables per tenant (default 6)")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--timeout", type=float, default=600, help="seconds before giving up (default 600)")
+    demo.set_defaults(func=cmd_demo)
+
+    broker = sub.add_parser("broker", help="embedded Kafka-compatible broker in the foreground")
+    broker.add_argument("--port", type=int, default=EMBEDDED_BROKER_PORT)
+    broker.set_defaults(func=cmd_broker)
+
+    run = sub.add_parser("run", help="run the Dagster daemon")
+    run.add_argument("--until-idle", action="store_true", help="exit once sources are drained and no run is in flight")
+    run.add_argument("--timeout", type=float, default=1800, help="seconds before giving up (default 1800)")
+    run.set_defaults(func=cmd_run)
+
+    hub = sub.add_parser("hub", help="the metadata hub").add_subparsers(dest="hub_command", required=True)
+    export = hub.add_parser("export", help="a tenant's hub records as JSON Lines")
+    export.add_argument("--tenant", required=True, type=_tenant_arg)
+    export.set_defaults(func=cmd_hub_export)
+
+    quarantine = sub.add_parser("quarantine", help="rejected events").add_subparsers(dest="q_command", required=True)
+    q_export = quarantine.add_parser("export", help="a tenant's quarantined events as JSON Lines")
+    q_export.add_argument("--tenant", required=True, type=_tenant_arg)
+    q_export.set_defaults(func=cmd_quarantine_export)
+
+    dev = sub.add_parser("dev", help="the whole local stack (what `make run` starts)")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.add_argument("--no-demo", action="store_true", help="no demo traffic")
+    dev.add_argument("--demo-every", type=float, default=15, help="seconds between demo bursts")
+    dev.set_defaults(func=cmd_dev)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, CliError) as exc:
+        print(f"lily: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+

@@ -1,0 +1,21 @@
+"""Every Lily definition, assembled in one place."""
+
+from dagster import Definitions
+
+from lily_dagster.defs.enrichment.assets import enriched_events
+from lily_dagster.defs.hub.assets import hub_records
+from lily_dagster.defs.ingest.assets import landed_events
+from lily_dagster.defs.ingest.sensors import kafka_events_sensor, tenant_ingest_job
+from lily_dagster.defs.resources import KafkaResource, LilyResource, PolarsParquetIOManager
+from lily_dagster.defs.validation.assets import validated_events
+
+defs = Definitions(
+    assets=[landed_events, validated_events, enriched_events, hub_records],
+    jobs=[tenant_ingest_job],
+    sensors=[kafka_events_sensor],
+    resources={
+        "lily": LilyResource(),
+        "kafka": KafkaResource(),
+        "io_manager": PolarsParquetIOManager(),
+    },
+)

@@ -1,0 +1,107 @@
+"""kafka_events_sensor: Kafka → durable per-tenant landing → one run per tenant per tick."""
+
+from dagster import (
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    define_asset_job,
+    in_process_executor,
+    sensor,
+)
+
+from lily_dagster.defs.enrichment.assets import enriched_events
+from lily_dagster.defs.hub.assets import hub_records
+from lily_dagster.defs.ingest.assets import landed_events
+from lily_dagster.defs.partitions import tenant_partitions
+from lily_dagster.defs.resources import KafkaResource, LilyResource
+from lily_dagster.defs.validation.assets import validated_events
+from lily_dagster.lib.envelope import make_rejects
+from lily_dagster.lib.kafka_source import (
+    KafkaUnavailableError,
+    dump_cursor,
+    landed_frame,
+    parse_cursor,
+    read_batch,
+    route_messages,
+)
+from lily_dagster.settings import UNROUTED_TENANT
+
+# In-process: a micro-batch run is a few seconds of work, so a subprocess per step
+# would double its latency.
+tenant_ingest_job = define_asset_job(
+    "tenant_ingest_job",
+    selection=[landed_events, validated_events, enriched_events, hub_records],
+    partitions_def=tenant_partitions,
+    executor_def=in_process_executor,
+    description="Landed events of one tenant → validated → enriched → hub.",
+)
+
+
+def ingest_run_request(tenant: str, batch_id: str, source: str) -> RunRequest:
+    """The run that processes one landed batch of one tenant; shared by every source."""
+    return RunRequest(
+        run_key=f"{batch_id}:{tenant}",
+        partition_key=tenant,
+        run_config={"ops": {"landed_events": {"config": {"batch_ids": [batch_id]}}}},
+        tags={"lily/tenant": tenant, "lily/batch": batch_id, "lily/source": source},
+    )
+
+
+def new_tenants(context: SensorEvaluationContext, tenants: set[str]) -> list[str]:
+    known = set(context.instance.get_dynamic_partitions(tenant_partitions.name))
+    return sorted(tenants - known)
+
+
+@sensor(
+    job=tenant_ingest_job,
+    minimum_interval_seconds=1,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Reads the watched Kafka topics from the offsets in its cursor, lands each "
+    "tenant's events durably, then requests one run per tenant.",
+)
+def kafka_events_sensor(
+    context: SensorEvaluationContext, kafka: KafkaResource, lily: LilyResource
+) -> SensorResult | SkipReason:
+    settings = lily.settings()
+    bootstrap, topics = kafka.resolved()
+    cursor = parse_cursor(context.cursor)
+    try:
+        batch = read_batch(bootstrap, topics, cursor, settings.max_batch_events, max_seconds=20)
+    except KafkaUnavailableError as exc:
+        # Cursor untouched: the next tick resumes at the same offsets.
+        return SkipReason(f"{exc}; will retry from the same offsets")
+    if batch.missing_topics:
+        context.log.warning(f"topics not on the broker yet: {batch.missing_topics}")
+    if not batch.messages:
+        return SensorResult(
+            skip_reason=f"no new events (lag {batch.lag})", cursor=dump_cursor(batch.next_cursor)
+        )
+    routed = route_messages(batch.messages, settings.topic_bindings())
+    batch_id = batch.batch_id()
+    details = {"kafka_ranges": batch.ranges(), "kafka_lag": batch.lag}
+    staging = lily.staging()
+    for tenant, messages in routed.by_tenant.items():
+        staging.land(tenant, batch_id, "kafka", landed_frame(messages), details)
+    if routed.unrouted:
+        rejects = make_rejects(
+            UNROUTED_TENANT,
+            [
+                (None, reason, detail, m.value.decode("utf-8", "replace"), m.origin)
+                for m, reason, detail in routed.unrouted
+            ],
+        )
+        lily.quarantine().add(UNROUTED_TENANT, batch_id, rejects)
+        context.log.warning(f"{len(routed.unrouted)} messages named no valid tenant")
+    tenants = set(routed.by_tenant)
+    added = new_tenants(context, tenants)
+    context.log.info(
+        f"landed {len(batch.messages)} events as {batch_id} for {sorted(tenants)}; lag {batch.lag}"
+    )
+    return SensorResult(
+        run_requests=[ingest_run_request(t, batch_id, "kafka") for t in sorted(tenants)],
+        # Moved only now: everything read is durably landed or quarantined.
+        cursor=dump_cursor(batch.next_cursor),
+        dynamic_partitions_requests=[tenant_partitions.build_add_request(added)] if added else [],
+    )

@@ -1,0 +1,280 @@
+"""The metadata event envelope, version 1 (CONTRACT.md §1): pydantic models and polars schema.
+
+Events travel through the pipeline as flat polars frames (`EVENT_SCHEMA`): the well-known
+attributes are typed columns so hooks can work on them vectorised; every other attribute
+stays in `attributes` as a JSON object string.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import polars as pl
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from lily_dagster.lib.reasons import Reason
+
+WELL_KNOWN_ATTRIBUTES = (
+    "description",
+    "owner_users",
+    "owner_groups",
+    "certificate_status",
+    "parent_qualified_name",
+)
+
+
+class AssetAttributes(BaseModel):
+    """Free-form attributes; the well-known keys are typed, the rest kept as given."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    description: str | None = None
+    owner_users: list[str] | None = None
+    owner_groups: list[str] | None = None
+    certificate_status: str | None = None
+    parent_qualified_name: str | None = None
+
+
+class Asset(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    type_name: str
+    qualified_name: str
+    name: str
+    attributes: AssetAttributes = Field(default_factory=AssetAttributes)
+    classifications: list[str] = Field(default_factory=list)
+    inputs: list[str] = Field(default_factory=list)
+    outputs: list[str] = Field(default_factory=list)
+
+
+class Envelope(BaseModel):
+    """One metadata-change event. Unknown top-level keys are ignored (forward compatible)."""
+
+    model_config = ConfigDict(strict=True)
+
+    event_id: str
+    tenant: str
+    source: str
+    op: Literal["upsert", "delete"]
+    event_time: AwareDatetime
+    asset: Asset
+
+
+EVENT_SCHEMA: dict[str, pl.DataType] = {
+    "event_id": pl.String(),
+    "tenant": pl.String(),
+    "source": pl.String(),
+    "op": pl.String(),
+    "event_time": pl.Datetime("us", "UTC"),
+    "type_name": pl.String(),
+    "qualified_name": pl.String(),
+    "name": pl.String(),
+    "description": pl.String(),
+    "owner_users": pl.List(pl.String()),
+    "owner_groups": pl.List(pl.String()),
+    "certificate_status": pl.String(),
+    "parent_qualified_name": pl.String(),
+    "attributes": pl.String(),  # JSON object of the attributes that are not well-known
+    "classifications": pl.List(pl.String()),
+    "inputs": pl.List(pl.String()),
+    "outputs": pl.List(pl.String()),
+    "raw": pl.String(),  # the payload as received, kept for quarantine at any later stage
+    "origin": pl.String(),  # where it came from, e.g. kafka:topic/partition/offset
+}
+
+REJECT_SCHEMA: dict[str, pl.DataType] = {
+    "quarantine_id": pl.String(),
+    "tenant": pl.String(),
+    "event_id": pl.String(),
+    "reason": pl.String(),
+    "detail": pl.String(),
+    "raw": pl.String(),
+    "origin": pl.String(),
+    "quarantined_at": pl.Datetime("us", "UTC"),
+}
+
+
+def empty_events() -> pl.DataFrame:
+    return pl.DataFrame(schema=EVENT_SCHEMA)
+
+
+def empty_rejects() -> pl.DataFrame:
+    return pl.DataFrame(schema=REJECT_SCHEMA)
+
+
+def quarantine_id(raw: str) -> str:
+    """Identical payloads are one quarantined event, however often they are replayed."""
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def to_rejects(frame: pl.DataFrame, tenant: str | None) -> pl.DataFrame:
+    """Rejects frame (REJECT_SCHEMA) from a frame of event_id, reason, detail, raw, origin."""
+    return frame.select(
+        pl.col("raw")
+        .map_elements(quarantine_id, return_dtype=pl.String, skip_nulls=False)
+        .alias("quarantine_id"),
+        pl.lit(tenant, dtype=pl.String).alias("tenant"),
+        pl.col("event_id").cast(pl.String),
+        pl.col("reason").cast(pl.String),
+        pl.col("detail").cast(pl.String),
+        pl.col("raw").cast(pl.String),
+        pl.col("origin").cast(pl.String),
+        pl.lit(datetime.now(UTC)).cast(pl.Datetime("us", "UTC")).alias("quarantined_at"),
+    )
+
+
+def make_rejects(
+    tenant: str | None,
+    reasons: Sequence[tuple[str | None, Reason, str, str, str]],
+) -> pl.DataFrame:
+    """Rejects frame from (event_id, reason, detail, raw, origin) tuples."""
+    columns = ("event_id", "reason", "detail", "raw", "origin")
+    frame = pl.DataFrame(
+        [[r[i] if i != 1 else r[1].value for r in reasons] for i in range(5)],
+        schema={c: pl.String() for c in columns},
+        orient="col",
+    )
+    return to_rejects(frame, tenant)
+
+
+def _classify_error(exc: ValidationError) -> tuple[Reason, str]:
+    first = exc.errors(include_url=False)[0]
+    loc = tuple(first["loc"])
+    where = ".".join(str(p) for p in loc) or "body"
+    kind = first["type"]
+    detail = f"{where}: {first['msg']}"
+    if kind == "json_invalid" or (not loc and kind in ("model_type", "model_attributes_type")):
+        return Reason.MALFORMED_JSON, detail
+    if kind == "missing":
+        return Reason.MISSING_FIELD, detail
+    if loc == ("op",):
+        return Reason.UNKNOWN_OP, detail
+    if loc == ("event_time",):
+        return Reason.BAD_EVENT_TIME, detail
+    return Reason.WRONG_TYPE, detail
+
+
+def _event_id_of(text: str) -> str | None:
+    """Best-effort event_id of an invalid payload, for the quarantine record."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(value, dict) and isinstance(value.get("event_id"), str):
+        return value["event_id"]
+    return None
+
+
+@dataclass(frozen=True)
+class DecodeResult:
+    events: pl.DataFrame  # EVENT_SCHEMA
+    rejects: pl.DataFrame  # REJECT_SCHEMA
+
+
+def envelope_row(env: Envelope) -> dict[str, Any]:
+    attrs = env.asset.attributes
+    extra = attrs.model_extra or {}
+    return {
+        "event_id": env.event_id,
+        "tenant": env.tenant,
+        "source": env.source,
+        "op": env.op,
+        "event_time": env.event_time.astimezone(UTC),
+        "type_name": env.asset.type_name,
+        "qualified_name": env.asset.qualified_name,
+        "name": env.asset.name,
+        "description": attrs.description,
+        "owner_users": attrs.owner_users,
+        "owner_groups": attrs.owner_groups,
+        "certificate_status": attrs.certificate_status,
+        "parent_qualified_name": attrs.parent_qualified_name,
+        "attributes": json.dumps(extra, sort_keys=True, separators=(",", ":")),
+        "classifications": env.asset.classifications,
+        "inputs": env.asset.inputs,
+        "outputs": env.asset.outputs,
+    }
+
+
+def decode_envelopes(
+    payloads: Sequence[bytes | str],
+    origins: Sequence[str],
+    *,
+    tenant: str | None,
+    max_event_bytes: int,
+) -> DecodeResult:
+    """Parse raw payloads into events; each payload that is not an envelope becomes a reject.
+
+    `tenant` is the tenant the rejects are filed under (the partition being processed).
+    """
+    rows: list[dict[str, Any]] = []
+    rejected: list[tuple[str | None, Reason, str, str, str]] = []
+    for payload, origin in zip(payloads, origins, strict=True):
+        if isinstance(payload, bytes):
+            try:
+                text = payload.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raw = payload.decode("utf-8", "replace")
+                rejected.append((None, Reason.MALFORMED_JSON, f"not UTF-8: {exc}", raw, origin))
+                continue
+        else:
+            text = payload
+        size = len(text.encode("utf-8")) if isinstance(payload, str) else len(payload)
+        if size > max_event_bytes:
+            rejected.append(
+                (
+                    _event_id_of(text),
+                    Reason.OVERSIZED,
+                    f"{size} bytes exceeds the limit of {max_event_bytes}",
+                    text,
+                    origin,
+                )
+            )
+            continue
+        try:
+            env = Envelope.model_validate_json(text)
+        except ValidationError as exc:
+            reason, detail = _classify_error(exc)
+            rejected.append((_event_id_of(text), reason, detail, text, origin))
+            continue
+        row = envelope_row(env)
+        row["raw"] = text
+        row["origin"] = origin
+        rows.append(row)
+    events = pl.DataFrame(rows, schema=EVENT_SCHEMA) if rows else empty_events()
+    return DecodeResult(events=events, rejects=make_rejects(tenant, rejected))
+
+
+def frame_to_envelopes(events: pl.DataFrame) -> list[dict[str, Any]]:
+    """Events frame back to contract envelopes (JSON-ready dicts)."""
+    out: list[dict[str, Any]] = []
+    for row in events.iter_rows(named=True):
+        attributes = json.loads(row["attributes"] or "{}")
+        for key in WELL_KNOWN_ATTRIBUTES:
+            if row[key] is not None:
+                attributes[key] = row[key]
+        asset: dict[str, Any] = {
+            "type_name": row["type_name"],
+            "qualified_name": row["qualified_name"],
+            "name": row["name"],
+            "attributes": attributes,
+            "classifications": row["classifications"] or [],
+        }
+        if row["inputs"] or row["outputs"]:
+            asset["inputs"] = row["inputs"] or []
+            asset["outputs"] = row["outputs"] or []
+        out.append(
+            {
+                "event_id": row["event_id"],
+                "tenant": row["tenant"],
+                "source": row["source"],
+                "op": row["op"],
+                "event_time": row["event_time"].isoformat().replace("+00:00", "Z"),
+                "asset": asset,
+            }
+        )
+    return out

@@ -1,0 +1,259 @@
+"""The hub interface every backend implements, and the contract's merge semantics.
+
+`merge_records` is the one implementation of CONTRACT.md §1's rules, in polars: the record's
+status, event_time and event_id come from its latest event by (event_time, event_id); its
+content (type, name, attributes, classifications, lineage) from its latest *upsert*, or from
+its latest delete when no upsert was ever seen, i.e. the greatest
+(is_upsert, event_time, event_id). Both are functions of the set of events, so applying
+events in any order, any number of times, gives the same state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import polars as pl
+
+CONTENT_COLUMNS = (
+    "type_name",
+    "name",
+    "description",
+    "owner_users",
+    "owner_groups",
+    "certificate_status",
+    "parent_qualified_name",
+    "attributes",
+    "classifications",
+    "inputs",
+    "outputs",
+)
+
+RECORD_SCHEMA: dict[str, pl.DataType] = {
+    "qualified_name": pl.String(),
+    "type_name": pl.String(),
+    "name": pl.String(),
+    "status": pl.String(),
+    "description": pl.String(),
+    "owner_users": pl.List(pl.String()),
+    "owner_groups": pl.List(pl.String()),
+    "certificate_status": pl.String(),
+    "parent_qualified_name": pl.String(),
+    "attributes": pl.String(),
+    "classifications": pl.List(pl.String()),
+    "inputs": pl.List(pl.String()),
+    "outputs": pl.List(pl.String()),
+    # the event the content comes from: the latest upsert, else the latest delete
+    "content_upsert": pl.Boolean(),
+    "content_time": pl.Datetime("us", "UTC"),
+    "content_id": pl.String(),
+    "event_time": pl.Datetime("us", "UTC"),
+    "event_id": pl.String(),
+    "updated_at": pl.Datetime("us", "UTC"),
+    "version": pl.Int64(),
+}
+
+ACTIVE = "ACTIVE"
+DELETED = "DELETED"
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    created: int = 0
+    updated: int = 0
+    archived: int = 0
+    restored: int = 0
+    unchanged: int = 0
+
+    @property
+    def changed(self) -> int:
+        return self.created + self.updated + self.archived + self.restored
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "created": self.created,
+            "updated": self.updated,
+            "archived": self.archived,
+            "restored": self.restored,
+            "unchanged": self.unchanged,
+        }
+
+
+def reduce_batch(events: pl.DataFrame) -> pl.DataFrame:
+    """One candidate record per qualified_name from a batch of events (RECORD_SCHEMA less
+    updated_at and version)."""
+    is_upsert = (pl.col("op") == "upsert").alias("content_upsert")
+    latest = events.sort(["event_time", "event_id"]).group_by("qualified_name").last()
+    content = (
+        events.with_columns(is_upsert)
+        .sort(["content_upsert", "event_time", "event_id"])
+        .group_by("qualified_name")
+        .last()
+        .select(
+            "qualified_name",
+            *CONTENT_COLUMNS,
+            "content_upsert",
+            pl.col("event_time").alias("content_time"),
+            pl.col("event_id").alias("content_id"),
+        )
+    )
+    return latest.select(
+        "qualified_name",
+        pl.when(pl.col("op") == "delete").then(pl.lit(DELETED)).otherwise(pl.lit(ACTIVE)).alias("status"),
+        "event_time",
+        "event_id",
+    ).join(content, on="qualified_name", how="inner")
+
+
+def _newer(time_a: str, id_a: str, time_b: str, id_b: str) -> pl.Expr:
+    """(a_time, a_id) > (b_time, b_id)."""
+    a_t, a_i, b_t, b_i = pl.col(time_a), pl.col(id_a), pl.col(time_b), pl.col(id_b)
+    return (a_t > b_t) | ((a_t == b_t) & (a_i > b_i))
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    changed: pl.DataFrame  # RECORD_SCHEMA rows to write
+    result: UpsertResult
+
+
+def merge_records(
+    candidates: pl.DataFrame, existing: pl.DataFrame, now: datetime | None = None
+) -> MergeResult:
+    """Merge batch candidates (from `reduce_batch`) into the existing rows of the same keys."""
+    now = now or datetime.now(UTC)
+    old = existing.select(
+        "qualified_name", *[pl.col(c).alias(f"{c}__old") for c in existing.columns if c != "qualified_name"]
+    )
+    m = candidates.join(old, on="qualified_name", how="left").with_columns(
+        pl.col("event_time__old").is_null().alias("__new"),
+    )
+    m = m.with_columns(
+        (pl.col("__new") | _newer("event_time", "event_id", "event_time__old", "event_id__old")).alias(
+            "__status_wins"
+        ),
+        (
+            pl.col("__new")
+            | (pl.col("content_upsert") & ~pl.col("content_upsert__old"))
+            | (
+                (pl.col("content_upsert") == pl.col("content_upsert__old"))
+                & _newer("content_time", "content_id", "content_time__old", "content_id__old")
+            )
+        ).alias("__content_wins"),
+    )
+    take_content = pl.col("__content_wins")
+    take_status = pl.col("__status_wins")
+    merged = m.with_columns(
+        *[pl.when(take_content).then(pl.col(c)).otherwise(pl.col(f"{c}__old")).alias(c) for c in CONTENT_COLUMNS],
+        *[
+            pl.when(take_content).then(pl.col(c)).otherwise(pl.col(f"{c}__old")).alias(c)
+            for c in ("content_upsert", "content_time", "content_id")
+        ],
+        *[
+            pl.when(take_status).then(pl.col(c)).otherwise(pl.col(f"{c}__old")).alias(c)
+            for c in ("status", "event_time", "event_id")
+        ],
+    )
+    content_differs = pl.any_horizontal(
+        [~pl.col(c).eq_missing(pl.col(f"{c}__old")) for c in CONTENT_COLUMNS]
+    )
+    merged = merged.with_columns(
+        (take_content | take_status).alias("__write"),
+        pl.when(pl.col("__new"))
+        .then(pl.lit("created"))
+        .when((pl.col("status__old") == ACTIVE) & (pl.col("status") == DELETED))
+        .then(pl.lit("archived"))
+        .when((pl.col("status__old") == DELETED) & (pl.col("status") == ACTIVE))
+        .then(pl.lit("restored"))
+        .when(content_differs)
+        .then(pl.lit("updated"))
+        .otherwise(pl.lit("unchanged"))
+        .alias("change"),
+    )
+    counts = dict(merged.group_by("change").len().iter_rows())
+    changed = merged.filter(pl.col("__write")).with_columns(
+        pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("updated_at"),
+        (pl.col("version__old").fill_null(0) + 1).alias("version"),
+    )
+    result = UpsertResult(
+        created=counts.get("created", 0),
+        updated=counts.get("updated", 0),
+        archived=counts.get("archived", 0),
+        restored=counts.get("restored", 0),
+        unchanged=counts.get("unchanged", 0),
+    )
+    return MergeResult(changed.select(list(RECORD_SCHEMA)).cast(RECORD_SCHEMA), result)  # type: ignore[arg-type]
+
+
+def record_to_export(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored record as the hub export record of CONTRACT.md §2."""
+    import json
+
+    from lily_dagster.lib.envelope import WELL_KNOWN_ATTRIBUTES
+
+    attributes = json.loads(row["attributes"] or "{}")
+    for key in WELL_KNOWN_ATTRIBUTES:
+        if row.get(key) is not None:
+            attributes[key] = row[key]
+    out: dict[str, Any] = {
+        "qualified_name": row["qualified_name"],
+        "type_name": row["type_name"],
+        "name": row["name"],
+        "status": row["status"],
+        "attributes": attributes,
+        "classifications": list(row["classifications"] or []),
+        "event_time": _iso(row["event_time"]),
+        "event_id": row["event_id"],
+        "updated_at": _iso(row["updated_at"]),
+    }
+    if row["type_name"] == "Process" or row["inputs"] or row["outputs"]:
+        out["inputs"] = list(row["inputs"] or [])
+        out["outputs"] = list(row["outputs"] or [])
+    return out
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class MetadataHub(Protocol):
+    """Where records end up: the embedded LocalHub or Atlan."""
+
+    name: str
+
+    def upsert(self, tenant: str, events: pl.DataFrame) -> UpsertResult:
+        """Apply a batch of valid, enriched events (EVENT_SCHEMA) to the tenant's records."""
+        ...
+
+    def export(self, tenant: str) -> Iterator[dict[str, Any]]:
+        """Every record of the tenant as CONTRACT.md §2 hub export records."""
+        ...
+
+    def status_counts(self, tenant: str) -> dict[str, int]:
+        """How many records per status."""
+        ...
+
+
+HubFactory = Callable[..., MetadataHub]
+_HUBS: dict[str, HubFactory] = {}
+
+
+def register_hub(name: str) -> Callable[[HubFactory], HubFactory]:
+    """Register a hub backend under the LILY_HUB name it is selected by."""
+
+    def decorate(factory: HubFactory) -> HubFactory:
+        _HUBS[name] = factory
+        return factory
+
+    return decorate
+
+
+def hub_factory(name: str) -> HubFactory:
+    try:
+        return _HUBS[name]
+    except KeyError:
+        raise ValueError(f"no hub backend named {name!r}; known: {sorted(_HUBS)}") from None

@@ -1,0 +1,112 @@
+"""Durable per-tenant landing zone between a source (Kafka, webhook inbox) and the assets.
+
+A batch is a Parquet file of raw payloads plus a JSON manifest, both under
+`staging/{tenant}/pending/`. The manifest is written last, so a batch exists exactly when
+its manifest does. Once the hub holds the batch, it moves to `applied/`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from lily_dagster.lib.durable import fsync_dir, write_atomic, write_text_atomic
+
+LANDED_SCHEMA: dict[str, pl.DataType] = {
+    "origin": pl.String(),  # e.g. kafka:topic/partition/offset
+    "value": pl.Binary(),  # the payload exactly as received
+    "received_at": pl.Datetime("us", "UTC"),  # broker or receiver timestamp
+}
+
+
+@dataclass(frozen=True)
+class BatchManifest:
+    batch_id: str
+    tenant: str
+    source: str  # kafka | webhook | replay
+    events: int
+    landed_at: str
+    # Source position information, e.g. Kafka offset ranges and lag at landing time.
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class StagingArea:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _dir(self, tenant: str, state: str) -> Path:
+        return self.root / tenant / state
+
+    def land(
+        self, tenant: str, batch_id: str, source: str, frame: pl.DataFrame, details: dict[str, Any]
+    ) -> BatchManifest:
+        """Durably store a batch; landing the same batch_id again overwrites it identically."""
+        manifest = BatchManifest(
+            batch_id=batch_id,
+            tenant=tenant,
+            source=source,
+            events=frame.height,
+            landed_at=datetime.now(UTC).isoformat(),
+            details=details,
+        )
+        applied = self._dir(tenant, "applied") / f"{batch_id}.json"
+        if applied.exists():  # a replayed tick: the hub already holds this batch
+            return manifest
+        pending = self._dir(tenant, "pending")
+        write_atomic(
+            pending / f"{batch_id}.parquet",
+            lambda tmp: frame.cast(LANDED_SCHEMA).write_parquet(tmp),  # type: ignore[arg-type]
+        )
+        write_text_atomic(pending / f"{batch_id}.json", json.dumps(manifest.__dict__))
+        return manifest
+
+    def pending(self, tenant: str) -> list[str]:
+        directory = self._dir(tenant, "pending")
+        if not directory.is_dir():
+            return []
+        return sorted(p.stem for p in directory.glob("*.json"))
+
+    def tenants_with_pending(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(d.name for d in self.root.iterdir() if d.is_dir() and self.pending(d.name))
+
+    def read(self, tenant: str, batch_ids: list[str]) -> tuple[pl.DataFrame, list[BatchManifest]]:
+        """The pending batches among `batch_ids` (LANDED_SCHEMA plus `batch_id`); ones
+        already applied are skipped."""
+        pending = self._dir(tenant, "pending")
+        frames: list[pl.DataFrame] = []
+        manifests: list[BatchManifest] = []
+        for batch_id in batch_ids:
+            manifest_path = pending / f"{batch_id}.json"
+            if not manifest_path.exists():
+                continue
+            manifests.append(BatchManifest(**json.loads(manifest_path.read_text())))
+            frame = pl.read_parquet(pending / f"{batch_id}.parquet")
+            frames.append(frame.with_columns(pl.lit(batch_id, pl.String).alias("batch_id")))
+        if not frames:
+            empty = pl.DataFrame(schema={**LANDED_SCHEMA, "batch_id": pl.String()})
+            return empty, manifests
+        return pl.concat(frames, how="vertical"), manifests
+
+    def mark_applied(self, tenant: str, batch_ids: list[str]) -> None:
+        pending = self._dir(tenant, "pending")
+        applied = self._dir(tenant, "applied")
+        applied.mkdir(parents=True, exist_ok=True)
+        for batch_id in batch_ids:
+            manifest = pending / f"{batch_id}.json"
+            if not manifest.exists():
+                continue
+            # Manifest first: once it is in applied/, the batch no longer counts as pending.
+            os.replace(manifest, applied / manifest.name)
+            data = pending / f"{batch_id}.parquet"
+            if data.exists():
+                os.replace(data, applied / data.name)
+        fsync_dir(applied)
+        fsync_dir(pending)

@@ -1,0 +1,120 @@
+"""Row-level validation rules on events frames, vectorised in polars.
+
+Each rule is an expression that is true for a *bad* row, with its reason code and a detail
+text. `split_valid` applies them all and splits the frame; the first failing rule (in
+declaration order) names the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from lily_dagster.lib.envelope import REJECT_SCHEMA, to_rejects
+from lily_dagster.lib.reasons import Reason
+from lily_dagster.settings import TENANT_PATTERN
+
+MAX_NAME_CHARS = 1_024
+MAX_QUALIFIED_NAME_CHARS = 4_096
+MAX_EVENT_ID_CHARS = 256
+TYPE_NAME_PATTERN = r"^[A-Z][A-Za-z0-9_]{0,127}$"
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    reason: Reason
+    bad: pl.Expr  # true where the row breaks the rule
+    detail: pl.Expr  # why, for the quarantine record
+
+
+def _empty(col: str) -> pl.Expr:
+    return pl.col(col).str.strip_chars().str.len_chars() == 0
+
+
+def envelope_rules(expected_tenant: str | None) -> list[Rule]:
+    rules = [
+        Rule(
+            "tenant_format",
+            Reason.BAD_TENANT,
+            ~pl.col("tenant").str.contains(TENANT_PATTERN),
+            pl.format("tenant {} does not match {}", pl.col("tenant"), pl.lit(TENANT_PATTERN)),
+        ),
+    ]
+    if expected_tenant is not None:
+        rules.append(
+            Rule(
+                "tenant_binding",
+                Reason.TENANT_MISMATCH,
+                pl.col("tenant") != expected_tenant,
+                pl.format(
+                    "event names tenant {} but arrived for tenant {}",
+                    pl.col("tenant"),
+                    pl.lit(expected_tenant),
+                ),
+            )
+        )
+    for col in ("event_id", "type_name", "qualified_name", "name"):
+        rules.append(Rule(f"{col}_not_empty", Reason.EMPTY_FIELD, _empty(col), pl.lit(f"{col} is empty")))
+    for col, limit in (
+        ("event_id", MAX_EVENT_ID_CHARS),
+        ("name", MAX_NAME_CHARS),
+        ("qualified_name", MAX_QUALIFIED_NAME_CHARS),
+    ):
+        rules.append(
+            Rule(
+                f"{col}_bounded",
+                Reason.FIELD_TOO_LONG,
+                pl.col(col).str.len_chars() > limit,
+                pl.format(f"{col} has {{}} characters, over {limit}", pl.col(col).str.len_chars()),
+            )
+        )
+    rules.append(
+        Rule(
+            "type_name_format",
+            Reason.BAD_TYPE_NAME,
+            ~pl.col("type_name").str.contains(TYPE_NAME_PATTERN),
+            pl.format("type_name {} is not an Atlan type name", pl.col("type_name")),
+        )
+    )
+    return rules
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    valid: pl.DataFrame
+    rejects: pl.DataFrame  # REJECT_SCHEMA
+    failures_by_rule: dict[str, int]
+
+
+def split_valid(events: pl.DataFrame, rules: list[Rule], tenant: str | None) -> ValidationResult:
+    """Split `events` into the rows that pass every rule and the rejects with their reasons."""
+    if events.is_empty():
+        return ValidationResult(events, pl.DataFrame(schema=REJECT_SCHEMA), {r.name: 0 for r in rules})
+    flagged = events.with_columns(
+        [r.bad.fill_null(True).alias(f"__bad_{i}") for i, r in enumerate(rules)]
+    )
+    failures = {
+        r.name: int(flagged.get_column(f"__bad_{i}").sum()) for i, r in enumerate(rules)
+    }
+    reason = pl.lit(None, dtype=pl.String)
+    detail = pl.lit(None, dtype=pl.String)
+    for i, r in reversed(list(enumerate(rules))):  # first failing rule wins
+        reason = pl.when(pl.col(f"__bad_{i}")).then(pl.lit(r.reason.value)).otherwise(reason)
+        detail = pl.when(pl.col(f"__bad_{i}")).then(r.detail).otherwise(detail)
+    flagged = flagged.with_columns(reason.alias("__reason"), detail.alias("__detail"))
+    bad_cols = [f"__bad_{i}" for i in range(len(rules))]
+    valid = flagged.filter(pl.col("__reason").is_null()).drop([*bad_cols, "__reason", "__detail"])
+    bad = flagged.filter(pl.col("__reason").is_not_null())
+    rejects = to_rejects(
+        bad.select(
+            pl.col("event_id"),
+            pl.col("__reason").alias("reason"),
+            pl.col("__detail").fill_null("").alias("detail"),
+            pl.col("raw"),
+            pl.col("origin"),
+        ),
+        tenant,
+    )
+    return ValidationResult(valid, rejects, failures)

