@@ -11,8 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from lily_dagster.settings import (
     EMBEDDED_BROKER_PORT,
@@ -25,6 +24,13 @@ from lily_dagster.settings import (
 
 class CliError(RuntimeError):
     pass
+
+
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the contract's rule for every command)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"lily: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _tenant_arg(value: str) -> str:
@@ -43,11 +49,10 @@ def _settings() -> Settings:
 
 
 def cmd_hub_export(args: argparse.Namespace) -> int:
-    import lily_dagster.lib.hub.local  # noqa: F401  (registers the local hub)
-    from lily_dagster.lib.hub.base import hub_factory
+    from lily_dagster.lib.hub import open_hub
 
     settings = _settings()
-    hub = hub_factory(settings.hub)(settings.hub_dir)
+    hub = open_hub(settings)
     out = sys.stdout
     for record in hub.export(args.tenant):
         out.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -72,7 +77,10 @@ def cmd_broker(args: argparse.Namespace) -> int:
         ensure_topics(f"127.0.0.1:{args.port}", settings.kafka_topics)
     except BrokerError as exc:
         raise CliError(str(exc)) from None
-    print(f"Kafka-compatible broker (Tansu) on 127.0.0.1:{args.port}; Ctrl-C stops it", file=sys.stderr)
+    print(
+        f"Kafka-compatible broker (Tansu) on 127.0.0.1:{args.port}; Ctrl-C stops it",
+        file=sys.stderr,
+    )
     try:
         return proc.wait()
     except KeyboardInterrupt:
@@ -86,7 +94,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = _settings()
     if not args.until_idle:
-        raise CliError("only `lily run --until-idle` is supported; use `make run` for a long-running stack")
+        raise CliError(
+            "only `lily run --until-idle` is supported; use `make run` for a long-running stack"
+        )
     try:
         summary = run_until_idle(settings, timeout_s=args.timeout)
     except NotIdleError as exc:
@@ -116,20 +126,28 @@ def _with_embedded_broker(settings: Settings) -> tuple[Settings, Callable[[], No
 
 def demo_report(settings: Settings, traffic: Any) -> dict[str, Any]:
     """Compare the hub and quarantine with what the contract says they must hold."""
-    import lily_dagster.lib.hub.local  # noqa: F401
-    from lily_dagster.lib.hub.base import hub_factory
+    from lily_dagster.lib.hub import open_hub
     from lily_dagster.lib.quarantine import QuarantineStore
 
-    hub = hub_factory(settings.hub)(settings.hub_dir)
+    hub = open_hub(settings)
     quarantine = QuarantineStore(settings.quarantine_dir)
     expected = traffic.expected_state()
     expected_q = traffic.expected_quarantine()
     report: dict[str, Any] = {}
     for tenant in sorted(set(expected) | set(expected_q)):
         exp = expected.get(tenant, {})
-        got = {r["qualified_name"]: {k: v for k, v in r.items() if k != "updated_at"} for r in hub.export(tenant)} if not tenant.startswith("_") else {}
+        got = (
+            {
+                r["qualified_name"]: {k: v for k, v in r.items() if k != "updated_at"}
+                for r in hub.export(tenant)
+            }
+            if not tenant.startswith("_")
+            else {}
+        )
         q = quarantine.read(tenant)
-        got_q = sorted(zip(q.get_column("raw").to_list(), q.get_column("reason").to_list(), strict=True))
+        got_q = sorted(
+            zip(q.get_column("raw").to_list(), q.get_column("reason").to_list(), strict=True)
+        )
         report[tenant] = {
             "events_valid": sum(1 for e in traffic.valid if e["tenant"] == tenant),
             "hub_active": sum(1 for r in got.values() if r["status"] == "ACTIVE"),
@@ -168,13 +186,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ok = all(t["hub_matches_contract"] and t["quarantine_matches"] for t in report.values())
     print(
         json.dumps(
-            {"ok": ok, "lily_home": str(home), "seconds": summary["seconds"], "runs": summary["runs"], "tenants": report},
+            {
+                "ok": ok,
+                "lily_home": str(home),
+                "seconds": summary["seconds"],
+                "runs": summary["runs"],
+                "tenants": report,
+            },
             indent=2,
             sort_keys=True,
         )
     )
     if not ok:
-        print("lily demo: hub or quarantine differs from the contract's expectation", file=sys.stderr)
+        print(
+            "lily demo: hub or quarantine differs from the contract's expectation", file=sys.stderr
+        )
     return 0 if ok else 1
 
 
@@ -185,7 +211,9 @@ def _demo_trickle(settings: Settings, stop: threading.Event, every_s: float) -> 
     seed = 1
     while not stop.wait(every_s):
         seed += 1
-        traffic = generate_demo(tables_per_tenant=2, columns_per_table=2, seed=seed, start=None, oversized_bytes=0)
+        traffic = generate_demo(
+            tables_per_tenant=2, columns_per_table=2, seed=seed, start=None, oversized_bytes=0
+        )
         try:
             produce(settings.kafka_bootstrap, settings.kafka_topics[0], traffic.messages)
         except Exception as exc:  # the demo feed is best effort; the stack keeps running
@@ -207,7 +235,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
         else:
             try:
                 (settings.home / "logs").mkdir(exist_ok=True)
-                procs.append(start_broker(EMBEDDED_BROKER_PORT, settings.home / "logs" / "broker.log"))
+                procs.append(
+                    start_broker(EMBEDDED_BROKER_PORT, settings.home / "logs" / "broker.log")
+                )
             except BrokerError as exc:
                 raise CliError(str(exc)) from None
     ensure_topics(settings.kafka_bootstrap, settings.kafka_topics)
@@ -215,17 +245,30 @@ def cmd_dev(args: argparse.Namespace) -> int:
     stop = threading.Event()
     if not args.no_demo:
         produce(settings.kafka_bootstrap, settings.kafka_topics[0], generate_demo().messages)
-        threading.Thread(target=_demo_trickle, args=(settings, stop, args.demo_every), daemon=True).start()
+        threading.Thread(
+            target=_demo_trickle, args=(settings, stop, args.demo_every), daemon=True
+        ).start()
     webserver = subprocess.Popen(
         [
-            sys.executable, "-m", "dagster", "dev", "-m", "lily_dagster.definitions",
-            "--host", args.host, "--port", str(args.port),
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-m",
+            "lily_dagster.definitions",
+            "--host",
+            args.host,
+            "--port",
+            str(args.port),
         ],
         env=child_env(settings),
         start_new_session=True,
     )
     procs.append(webserver)
-    print(f"Dagster UI on http://{args.host}:{args.port}; Kafka on {settings.kafka_bootstrap}", file=sys.stderr)
+    print(
+        f"Dagster UI on http://{args.host}:{args.port}; Kafka on {settings.kafka_bootstrap}",
+        file=sys.stderr,
+    )
     try:
         while webserver.poll() is None:
             time.sleep(1)
@@ -234,18 +277,24 @@ def cmd_dev(args: argparse.Namespace) -> int:
     finally:
         stop.set()
         for proc in reversed(procs):
-            stop_process(proc) if proc is webserver else (proc.terminate(), proc.wait(10))
+            stop_process(proc)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lily", description="Lily: metadata events into Atlan, on Dagster.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _OneLineErrorParser(
+        prog="lily", description="Lily: metadata events into Atlan, on Dagster."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineErrorParser)
 
-    demo = sub.add_parser("demo", help="headless demo: broker, multi-tenant traffic, processed to completion")
+    demo = sub.add_parser(
+        "demo", help="headless demo: broker, multi-tenant traffic, processed to completion"
+    )
     demo.add_argument("--tables", type=int, default=6, help="tables per tenant (default 6)")
     demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--timeout", type=float, default=600, help="seconds before giving up (default 600)")
+    demo.add_argument(
+        "--timeout", type=float, default=600, help="seconds before giving up (default 600)"
+    )
     demo.set_defaults(func=cmd_demo)
 
     broker = sub.add_parser("broker", help="embedded Kafka-compatible broker in the foreground")
@@ -253,16 +302,26 @@ def build_parser() -> argparse.ArgumentParser:
     broker.set_defaults(func=cmd_broker)
 
     run = sub.add_parser("run", help="run the Dagster daemon")
-    run.add_argument("--until-idle", action="store_true", help="exit once sources are drained and no run is in flight")
-    run.add_argument("--timeout", type=float, default=1800, help="seconds before giving up (default 1800)")
+    run.add_argument(
+        "--until-idle",
+        action="store_true",
+        help="exit once sources are drained and no run is in flight",
+    )
+    run.add_argument(
+        "--timeout", type=float, default=1800, help="seconds before giving up (default 1800)"
+    )
     run.set_defaults(func=cmd_run)
 
-    hub = sub.add_parser("hub", help="the metadata hub").add_subparsers(dest="hub_command", required=True)
+    hub = sub.add_parser("hub", help="the metadata hub").add_subparsers(
+        dest="hub_command", required=True
+    )
     export = hub.add_parser("export", help="a tenant's hub records as JSON Lines")
     export.add_argument("--tenant", required=True, type=_tenant_arg)
     export.set_defaults(func=cmd_hub_export)
 
-    quarantine = sub.add_parser("quarantine", help="rejected events").add_subparsers(dest="q_command", required=True)
+    quarantine = sub.add_parser("quarantine", help="rejected events").add_subparsers(
+        dest="q_command", required=True
+    )
     q_export = quarantine.add_parser("export", help="a tenant's quarantined events as JSON Lines")
     q_export.add_argument("--tenant", required=True, type=_tenant_arg)
     q_export.set_defaults(func=cmd_quarantine_export)
@@ -290,5 +349,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lily_dagster.lib.hub.base import hub_factory
+from lily_dagster.defs.partitions import TENANTS
+from lily_dagster.lib.hub import open_hub
 from lily_dagster.lib.kafka_source import (
     KafkaCursor,
     KafkaUnavailableError,
@@ -138,12 +139,10 @@ def run_summary(instance: Any, settings: Settings, started: float) -> dict[str, 
     """Per-tenant hub and quarantine figures plus run outcomes, as `lily run` prints them."""
     from dagster import DagsterRunStatus, RunsFilter
 
-    import lily_dagster.lib.hub.local  # noqa: F401  (registers the local hub)
-
-    hub = hub_factory(settings.hub)(settings.hub_dir)
+    hub = open_hub(settings)
     quarantine = QuarantineStore(settings.quarantine_dir)
     staging = StagingArea(settings.staging_dir)
-    tenants = sorted(set(instance.get_dynamic_partitions("tenants")) | set(quarantine.tenants()))
+    tenants = sorted(set(instance.get_dynamic_partitions(TENANTS)) | set(quarantine.tenants()))
     per_tenant: dict[str, Any] = {}
     for tenant in tenants:
         counts = hub.status_counts(tenant) if not tenant.startswith("_") else {}
@@ -156,7 +155,11 @@ def run_summary(instance: Any, settings: Settings, started: float) -> dict[str, 
         }
     runs = {
         status.value.lower(): instance.get_runs_count(RunsFilter(statuses=[status]))
-        for status in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
+        for status in (
+            DagsterRunStatus.SUCCESS,
+            DagsterRunStatus.FAILURE,
+            DagsterRunStatus.CANCELED,
+        )
     }
     return {"seconds": round(time.monotonic() - started, 1), "runs": runs, "tenants": per_tenant}
 
@@ -165,7 +168,9 @@ class NotIdleError(RuntimeError):
     pass
 
 
-def run_until_idle(settings: Settings, timeout_s: float = 900, poll_s: float = 1.0) -> dict[str, Any]:
+def run_until_idle(
+    settings: Settings, timeout_s: float = 900, poll_s: float = 1.0
+) -> dict[str, Any]:
     """Run the real Dagster daemon until Kafka is drained and no run is queued or running.
 
     Idle must hold on two polls in a row: between a sensor tick landing a batch and its
@@ -185,13 +190,19 @@ def run_until_idle(settings: Settings, timeout_s: float = 900, poll_s: float = 1
         while time.monotonic() - started < timeout_s:
             time.sleep(poll_s)
             if daemon.poll() is not None:
-                raise NotIdleError(f"Dagster daemon exited with code {daemon.returncode}; see {log_path}")
+                raise NotIdleError(
+                    f"Dagster daemon exited with code {daemon.returncode}; see {log_path}"
+                )
             report = check_idle(instance, settings)
             idle_polls = idle_polls + 1 if report.idle else 0
             if idle_polls >= 2:
                 break
         else:
-            why = "Kafka unreachable" if report and report.backlog is None else json.dumps(report.__dict__ if report else {})
+            why = (
+                "Kafka unreachable"
+                if report and report.backlog is None
+                else json.dumps(report.__dict__ if report else {})
+            )
             raise NotIdleError(f"not idle after {timeout_s:.0f}s: {why}")
     finally:
         stop_process(daemon)

@@ -126,8 +126,9 @@ class Settings(BaseModel):
             if missing:
                 raise ConfigError(f"LILY_HUB=atlan needs {' and '.join(missing)}")
         config_env = os.environ.get("LILY_CONFIG")
+        config_path: Path | None
         if config_env:
-            config_path: Path | None = Path(config_env).resolve()
+            config_path = Path(config_env).resolve()
             if not config_path.is_file():
                 raise ConfigError(f"LILY_CONFIG={config_env}: no such file")
         else:

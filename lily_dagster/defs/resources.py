@@ -5,7 +5,8 @@ from pathlib import Path
 import polars as pl
 from dagster import ConfigurableIOManager, ConfigurableResource, InputContext, OutputContext
 
-from lily_dagster.lib.hub.base import MetadataHub, hub_factory
+from lily_dagster.lib.hub import open_hub
+from lily_dagster.lib.hub.base import MetadataHub
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.lib.staging import StagingArea
 from lily_dagster.settings import Settings
@@ -29,11 +30,7 @@ class LilyResource(ConfigurableResource):
         return QuarantineStore(self.settings().quarantine_dir)
 
     def hub(self) -> MetadataHub:
-        settings = self.settings()
-        # Importing the backends registers them; Atlan's is imported only when chosen.
-        if settings.hub == "local":
-            import lily_dagster.lib.hub.local  # noqa: F401
-        return hub_factory(settings.hub)(settings.hub_dir)
+        return open_hub(self.settings())
 
 
 class KafkaResource(ConfigurableResource):

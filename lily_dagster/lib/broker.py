@@ -48,7 +48,9 @@ def broker_command(port: int, host: str = "127.0.0.1") -> list[str]:
     ]
 
 
-def start_broker(port: int, log_path: Path | None = None, host: str = "127.0.0.1") -> subprocess.Popen[bytes]:
+def start_broker(
+    port: int, log_path: Path | None = None, host: str = "127.0.0.1"
+) -> subprocess.Popen[bytes]:
     """Start Tansu in the background and wait until it accepts connections."""
     if port_open(host, port):
         raise BrokerError(f"port {host}:{port} is already in use")
@@ -75,7 +77,11 @@ def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 3) ->
         existing = set(admin.list_topics(timeout=10).topics)
     except KafkaException as exc:
         raise BrokerError(f"Kafka at {bootstrap} unreachable: {exc}") from None
-    wanted = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics if t not in existing]
+    wanted = [
+        NewTopic(t, num_partitions=partitions, replication_factor=1)
+        for t in topics
+        if t not in existing
+    ]
     if not wanted:
         return
     for topic, future in admin.create_topics(wanted).items():
@@ -96,7 +102,9 @@ def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, b
         if err is not None:
             failures.append(str(err))
 
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "message.max.bytes": 10_485_760})
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 5, "message.max.bytes": 10_485_760}
+    )
     count = 0
     for key, value in messages:
         while True:

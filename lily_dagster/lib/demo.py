@@ -127,7 +127,11 @@ class _Builder:
         self.pending.append((env["asset"]["qualified_name"].encode(), json.dumps(env).encode()))
 
     def send_invalid(self, raw: bytes, reason: str, tenant_hint: Any) -> None:
-        tenant = tenant_hint if isinstance(tenant_hint, str) and TENANT_RE.match(tenant_hint) else UNROUTED_TENANT
+        tenant = (
+            tenant_hint
+            if isinstance(tenant_hint, str) and TENANT_RE.match(tenant_hint)
+            else UNROUTED_TENANT
+        )
         self.traffic.invalid.append((raw, tenant, reason))
         self.pending.append((None, raw))
 
@@ -144,11 +148,13 @@ def generate_demo(
     b = _Builder(seed, start or datetime.now(UTC) - timedelta(hours=1))
     owners = ["jdoe", " JDoe", "asmith", "ops-team"]
     for tenant in tenants:
-        conn = f"default/snowflake/1700000000"
+        conn = "default/snowflake/1700000000"
         db, sch = f"{conn}/{tenant.upper()}_DB", f"{conn}/{tenant.upper()}_DB/RAW"
         tables = [f"{sch}/T{i:02d}" for i in range(tables_per_tenant)]
         children: list[dict[str, Any]] = []
-        children.append(b.event(tenant, "upsert", "Schema", sch, "RAW", {"parent_qualified_name": db}))
+        children.append(
+            b.event(tenant, "upsert", "Schema", sch, "RAW", {"parent_qualified_name": db})
+        )
         for ti, table in enumerate(tables):
             children.append(
                 b.event(
@@ -192,7 +198,13 @@ def generate_demo(
                 )
             )
         children.append(
-            b.event(tenant, "upsert", "TableauDashboard", f"default/tableau/1/{tenant}/overview", "Overview")
+            b.event(
+                tenant,
+                "upsert",
+                "TableauDashboard",
+                f"default/tableau/1/{tenant}/overview",
+                "Overview",
+            )
         )
         database = b.event(tenant, "upsert", "Database", db, f"{tenant.upper()}_DB")
         # Children before their parents: the database arrives last.
@@ -200,10 +212,20 @@ def generate_demo(
             b.send(env)
         # Updates: a newer description, then the stale version it replaces arrives late.
         for table in tables[:3]:
-            stale = b.event(tenant, "upsert", "Table", table, table.rsplit("/", 1)[1], {"description": "stale"})
+            stale = b.event(
+                tenant, "upsert", "Table", table, table.rsplit("/", 1)[1], {"description": "stale"}
+            )
             fresh = b.event(
-                tenant, "upsert", "Table", table, table.rsplit("/", 1)[1],
-                {"description": "certified orders", "certificate_status": "VERIFIED", "owner_users": ["ASmith "]},
+                tenant,
+                "upsert",
+                "Table",
+                table,
+                table.rsplit("/", 1)[1],
+                {
+                    "description": "certified orders",
+                    "certificate_status": "VERIFIED",
+                    "owner_users": ["ASmith "],
+                },
             )
             b.send(fresh)
             b.send(stale)
@@ -213,12 +235,27 @@ def generate_demo(
         # Deletes: a column removed; a table deleted and later restored.
         b.send(b.event(tenant, "delete", "Column", f"{tables[0]}/C1", "C1"))
         b.send(b.event(tenant, "delete", "Table", tables[-1], tables[-1].rsplit("/", 1)[1]))
-        b.send(b.event(tenant, "upsert", "Table", tables[-1], tables[-1].rsplit("/", 1)[1], {"description": "back"}))
-        b.send(b.event(tenant, "delete", "View", f"{sch}/V_GONE", "V_GONE"))  # delete of an unseen asset
+        b.send(
+            b.event(
+                tenant,
+                "upsert",
+                "Table",
+                tables[-1],
+                tables[-1].rsplit("/", 1)[1],
+                {"description": "back"},
+            )
+        )
+        b.send(
+            b.event(tenant, "delete", "View", f"{sch}/V_GONE", "V_GONE")
+        )  # delete of an unseen asset
         _invalid_events(b, tenant, oversized_bytes)
     b.send_invalid(b"this is not json", "malformed_json", None)
-    b.send_invalid(json.dumps({"event_id": "no-tenant", "op": "upsert"}).encode(), "missing_field", None)
-    b.send_invalid(json.dumps(b.event("ACME!", "upsert", "Table", "q", "n")).encode(), "bad_tenant", None)
+    b.send_invalid(
+        json.dumps({"event_id": "no-tenant", "op": "upsert"}).encode(), "missing_field", None
+    )
+    b.send_invalid(
+        json.dumps(b.event("ACME!", "upsert", "Table", "q", "n")).encode(), "bad_tenant", None
+    )
     # Interleave tenants as a shared topic would; per-asset order is irrelevant by contract.
     b.rng.shuffle(b.pending)
     b.traffic.messages = b.pending
@@ -251,7 +288,9 @@ def _invalid_events(b: _Builder, tenant: str, oversized_bytes: int) -> None:
     b.send_invalid(variant(event_time="yesterday"), "bad_event_time", tenant)
     b.send_invalid(variant(asset__qualified_name=""), "empty_field", tenant)
     b.send_invalid(variant(asset__type_name="not a type"), "bad_type_name", tenant)
-    b.send_invalid(variant(asset__attributes__description="x" * oversized_bytes), "oversized", tenant)
+    b.send_invalid(
+        variant(asset__attributes__description="x" * oversized_bytes), "oversized", tenant
+    )
 
 
 _DROP = object()

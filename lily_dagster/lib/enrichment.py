@@ -11,7 +11,10 @@ def _normalise_principals(col: str) -> pl.Expr:
     return (
         pl.col(col)
         .list.eval(
-            pl.element().str.strip_chars().str.to_lowercase().filter(pl.element().str.len_chars() > 0)
+            pl.element()
+            .str.strip_chars()
+            .str.to_lowercase()
+            .filter(pl.element().str.len_chars() > 0)
         )
         .list.unique()
         .list.sort()
@@ -21,4 +24,6 @@ def _normalise_principals(col: str) -> pl.Expr:
 
 def normalise_owners(events: pl.DataFrame) -> pl.DataFrame:
     """Owner users and groups trimmed, lower-cased, de-duplicated and sorted."""
-    return events.with_columns(_normalise_principals("owner_users"), _normalise_principals("owner_groups"))
+    return events.with_columns(
+        _normalise_principals("owner_users"), _normalise_principals("owner_groups")
+    )

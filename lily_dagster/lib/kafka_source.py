@@ -163,13 +163,15 @@ def read_batch(
                             open_parts.discard(key)
                             continue
                         raise KafkaUnavailableError(f"Kafka error on {key}: {err}")
-                    messages.append(
-                        KafkaMessage(
-                            msg.topic(), msg.partition(), msg.offset(), msg.value() or b"",
-                            msg.timestamp()[1],
-                        )
+                    message = KafkaMessage(
+                        str(msg.topic()),
+                        int(msg.partition() or 0),
+                        int(msg.offset() or 0),
+                        msg.value() or b"",
+                        msg.timestamp()[1],
                     )
-                    next_cursor[msg.topic()][str(msg.partition())] = msg.offset() + 1
+                    messages.append(message)
+                    next_cursor[message.topic][str(message.partition)] = message.offset + 1
             drained = not open_parts
         else:
             drained = True
@@ -211,7 +213,9 @@ def route_messages(messages: list[KafkaMessage], topic_bindings: dict[str, str])
         elif not isinstance(tenant, str):
             unrouted.append((msg, Reason.WRONG_TYPE, "tenant: Input should be a valid string"))
         elif not TENANT_RE.match(tenant):
-            unrouted.append((msg, Reason.BAD_TENANT, f"tenant {tenant[:80]!r} is not a valid tenant"))
+            unrouted.append(
+                (msg, Reason.BAD_TENANT, f"tenant {tenant[:80]!r} is not a valid tenant")
+            )
         else:
             by_tenant.setdefault(tenant, []).append(msg)
     return RoutedMessages(by_tenant, unrouted)

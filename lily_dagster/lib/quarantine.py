@@ -35,7 +35,9 @@ class QuarantineStore:
         if not files:
             return pl.DataFrame(schema=REJECT_SCHEMA)
         frame = pl.concat([pl.read_parquet(f) for f in files], how="vertical")
-        return frame.sort("quarantined_at").unique("quarantine_id", keep="first", maintain_order=True)
+        return frame.sort("quarantined_at").unique(
+            "quarantine_id", keep="first", maintain_order=True
+        )
 
     def tenants(self) -> list[str]:
         if not self.root.is_dir():

@@ -56,7 +56,9 @@ def envelope_rules(expected_tenant: str | None) -> list[Rule]:
             )
         )
     for col in ("event_id", "type_name", "qualified_name", "name"):
-        rules.append(Rule(f"{col}_not_empty", Reason.EMPTY_FIELD, _empty(col), pl.lit(f"{col} is empty")))
+        rules.append(
+            Rule(f"{col}_not_empty", Reason.EMPTY_FIELD, _empty(col), pl.lit(f"{col} is empty"))
+        )
     for col, limit in (
         ("event_id", MAX_EVENT_ID_CHARS),
         ("name", MAX_NAME_CHARS),
@@ -91,13 +93,13 @@ class ValidationResult:
 def split_valid(events: pl.DataFrame, rules: list[Rule], tenant: str | None) -> ValidationResult:
     """Split `events` into the rows that pass every rule and the rejects with their reasons."""
     if events.is_empty():
-        return ValidationResult(events, pl.DataFrame(schema=REJECT_SCHEMA), {r.name: 0 for r in rules})
+        return ValidationResult(
+            events, pl.DataFrame(schema=REJECT_SCHEMA), {r.name: 0 for r in rules}
+        )
     flagged = events.with_columns(
         [r.bad.fill_null(True).alias(f"__bad_{i}") for i, r in enumerate(rules)]
     )
-    failures = {
-        r.name: int(flagged.get_column(f"__bad_{i}").sum()) for i, r in enumerate(rules)
-    }
+    failures = {r.name: int(flagged.get_column(f"__bad_{i}").sum()) for i, r in enumerate(rules)}
     reason = pl.lit(None, dtype=pl.String)
     detail = pl.lit(None, dtype=pl.String)
     for i, r in reversed(list(enumerate(rules))):  # first failing rule wins

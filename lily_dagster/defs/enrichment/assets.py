@@ -13,7 +13,9 @@ from lily_dagster.lib.enrichment import normalise_owners
     description="Validated events after the pre-ingest hooks (owner normalisation).",
     kinds={"polars"},
 )
-def enriched_events(context: AssetExecutionContext, validated_events: pl.DataFrame) -> Output[pl.DataFrame]:
+def enriched_events(
+    context: AssetExecutionContext, validated_events: pl.DataFrame
+) -> Output[pl.DataFrame]:
     enriched = normalise_owners(validated_events)
     owners_changed = (
         enriched.height
@@ -21,4 +23,6 @@ def enriched_events(context: AssetExecutionContext, validated_events: pl.DataFra
             pl.col("owner_users").eq_missing(validated_events.get_column("owner_users")).sum()
         ).item()
     )
-    return Output(enriched, metadata={"events": enriched.height, "owners_normalised": owners_changed})
+    return Output(
+        enriched, metadata={"events": enriched.height, "owners_normalised": owners_changed}
+    )

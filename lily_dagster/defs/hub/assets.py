@@ -14,8 +14,12 @@ def latency_seconds(events: pl.DataFrame, now: datetime) -> dict[str, float]:
     if events.is_empty():
         return {"p50": 0.0, "p95": 0.0}
     lat = events.select(
-        ((pl.lit(now).cast(pl.Datetime("us", "UTC")) - pl.col("event_time")).dt.total_milliseconds() / 1000)
-        .alias("s")
+        (
+            (
+                pl.lit(now).cast(pl.Datetime("us", "UTC")) - pl.col("event_time")
+            ).dt.total_milliseconds()
+            / 1000
+        ).alias("s")
     ).get_column("s")
     return {"p50": float(lat.quantile(0.5) or 0.0), "p95": float(lat.quantile(0.95) or 0.0)}
 

@@ -41,4 +41,3 @@ def landed_events(
             "kafka_lag": lag,
         },
     )
-

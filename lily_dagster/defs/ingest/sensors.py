@@ -14,7 +14,7 @@ from dagster import (
 from lily_dagster.defs.enrichment.assets import enriched_events
 from lily_dagster.defs.hub.assets import hub_records
 from lily_dagster.defs.ingest.assets import landed_events
-from lily_dagster.defs.partitions import tenant_partitions
+from lily_dagster.defs.partitions import TENANTS, tenant_partitions
 from lily_dagster.defs.resources import KafkaResource, LilyResource
 from lily_dagster.defs.validation.assets import validated_events
 from lily_dagster.lib.envelope import make_rejects
@@ -50,7 +50,7 @@ def ingest_run_request(tenant: str, batch_id: str, source: str) -> RunRequest:
 
 
 def new_tenants(context: SensorEvaluationContext, tenants: set[str]) -> list[str]:
-    known = set(context.instance.get_dynamic_partitions(tenant_partitions.name))
+    known = set(context.instance.get_dynamic_partitions(TENANTS))
     return sorted(tenants - known)
 
 

@@ -13,7 +13,11 @@ from lily_dagster.lib.validation import envelope_rules, split_valid
 
 def batch_key(frame: pl.DataFrame) -> str:
     """Stable name for what a run processed, so a retried run overwrites its own files."""
-    ids = sorted(frame.get_column("batch_id").unique().to_list()) if "batch_id" in frame.columns else []
+    ids = (
+        sorted(frame.get_column("batch_id").unique().to_list())
+        if "batch_id" in frame.columns
+        else []
+    )
     return hashlib.sha256(",".join(ids).encode()).hexdigest()[:20]
 
 

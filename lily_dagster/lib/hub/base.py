@@ -101,7 +101,10 @@ def reduce_batch(events: pl.DataFrame) -> pl.DataFrame:
     )
     return latest.select(
         "qualified_name",
-        pl.when(pl.col("op") == "delete").then(pl.lit(DELETED)).otherwise(pl.lit(ACTIVE)).alias("status"),
+        pl.when(pl.col("op") == "delete")
+        .then(pl.lit(DELETED))
+        .otherwise(pl.lit(ACTIVE))
+        .alias("status"),
         "event_time",
         "event_id",
     ).join(content, on="qualified_name", how="inner")
@@ -125,15 +128,16 @@ def merge_records(
     """Merge batch candidates (from `reduce_batch`) into the existing rows of the same keys."""
     now = now or datetime.now(UTC)
     old = existing.select(
-        "qualified_name", *[pl.col(c).alias(f"{c}__old") for c in existing.columns if c != "qualified_name"]
+        "qualified_name",
+        *[pl.col(c).alias(f"{c}__old") for c in existing.columns if c != "qualified_name"],
     )
     m = candidates.join(old, on="qualified_name", how="left").with_columns(
         pl.col("event_time__old").is_null().alias("__new"),
     )
     m = m.with_columns(
-        (pl.col("__new") | _newer("event_time", "event_id", "event_time__old", "event_id__old")).alias(
-            "__status_wins"
-        ),
+        (
+            pl.col("__new") | _newer("event_time", "event_id", "event_time__old", "event_id__old")
+        ).alias("__status_wins"),
         (
             pl.col("__new")
             | (pl.col("content_upsert") & ~pl.col("content_upsert__old"))
@@ -146,7 +150,10 @@ def merge_records(
     take_content = pl.col("__content_wins")
     take_status = pl.col("__status_wins")
     merged = m.with_columns(
-        *[pl.when(take_content).then(pl.col(c)).otherwise(pl.col(f"{c}__old")).alias(c) for c in CONTENT_COLUMNS],
+        *[
+            pl.when(take_content).then(pl.col(c)).otherwise(pl.col(f"{c}__old")).alias(c)
+            for c in CONTENT_COLUMNS
+        ],
         *[
             pl.when(take_content).then(pl.col(c)).otherwise(pl.col(f"{c}__old")).alias(c)
             for c in ("content_upsert", "content_time", "content_id")

@@ -93,7 +93,9 @@ class LocalHub:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
-    def upsert(self, tenant: str, events: pl.DataFrame, now: datetime | None = None) -> UpsertResult:
+    def upsert(
+        self, tenant: str, events: pl.DataFrame, now: datetime | None = None
+    ) -> UpsertResult:
         if events.is_empty():
             return UpsertResult()
         candidates = reduce_batch(events)
@@ -105,7 +107,7 @@ class LocalHub:
                 existing = con.sql(
                     "SELECT r.* FROM records r SEMI JOIN keys k USING (qualified_name)"
                 ).pl()
-                merged = merge_records(candidates, existing.cast(RECORD_SCHEMA), now)  # type: ignore[arg-type]
+                merged = merge_records(candidates, existing.cast(RECORD_SCHEMA), now)
                 changed = merged.changed  # noqa: F841
                 con.execute("INSERT OR REPLACE INTO records BY NAME SELECT * FROM changed")
                 con.execute("COMMIT")
@@ -122,7 +124,7 @@ class LocalHub:
             return pl.DataFrame(schema=RECORD_SCHEMA)
         with self._connect(tenant, read_only=True) as con:
             frame = con.sql("SELECT * FROM records ORDER BY qualified_name").pl()
-        return frame.cast(RECORD_SCHEMA)  # type: ignore[arg-type]
+        return frame.cast(RECORD_SCHEMA)
 
     def export(self, tenant: str) -> Iterator[dict[str, Any]]:
         for row in self.records(tenant).iter_rows(named=True):

@@ -1,0 +1,35 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+
+.PHONY: run test lint unit setup demo clean
+
+$(STAMP): setup.py pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 needed, found {sys.version.split()[0]}"'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+# The whole local stack on embedded defaults: Kafka-compatible broker, Dagster UI and
+# daemon (http://127.0.0.1:3000), demo traffic. Ctrl-C stops it.
+run: setup
+	$(VENV)/bin/lily dev
+
+# Lint, types, then the full suite.
+test: setup lint
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check lily_dagster lily_dagster_tests benchmarks
+	$(VENV)/bin/ruff format --check lily_dagster lily_dagster_tests benchmarks
+	$(VENV)/bin/mypy
+
+demo: setup
+	$(VENV)/bin/lily demo
+
+clean:
+	rm -rf .lily .pytest_cache .mypy_cache .ruff_cache
