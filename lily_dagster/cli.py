@@ -224,7 +224,14 @@ def cmd_dev(args: argparse.Namespace) -> int:
     """The whole local stack (make run): broker, Dagster UI and daemon, demo traffic."""
     from lily_dagster.lib.broker import BrokerError, ensure_topics, port_open, produce, start_broker
     from lily_dagster.lib.demo import generate_demo
-    from lily_dagster.runtime import child_env, prepare_dagster_home, stop_process
+    from lily_dagster.runtime import (
+        DEFINITIONS_MODULE,
+        KAFKA_SENSOR,
+        child_env,
+        prepare_dagster_home,
+        reset_sensor_cursor,
+        stop_process,
+    )
 
     settings = _settings()
     settings.home.mkdir(parents=True, exist_ok=True)
@@ -240,6 +247,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
                 )
             except BrokerError as exc:
                 raise CliError(str(exc)) from None
+            # The embedded broker keeps its log in memory: a fresh one starts at offset 0,
+            # so offsets saved against the previous one must not skip its messages.
+            reset_sensor_cursor(settings, KAFKA_SENSOR)
     ensure_topics(settings.kafka_bootstrap, settings.kafka_topics)
     prepare_dagster_home(settings)
     stop = threading.Event()
@@ -255,7 +265,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             "dagster",
             "dev",
             "-m",
-            "lily_dagster.definitions",
+            DEFINITIONS_MODULE,
             "--host",
             args.host,
             "--port",

@@ -27,6 +27,7 @@ from lily_dagster.settings import Settings
 
 DAGSTER_YAML = Path(__file__).with_name("dagster.yaml")
 KAFKA_SENSOR = "kafka_events_sensor"
+DEFINITIONS_MODULE = "lily_dagster.definitions"
 
 
 def prepare_dagster_home(settings: Settings) -> Path:
@@ -74,6 +75,21 @@ class IdleReport:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+def reset_sensor_cursor(settings: Settings, name: str) -> bool:
+    """Forget a sensor's cursor, keeping its running/stopped status; False if it had none."""
+    from dagster import DagsterInstance
+    from dagster._core.scheduler.instigation import InstigatorType, SensorInstigatorData
+
+    prepare_dagster_home(settings)
+    with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+            data = state.instigator_data
+            if state.name == name and isinstance(data, SensorInstigatorData) and data.cursor:
+                instance.update_instigator_state(state.with_data(data._replace(cursor=None)))
+                return True
+    return False
+
+
 def sensor_cursor(instance: Any, name: str) -> KafkaCursor:
     from dagster._core.scheduler.instigation import InstigatorType
 
@@ -113,7 +129,7 @@ def start_daemon(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")  # noqa: SIM115
     return subprocess.Popen(
-        [sys.executable, "-m", "dagster._daemon", "run", "-m", "lily_dagster.definitions"],
+        [sys.executable, "-m", "dagster._daemon", "run", "-m", DEFINITIONS_MODULE],
         env=child_env(settings),
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -17,6 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 TENANT_RE = re.compile(TENANT_PATTERN)
+
+
+def is_tenant(value: str) -> bool:
+    # fullmatch: `$` alone would also accept a trailing newline
+    return TENANT_RE.fullmatch(value) is not None
+
+
 # Quarantine bucket for Kafka messages that name no valid tenant on an unbound topic.
 UNROUTED_TENANT = "_unrouted"
 
@@ -40,7 +47,7 @@ class TenantConfig(BaseModel):
     @field_validator("name")
     @classmethod
     def _tenant_name(cls, value: str) -> str:
-        if not TENANT_RE.match(value):
+        if not is_tenant(value):
             raise ValueError(f"tenant name {value!r} does not match {TENANT_PATTERN}")
         return value
 
@@ -115,7 +122,7 @@ class Settings(BaseModel):
         topics = tuple(t.strip() for t in topics_raw.split(",") if t.strip())
         if not topics:
             raise ConfigError("LILY_KAFKA_TOPICS names no topic")
-        bad = [t for t in topics if not re.match(r"^[A-Za-z0-9._-]{1,249}$", t)]
+        bad = [t for t in topics if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", t)]
         if bad:
             raise ConfigError(f"LILY_KAFKA_TOPICS: invalid topic name {bad[0]!r}")
         hub = os.environ.get("LILY_HUB") or "local"
@@ -176,6 +183,6 @@ class Settings(BaseModel):
 
 def validate_tenant(tenant: str) -> str:
     """Raise ConfigError unless `tenant` is a valid tenant name (CLI arguments)."""
-    if not TENANT_RE.match(tenant):
+    if not is_tenant(tenant):
         raise ConfigError(f"invalid tenant {tenant!r}: must match {TENANT_PATTERN}")
     return tenant

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from lily_dagster.settings import TENANT_RE, UNROUTED_TENANT
+from lily_dagster.settings import UNROUTED_TENANT, is_tenant
 
 DEMO_TENANTS = ("acme", "globex", "initech")
 
@@ -129,7 +129,7 @@ class _Builder:
     def send_invalid(self, raw: bytes, reason: str, tenant_hint: Any) -> None:
         tenant = (
             tenant_hint
-            if isinstance(tenant_hint, str) and TENANT_RE.match(tenant_hint)
+            if isinstance(tenant_hint, str) and is_tenant(tenant_hint)
             else UNROUTED_TENANT
         )
         self.traffic.invalid.append((raw, tenant, reason))

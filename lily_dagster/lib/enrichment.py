@@ -10,12 +10,8 @@ def _normalise_principals(col: str) -> pl.Expr:
     # lower case. Keep null (attribute absent) apart from [] (explicitly no owners).
     return (
         pl.col(col)
-        .list.eval(
-            pl.element()
-            .str.strip_chars()
-            .str.to_lowercase()
-            .filter(pl.element().str.len_chars() > 0)
-        )
+        .list.eval(pl.element().str.strip_chars().str.to_lowercase())
+        .list.eval(pl.element().filter(pl.element().str.len_chars() > 0))
         .list.unique()
         .list.sort()
         .alias(col)

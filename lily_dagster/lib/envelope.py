@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import polars as pl
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from lily_dagster.lib.reasons import Reason
 
@@ -52,6 +53,17 @@ class Asset(BaseModel):
     outputs: list[str] = Field(default_factory=list)
 
 
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339(value: object) -> datetime:
+    # pydantic would also read numbers and numeric strings as Unix times; the contract
+    # wants RFC 3339 text with a zone, so anything else is refused.
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError("expected RFC 3339 date-time with a time zone, e.g. 2026-11-23T10:00:00Z")
+    return datetime.fromisoformat(value.upper())
+
+
 class Envelope(BaseModel):
     """One metadata-change event. Unknown top-level keys are ignored (forward compatible)."""
 
@@ -61,7 +73,7 @@ class Envelope(BaseModel):
     tenant: str
     source: str
     op: Literal["upsert", "delete"]
-    event_time: AwareDatetime
+    event_time: Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
     asset: Asset
 
 

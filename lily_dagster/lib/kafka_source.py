@@ -19,7 +19,7 @@ import polars as pl
 
 from lily_dagster.lib.reasons import Reason
 from lily_dagster.lib.staging import LANDED_SCHEMA
-from lily_dagster.settings import TENANT_RE
+from lily_dagster.settings import is_tenant
 
 KafkaCursor = dict[str, dict[str, int]]
 
@@ -212,7 +212,7 @@ def route_messages(messages: list[KafkaMessage], topic_bindings: dict[str, str])
             unrouted.append((msg, Reason.MISSING_FIELD, "tenant: Field required"))
         elif not isinstance(tenant, str):
             unrouted.append((msg, Reason.WRONG_TYPE, "tenant: Input should be a valid string"))
-        elif not TENANT_RE.match(tenant):
+        elif not is_tenant(tenant):
             unrouted.append(
                 (msg, Reason.BAD_TENANT, f"tenant {tenant[:80]!r} is not a valid tenant")
             )
