@@ -261,14 +261,20 @@ def decode_envelopes(
     return DecodeResult(events=events, rejects=make_rejects(tenant, rejected))
 
 
+def full_attributes(row: dict[str, Any]) -> dict[str, Any]:
+    """The attributes object of a row: the JSON extras plus the non-null well-known keys."""
+    attributes: dict[str, Any] = json.loads(row["attributes"] or "{}")
+    for key in WELL_KNOWN_ATTRIBUTES:
+        if row.get(key) is not None:
+            attributes[key] = row[key]
+    return attributes
+
+
 def frame_to_envelopes(events: pl.DataFrame) -> list[dict[str, Any]]:
     """Events frame back to contract envelopes (JSON-ready dicts)."""
     out: list[dict[str, Any]] = []
     for row in events.iter_rows(named=True):
-        attributes = json.loads(row["attributes"] or "{}")
-        for key in WELL_KNOWN_ATTRIBUTES:
-            if row[key] is not None:
-                attributes[key] = row[key]
+        attributes = full_attributes(row)
         asset: dict[str, Any] = {
             "type_name": row["type_name"],
             "qualified_name": row["qualified_name"],

@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 import polars as pl
 
+from lily_dagster.lib.envelope import EVENT_SCHEMA, full_attributes
+
 CONTENT_COLUMNS = (
     "type_name",
     "name",
@@ -33,18 +35,8 @@ CONTENT_COLUMNS = (
 
 RECORD_SCHEMA: dict[str, pl.DataType] = {
     "qualified_name": pl.String(),
-    "type_name": pl.String(),
-    "name": pl.String(),
     "status": pl.String(),
-    "description": pl.String(),
-    "owner_users": pl.List(pl.String()),
-    "owner_groups": pl.List(pl.String()),
-    "certificate_status": pl.String(),
-    "parent_qualified_name": pl.String(),
-    "attributes": pl.String(),
-    "classifications": pl.List(pl.String()),
-    "inputs": pl.List(pl.String()),
-    "outputs": pl.List(pl.String()),
+    **{c: EVENT_SCHEMA[c] for c in CONTENT_COLUMNS},
     # the event the content comes from: the latest upsert, else the latest delete
     "content_upsert": pl.Boolean(),
     "content_time": pl.Datetime("us", "UTC"),
@@ -196,14 +188,7 @@ def merge_records(
 
 def record_to_export(row: dict[str, Any]) -> dict[str, Any]:
     """A stored record as the hub export record of CONTRACT.md §2."""
-    import json
-
-    from lily_dagster.lib.envelope import WELL_KNOWN_ATTRIBUTES
-
-    attributes = json.loads(row["attributes"] or "{}")
-    for key in WELL_KNOWN_ATTRIBUTES:
-        if row.get(key) is not None:
-            attributes[key] = row[key]
+    attributes = full_attributes(row)
     out: dict[str, Any] = {
         "qualified_name": row["qualified_name"],
         "type_name": row["type_name"],
