@@ -6,6 +6,9 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ from lily_dagster.lib.demo import expected_hub_state
 from lily_dagster.lib.enrichment import normalise_owners
 from lily_dagster.lib.envelope import decode_envelopes, empty_events
 from lily_dagster.lib.hub.base import UpsertResult, hub_factory
-from lily_dagster.lib.hub.local import LocalHub
+from lily_dagster.lib.hub.local import HubLockedError, LocalHub
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 EXPORT_KEYS = {
@@ -513,3 +516,59 @@ def test_tenants_are_isolated(hub: LocalHub) -> None:
     assert list(hub.export("initech")) == []
     assert hub.status_counts("initech") == {}
     assert hub.tenants() == ["acme", "globex"]  # reading a tenant does not create it
+
+
+def _hold_lock(db: Path, seconds: float) -> subprocess.Popen[bytes]:
+    """Another process holding the tenant database's write lock for `seconds`."""
+    script = (
+        "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); "
+        "print('locked', flush=True); time.sleep(float(sys.argv[2]))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(db), str(seconds)], stdout=subprocess.PIPE
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"locked"
+    return proc
+
+
+def test_writer_waits_for_a_lock_held_by_another_process(tmp_path: Path) -> None:
+    hub = LocalHub(tmp_path, lock_timeout_s=30)
+    hub.upsert("acme", _lock_events("e1"))
+    holder = _hold_lock(hub.path("acme"), 1.5)
+    started = time.monotonic()
+    result = hub.upsert("acme", _lock_events("e2", "2026-11-23T11:00:00Z"))
+    holder.wait(10)
+    assert time.monotonic() - started >= 0.5  # it really waited for the lock
+    assert result.updated == 1
+
+
+def test_writer_gives_up_with_a_clear_error_when_the_lock_is_never_released(tmp_path: Path) -> None:
+    hub = LocalHub(tmp_path, lock_timeout_s=0.5)
+    hub.upsert("acme", _lock_events("e1"))
+    holder = _hold_lock(hub.path("acme"), 5)
+    try:
+        with pytest.raises(HubLockedError, match="locked"):
+            hub.upsert("acme", _lock_events("e2", "2026-11-23T11:00:00Z"))
+    finally:
+        holder.kill()
+        holder.wait(10)
+    assert [r["event_id"] for r in hub.export("acme")] == ["e1"]
+
+
+def _lock_events(event_id: str, when: str = "2026-11-23T10:00:00Z") -> pl.DataFrame:
+    payload = json.dumps(
+        {
+            "event_id": event_id,
+            "tenant": "acme",
+            "source": "dbt",
+            "op": "upsert",
+            "event_time": when,
+            "asset": {
+                "type_name": "Table",
+                "qualified_name": "default/db/T",
+                "name": "T",
+                "attributes": {"description": event_id},
+            },
+        }
+    )
+    return decode_envelopes([payload], ["o"], tenant="acme", max_event_bytes=1 << 20).events
