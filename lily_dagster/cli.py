@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from lily_dagster.settings import (
+    DEFAULT_WEBHOOK_PORT,
     EMBEDDED_BROKER_PORT,
     UNROUTED_TENANT,
     ConfigError,
@@ -103,6 +104,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     print(json.dumps(summary, indent=2, sort_keys=True))
     return 1 if summary["runs"].get("failure") else 0
+
+
+def cmd_webhook_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from lily_dagster.webhook.app import create_app
+
+    settings = _settings()
+    app = create_app(settings)  # bad auth or vendor configuration fails here, before binding
+    print(f"Lily webhook receiver on http://{args.host}:{args.port}", file=sys.stderr)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
 
 
 def _with_embedded_broker(settings: Settings) -> tuple[Settings, Callable[[], None]]:
@@ -335,6 +355,14 @@ def build_parser() -> argparse.ArgumentParser:
     q_export = quarantine.add_parser("export", help="a tenant's quarantined events as JSON Lines")
     q_export.add_argument("--tenant", required=True, type=_tenant_arg)
     q_export.set_defaults(func=cmd_quarantine_export)
+
+    webhook = sub.add_parser("webhook", help="the webhook receiver").add_subparsers(
+        dest="w_command", required=True
+    )
+    serve = webhook.add_parser("serve", help="run the webhook receiver (HTTP)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=DEFAULT_WEBHOOK_PORT)
+    serve.set_defaults(func=cmd_webhook_serve)
 
     dev = sub.add_parser("dev", help="the whole local stack (what `make run` starts)")
     dev.add_argument("--host", default="127.0.0.1")

@@ -23,10 +23,12 @@ from lily_dagster.lib.kafka_source import (
 )
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.lib.staging import StagingArea
+from lily_dagster.lib.webhooks.inbox import SqliteInbox
 from lily_dagster.settings import Settings
 
 DAGSTER_YAML = Path(__file__).with_name("dagster.yaml")
 KAFKA_SENSOR = "kafka_events_sensor"
+INBOX_SENSOR = "webhook_inbox_sensor"
 DEFINITIONS_MODULE = "lily_dagster.definitions"
 
 
@@ -90,13 +92,17 @@ def reset_sensor_cursor(settings: Settings, name: str) -> bool:
     return False
 
 
-def sensor_cursor(instance: Any, name: str) -> KafkaCursor:
+def sensor_cursor_raw(instance: Any, name: str) -> str | None:
     from dagster._core.scheduler.instigation import InstigatorType
 
     for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
         if state.name == name and state.instigator_data is not None:
-            return parse_cursor(state.instigator_data.cursor)
-    return {}
+            return state.instigator_data.cursor
+    return None
+
+
+def sensor_cursor(instance: Any, name: str) -> KafkaCursor:
+    return parse_cursor(sensor_cursor_raw(instance, name))
 
 
 def check_idle(instance: Any, settings: Settings) -> IdleReport:
@@ -116,8 +122,12 @@ def check_idle(instance: Any, settings: Settings) -> IdleReport:
     )
     staging = StagingArea(settings.staging_dir)
     pending = sum(len(staging.pending(t)) for t in staging.tenants_with_pending())
+    inbox_backlog = 0
+    if settings.inbox_path.exists():
+        inbox = SqliteInbox(settings.inbox_path)
+        inbox_backlog = inbox.depth_after(int(sensor_cursor_raw(instance, INBOX_SENSOR) or 0))
     return IdleReport(
-        idle=backlog is False and in_flight == 0,
+        idle=backlog is False and inbox_backlog == 0 and in_flight == 0,
         backlog=backlog,
         runs_in_flight=in_flight,
         pending_batches=pending,

@@ -31,10 +31,32 @@ DEFAULT_TOPIC = "lily.metadata.events"
 EMBEDDED_BROKER_PORT = 19092
 DEFAULT_MAX_EVENT_BYTES = 1_048_576
 DEFAULT_MAX_BATCH_EVENTS = 50_000
+DEFAULT_WEBHOOK_PORT = 8787
+DEFAULT_WEBHOOK_MAX_BODY_BYTES = 5_242_880
+DEFAULT_WEBHOOK_RATE_PER_S = 200.0
 
 
 class ConfigError(ValueError):
     """Bad configuration; the message is one line, fit for a CLI error."""
+
+
+class VendorWebhookConfig(BaseModel):
+    """A vendor endpoint of one tenant; vendor-specific options are allowed beside secret_env."""
+
+    model_config = ConfigDict(extra="allow")
+
+    # Name of the environment variable holding the signing secret (never the secret itself).
+    secret_env: str
+
+    def secret(self) -> str:
+        value = os.environ.get(self.secret_env)
+        if not value:
+            raise ConfigError(f"webhook secret variable {self.secret_env} is not set")
+        return value
+
+    def option(self, key: str, default: str | None = None) -> str | None:
+        value = (self.model_extra or {}).get(key, default)
+        return None if value is None else str(value)
 
 
 class TenantConfig(BaseModel):
@@ -43,6 +65,10 @@ class TenantConfig(BaseModel):
     name: str
     # Topics bound to this tenant: every event on them must name this tenant.
     kafka_topics: list[str] = Field(default_factory=list)
+    # Vendor webhooks accepted for this tenant, by vendor name (atlan, monte-carlo, ...).
+    webhooks: dict[str, VendorWebhookConfig] = Field(default_factory=dict)
+    # Requests per second the webhook receiver accepts for this tenant (429 beyond).
+    webhook_rate_per_s: float | None = Field(default=None, gt=0)
 
     @field_validator("name")
     @classmethod
@@ -58,6 +84,9 @@ class LilyConfigFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tenants: list[TenantConfig] = Field(default_factory=list)
+
+    def tenant(self, name: str) -> TenantConfig | None:
+        return next((t for t in self.tenants if t.name == name), None)
 
     def topic_bindings(self) -> dict[str, str]:
         bindings: dict[str, str] = {}
@@ -113,6 +142,8 @@ class Settings(BaseModel):
     config_path: Path | None
     max_event_bytes: int
     max_batch_events: int
+    webhook_max_body_bytes: int
+    webhook_rate_per_s: float
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -149,6 +180,12 @@ class Settings(BaseModel):
             config_path=config_path,
             max_event_bytes=_env_int("LILY_MAX_EVENT_BYTES", DEFAULT_MAX_EVENT_BYTES),
             max_batch_events=_env_int("LILY_MAX_BATCH_EVENTS", DEFAULT_MAX_BATCH_EVENTS),
+            webhook_max_body_bytes=_env_int(
+                "LILY_WEBHOOK_MAX_BODY_BYTES", DEFAULT_WEBHOOK_MAX_BODY_BYTES
+            ),
+            webhook_rate_per_s=float(
+                _env_int("LILY_WEBHOOK_RATE_PER_S", int(DEFAULT_WEBHOOK_RATE_PER_S))
+            ),
         )
 
     @cached_property
@@ -172,6 +209,10 @@ class Settings(BaseModel):
     @property
     def hub_dir(self) -> Path:
         return self.home / "hub"
+
+    @property
+    def inbox_path(self) -> Path:
+        return self.home / "inbox" / "inbox.sqlite"
 
     @property
     def io_dir(self) -> Path:

@@ -1,5 +1,8 @@
 """kafka_events_sensor: Kafka → durable per-tenant landing → one run per tenant per tick."""
 
+from typing import Any
+
+import polars as pl
 from dagster import (
     DefaultSensorStatus,
     RunRequest,
@@ -49,9 +52,31 @@ def ingest_run_request(tenant: str, batch_id: str, source: str) -> RunRequest:
     )
 
 
-def new_tenants(context: SensorEvaluationContext, tenants: set[str]) -> list[str]:
+def land_and_request_runs(
+    context: SensorEvaluationContext,
+    lily: LilyResource,
+    source: str,
+    batch_id: str,
+    frames: dict[str, pl.DataFrame],
+    details: dict[str, Any],
+    cursor: str,
+) -> SensorResult:
+    """Land each tenant's frame durably, then (only then) return the moved cursor with one
+    run request per tenant and any new tenant partitions. Every source ends its tick here."""
+    staging = lily.staging()
+    for tenant, frame in frames.items():
+        staging.land(tenant, batch_id, source, frame, details)
     known = set(context.instance.get_dynamic_partitions(TENANTS))
-    return sorted(tenants - known)
+    added = sorted(set(frames) - known)
+    context.log.info(
+        f"landed {sum(f.height for f in frames.values())} {source} events as {batch_id} "
+        f"for {sorted(frames)}"
+    )
+    return SensorResult(
+        run_requests=[ingest_run_request(t, batch_id, source) for t in sorted(frames)],
+        cursor=cursor,
+        dynamic_partitions_requests=[tenant_partitions.build_add_request(added)] if added else [],
+    )
 
 
 @sensor(
@@ -80,10 +105,6 @@ def kafka_events_sensor(
         )
     routed = route_messages(batch.messages, settings.topic_bindings())
     batch_id = batch.batch_id()
-    details = {"kafka_ranges": batch.ranges(), "kafka_lag": batch.lag}
-    staging = lily.staging()
-    for tenant, messages in routed.by_tenant.items():
-        staging.land(tenant, batch_id, "kafka", landed_frame(messages), details)
     if routed.unrouted:
         rejects = make_rejects(
             UNROUTED_TENANT,
@@ -94,14 +115,13 @@ def kafka_events_sensor(
         )
         lily.quarantine().add(UNROUTED_TENANT, batch_id, rejects)
         context.log.warning(f"{len(routed.unrouted)} messages named no valid tenant")
-    tenants = set(routed.by_tenant)
-    added = new_tenants(context, tenants)
-    context.log.info(
-        f"landed {len(batch.messages)} events as {batch_id} for {sorted(tenants)}; lag {batch.lag}"
-    )
-    return SensorResult(
-        run_requests=[ingest_run_request(t, batch_id, "kafka") for t in sorted(tenants)],
-        # Moved only now: everything read is durably landed or quarantined.
-        cursor=dump_cursor(batch.next_cursor),
-        dynamic_partitions_requests=[tenant_partitions.build_add_request(added)] if added else [],
+    return land_and_request_runs(
+        context,
+        lily,
+        "kafka",
+        batch_id,
+        {tenant: landed_frame(messages) for tenant, messages in routed.by_tenant.items()},
+        {"kafka_ranges": batch.ranges(), "kafka_lag": batch.lag},
+        # Moved only once everything read is durably landed or quarantined.
+        dump_cursor(batch.next_cursor),
     )

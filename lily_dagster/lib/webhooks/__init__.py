@@ -1,0 +1,1 @@
+"""Webhook ingestion: authentication, the durable inbox, vendor normalisers."""
