@@ -7,6 +7,7 @@ stays in `attributes` as a JSON object string.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -111,10 +112,12 @@ REJECT_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+@functools.cache
 def empty_events() -> pl.DataFrame:
     return pl.DataFrame(schema=EVENT_SCHEMA)
 
 
+@functools.cache
 def empty_rejects() -> pl.DataFrame:
     return pl.DataFrame(schema=REJECT_SCHEMA)
 
@@ -258,7 +261,8 @@ def decode_envelopes(
         row["origin"] = origin
         rows.append(row)
     events = pl.DataFrame(rows, schema=EVENT_SCHEMA) if rows else empty_events()
-    return DecodeResult(events=events, rejects=make_rejects(tenant, rejected))
+    rejects = make_rejects(tenant, rejected) if rejected else empty_rejects()
+    return DecodeResult(events=events, rejects=rejects)
 
 
 def full_attributes(row: dict[str, Any]) -> dict[str, Any]:
