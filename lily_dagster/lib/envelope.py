@@ -17,7 +17,15 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import polars as pl
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from lily_dagster.lib.reasons import Reason
 
@@ -30,6 +38,27 @@ WELL_KNOWN_ATTRIBUTES = (
 )
 
 
+class AssetPatch(BaseModel):
+    """A partial change to an existing record (a Slack command, an Atlan tag event): only
+    what it names changes; without it an upsert replaces the record's whole content."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    set: dict[str, Any] = Field(default_factory=dict)  # attribute -> new value
+    add_classifications: list[str] = Field(default_factory=list)
+    remove_classifications: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _well_known_types(self) -> AssetPatch:
+        for key, value in self.set.items():
+            if key in ("owner_users", "owner_groups"):
+                if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                    raise ValueError(f"set.{key} must be a list of strings")
+            elif key in WELL_KNOWN_ATTRIBUTES and not isinstance(value, str):
+                raise ValueError(f"set.{key} must be a string")
+        return self
+
+
 class AssetAttributes(BaseModel):
     """Free-form attributes; the well-known keys are typed, the rest kept as given."""
 
@@ -40,6 +69,7 @@ class AssetAttributes(BaseModel):
     owner_groups: list[str] | None = None
     certificate_status: str | None = None
     parent_qualified_name: str | None = None
+    lily_patch: AssetPatch | None = None
 
 
 class Asset(BaseModel):
@@ -96,6 +126,7 @@ EVENT_SCHEMA: dict[str, pl.DataType] = {
     "classifications": pl.List(pl.String()),
     "inputs": pl.List(pl.String()),
     "outputs": pl.List(pl.String()),
+    "patch": pl.String(),  # AssetPatch as JSON for partial changes, else null
     "raw": pl.String(),  # the payload as received, kept for quarantine at any later stage
     "origin": pl.String(),  # where it came from, e.g. kafka:topic/partition/offset
 }
@@ -212,6 +243,7 @@ def envelope_row(env: Envelope) -> dict[str, Any]:
         "classifications": env.asset.classifications,
         "inputs": env.asset.inputs,
         "outputs": env.asset.outputs,
+        "patch": attrs.lily_patch.model_dump_json() if attrs.lily_patch else None,
     }
 
 
@@ -279,6 +311,8 @@ def frame_to_envelopes(events: pl.DataFrame) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for row in events.iter_rows(named=True):
         attributes = full_attributes(row)
+        if row.get("patch"):
+            attributes["lily_patch"] = json.loads(row["patch"])
         asset: dict[str, Any] = {
             "type_name": row["type_name"],
             "qualified_name": row["qualified_name"],

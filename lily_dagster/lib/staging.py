@@ -7,8 +7,10 @@ its manifest does. Once the hub holds the batch, it moves to `applied/`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +36,11 @@ class BatchManifest:
     landed_at: str
     # Source position information, e.g. Kafka offset ranges and lag at landing time.
     details: dict[str, Any] = field(default_factory=dict)
+
+
+def batch_set_key(batch_ids: Iterable[str]) -> str:
+    """Stable name for a set of batches, so a retried run overwrites its own files."""
+    return hashlib.sha256(",".join(sorted(set(batch_ids))).encode()).hexdigest()[:20]
 
 
 class StagingArea:

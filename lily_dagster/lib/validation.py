@@ -93,14 +93,16 @@ class ValidationResult:
     failures_by_rule: dict[str, int]
 
 
-def split_valid(events: pl.DataFrame, rules: Sequence[Rule], tenant: str | None) -> ValidationResult:
+def split_valid(
+    events: pl.DataFrame, rules: Sequence[Rule], tenant: str | None
+) -> ValidationResult:
     """Split `events` into the rows that pass every rule and the rejects with their reasons."""
-    bad = [r.bad.fill_null(True).alias(f"__bad_{i}") for i, r in enumerate(rules)]
-    counts = events.select(e.sum() for e in bad).row(0) if events.height else (0,) * len(rules)
+    flags = [r.bad.fill_null(True).alias(f"__bad_{i}") for i, r in enumerate(rules)]
+    counts = events.select(e.sum() for e in flags).row(0) if events.height else (0,) * len(rules)
     failures = {r.name: int(n or 0) for r, n in zip(rules, counts, strict=True)}
     if not any(counts):  # the common case: one pass, cheap even for one-event webhook posts
         return ValidationResult(events, empty_rejects(), failures)
-    flagged = events.with_columns(bad)
+    flagged = events.with_columns(flags)
     reason = pl.lit(None, dtype=pl.String)
     detail = pl.lit(None, dtype=pl.String)
     for i, r in reversed(list(enumerate(rules))):  # first failing rule wins

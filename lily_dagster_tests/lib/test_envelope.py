@@ -348,6 +348,7 @@ def test_valid_envelope_typed_columns() -> None:
         "classifications": ["PII"],
         "inputs": [],
         "outputs": [],
+        "patch": None,  # a full upsert, not a partial change
         "raw": payload,
         "origin": "test:0",
     }

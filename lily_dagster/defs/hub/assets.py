@@ -7,6 +7,7 @@ from dagster import AssetExecutionContext, AssetIn, MaterializeResult, MetadataV
 
 from lily_dagster.defs.partitions import tenant_partitions
 from lily_dagster.defs.resources import LilyResource
+from lily_dagster.lib.staging import batch_set_key
 
 
 def latency_seconds(events: pl.DataFrame, now: datetime) -> dict[str, float]:
@@ -41,9 +42,13 @@ def hub_records(
     tenant = context.partition_key
     hub = lily.hub()
     result = hub.upsert(tenant, enriched_events)
+    batch_ids = sorted(landed_events.get_column("batch_id").unique().to_list())
+    refused = 0
+    if result.rejects is not None and result.rejects.height:
+        refused = lily.quarantine().add(tenant, f"hub-{batch_set_key(batch_ids)}", result.rejects)
+        context.log.warning(f"the hub refused {refused} events of {tenant}; see its quarantine")
     # Only now is the batch safe to forget: its valid events are in the hub and its
     # invalid ones in the quarantine.
-    batch_ids = sorted(landed_events.get_column("batch_id").unique().to_list())
     lily.staging().mark_applied(tenant, batch_ids)
     latency = latency_seconds(enriched_events, datetime.now(UTC))
     counts = hub.status_counts(tenant)
@@ -51,6 +56,7 @@ def hub_records(
         metadata={
             "events_applied": enriched_events.height,
             "upserted": result.changed,
+            "refused_by_hub": refused,
             **{f"records_{k}": v for k, v in result.as_dict().items()},
             "latency_p50_s": latency["p50"],
             "latency_p95_s": latency["p95"],

@@ -1,24 +1,13 @@
 """validated_events: envelopes that pass every rule; the rest go to the tenant's quarantine."""
 
-import hashlib
-
 import polars as pl
 from dagster import AssetExecutionContext, MetadataValue, Output, asset
 
 from lily_dagster.defs.partitions import tenant_partitions
 from lily_dagster.defs.resources import LilyResource
 from lily_dagster.lib.envelope import decode_envelopes
+from lily_dagster.lib.staging import batch_set_key
 from lily_dagster.lib.validation import envelope_rules, split_valid
-
-
-def batch_key(frame: pl.DataFrame) -> str:
-    """Stable name for what a run processed, so a retried run overwrites its own files."""
-    ids = (
-        sorted(frame.get_column("batch_id").unique().to_list())
-        if "batch_id" in frame.columns
-        else []
-    )
-    return hashlib.sha256(",".join(ids).encode()).hexdigest()[:20]
 
 
 @asset(
@@ -43,7 +32,9 @@ def validated_events(
     events = decoded.events.join(origin_batch, on="origin", how="left")
     checked = split_valid(events, envelope_rules(expected_tenant=tenant), tenant)
     rejects = pl.concat([decoded.rejects, checked.rejects], how="vertical")
-    kept = lily.quarantine().add(tenant, f"validation-{batch_key(landed_events)}", rejects)
+    kept = lily.quarantine().add(
+        tenant, f"validation-{batch_set_key(landed_events.get_column('batch_id'))}", rejects
+    )
     by_reason = {r: int(n) for r, n in rejects.group_by("reason").len().sort("reason").iter_rows()}
     if kept:
         context.log.warning(f"{kept} events quarantined for {tenant}: {by_reason}")

@@ -10,14 +10,21 @@ events in any order, any number of times, gives the same state.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import polars as pl
 
-from lily_dagster.lib.envelope import EVENT_SCHEMA, full_attributes
+from lily_dagster.lib.envelope import (
+    EVENT_SCHEMA,
+    WELL_KNOWN_ATTRIBUTES,
+    full_attributes,
+    to_rejects,
+)
+from lily_dagster.lib.reasons import Reason
 
 CONTENT_COLUMNS = (
     "type_name",
@@ -58,6 +65,19 @@ class UpsertResult:
     archived: int = 0
     restored: int = 0
     unchanged: int = 0
+    # Events the hub refused (REJECT_SCHEMA), for the tenant's quarantine.
+    rejects: pl.DataFrame | None = field(default=None, compare=False)
+
+    def __add__(self, other: UpsertResult) -> UpsertResult:
+        frames = [r for r in (self.rejects, other.rejects) if r is not None and r.height]
+        return UpsertResult(
+            self.created + other.created,
+            self.updated + other.updated,
+            self.archived + other.archived,
+            self.restored + other.restored,
+            self.unchanged + other.unchanged,
+            pl.concat(frames) if frames else None,
+        )
 
     @property
     def changed(self) -> int:
@@ -184,6 +204,82 @@ def merge_records(
         unchanged=counts.get("unchanged", 0),
     )
     return MergeResult(changed.select(list(RECORD_SCHEMA)).cast(RECORD_SCHEMA), result)  # type: ignore[arg-type]
+
+
+def apply_patches(
+    current: pl.DataFrame, patches: pl.DataFrame, now: datetime | None = None
+) -> MergeResult:
+    """Apply partial changes (events with a `patch`) to the current records of their keys.
+
+    A patch newer than the record's content changes only what it names and becomes the
+    content's latest event; an older one is superseded. A patch for a record the hub does not
+    hold is refused as `unknown_asset` (it cannot say what type or name the record has).
+    """
+    now = now or datetime.now(UTC)
+    records = {r["qualified_name"]: r for r in current.iter_rows(named=True)}
+    touched: dict[str, str] = {}
+    refused: list[dict[str, Any]] = []
+    unchanged = 0
+    for p in patches.sort(["event_time", "event_id"]).iter_rows(named=True):
+        rec = records.get(p["qualified_name"])
+        if rec is None:
+            refused.append(p)
+            continue
+        if (p["event_time"], p["event_id"]) <= (rec["content_time"], rec["content_id"]):
+            unchanged += 1
+            continue
+        patch = json.loads(p["patch"])
+        before = {c: rec[c] for c in CONTENT_COLUMNS}
+        extras = json.loads(rec["attributes"] or "{}")
+        for key, value in patch.get("set", {}).items():
+            if key in WELL_KNOWN_ATTRIBUTES:
+                rec[key] = value
+            else:
+                extras[key] = value
+        rec["attributes"] = json.dumps(extras, sort_keys=True, separators=(",", ":"))
+        tags = [
+            t
+            for t in rec["classifications"] or []
+            if t not in patch.get("remove_classifications", [])
+        ]
+        tags += [t for t in patch.get("add_classifications", []) if t not in tags]
+        rec["classifications"] = tags
+        rec.update(content_upsert=True, content_time=p["event_time"], content_id=p["event_id"])
+        if (p["event_time"], p["event_id"]) > (rec["event_time"], rec["event_id"]):
+            rec.update(event_time=p["event_time"], event_id=p["event_id"])
+        rec.update(updated_at=now, version=rec["version"] + 1)
+        changed = any(before[c] != rec[c] for c in CONTENT_COLUMNS)
+        touched[rec["qualified_name"]] = (
+            "updated" if changed else touched.get(rec["qualified_name"], "unchanged")
+        )
+    counts = {"updated": 0, "unchanged": unchanged}
+    for change in touched.values():
+        counts[change] += 1
+    rows = [records[qn] for qn in touched]
+    changed_frame = (
+        pl.DataFrame(rows, schema=RECORD_SCHEMA) if rows else pl.DataFrame(schema=RECORD_SCHEMA)
+    )
+    rejects = None
+    if refused:
+        rejects = to_rejects(
+            pl.DataFrame(
+                {
+                    "event_id": [p["event_id"] for p in refused],
+                    "reason": [Reason.UNKNOWN_ASSET.value] * len(refused),
+                    "detail": [
+                        f"patch for {p['qualified_name']!r}, which the hub does not hold"
+                        for p in refused
+                    ],
+                    "raw": [p["raw"] for p in refused],
+                    "origin": [p["origin"] for p in refused],
+                }
+            ),
+            None,
+        )
+    return MergeResult(
+        changed_frame,
+        UpsertResult(updated=counts["updated"], unchanged=counts["unchanged"], rejects=rejects),
+    )
 
 
 def record_to_export(row: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import polars as pl
 from lily_dagster.lib.hub.base import (
     RECORD_SCHEMA,
     UpsertResult,
+    apply_patches,
     merge_records,
     record_to_export,
     reduce_batch,
@@ -98,23 +99,38 @@ class LocalHub:
     ) -> UpsertResult:
         if events.is_empty():
             return UpsertResult()
-        candidates = reduce_batch(events)
+        is_patch = pl.col("patch").is_not_null()
+        full, patches = events.filter(~is_patch), events.filter(is_patch)
         with self._connect(tenant, read_only=False) as con:
             con.execute(_DDL)
-            keys = candidates.select("qualified_name")  # noqa: F841 (read by DuckDB by name)
             con.execute("BEGIN TRANSACTION")
             try:
-                existing = con.sql(
-                    "SELECT r.* FROM records r SEMI JOIN keys k USING (qualified_name)"
-                ).pl()
-                merged = merge_records(candidates, existing.cast(RECORD_SCHEMA), now)
-                changed = merged.changed  # noqa: F841
-                con.execute("INSERT OR REPLACE INTO records BY NAME SELECT * FROM changed")
+                result = UpsertResult()
+                if full.height:
+                    candidates = reduce_batch(full)
+                    merged = merge_records(candidates, self._existing(con, candidates), now)
+                    self._write(con, merged.changed)
+                    result += merged.result
+                if patches.height:  # after the full upserts of the same batch
+                    patched = apply_patches(self._existing(con, patches), patches, now)
+                    self._write(con, patched.changed)
+                    result += patched.result
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
-        return merged.result
+        return result
+
+    @staticmethod
+    def _existing(con: duckdb.DuckDBPyConnection, keyed: pl.DataFrame) -> pl.DataFrame:
+        keys = keyed.select("qualified_name").unique()  # noqa: F841 (read by DuckDB by name)
+        found = con.sql("SELECT r.* FROM records r SEMI JOIN keys k USING (qualified_name)").pl()
+        return found.cast(RECORD_SCHEMA)
+
+    @staticmethod
+    def _write(con: duckdb.DuckDBPyConnection, changed: pl.DataFrame) -> None:
+        if changed.height:
+            con.execute("INSERT OR REPLACE INTO records BY NAME SELECT * FROM changed")
 
     def _exists(self, tenant: str) -> bool:
         return self.path(tenant).exists()

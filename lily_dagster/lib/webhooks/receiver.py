@@ -90,7 +90,9 @@ def check_envelopes(
     origins = [f"webhook:{source}:{i}" for i in range(len(items))]
     decoded = decode_envelopes(raws, origins, tenant=tenant, max_event_bytes=max_event_bytes)
     checked = split_valid(decoded.events, envelope_rules(expected_tenant=tenant), tenant)
-    rejects = pl.concat([r for r in (decoded.rejects, checked.rejects) if r.height] or [decoded.rejects])
+    rejects = pl.concat(
+        [r for r in (decoded.rejects, checked.rejects) if r.height] or [decoded.rejects]
+    )
     out = CheckedBody(single=single, rejects=rejects)
     for row in rejects.iter_rows(named=True):
         index = int(row["origin"].rsplit(":", 1)[1])
