@@ -5,6 +5,7 @@ from dagster import Definitions
 from lily_dagster.defs.enrichment.assets import enriched_events
 from lily_dagster.defs.hub.assets import hub_records
 from lily_dagster.defs.ingest.assets import landed_events
+from lily_dagster.defs.ingest.poller_sensors import poller_sensors
 from lily_dagster.defs.ingest.sensors import kafka_events_sensor, tenant_ingest_job
 from lily_dagster.defs.ingest.webhook_sensor import webhook_inbox_sensor
 from lily_dagster.defs.resources import KafkaResource, LilyResource, PolarsParquetIOManager
@@ -13,7 +14,7 @@ from lily_dagster.defs.validation.assets import validated_events
 defs = Definitions(
     assets=[landed_events, validated_events, enriched_events, hub_records],
     jobs=[tenant_ingest_job],
-    sensors=[kafka_events_sensor, webhook_inbox_sensor],
+    sensors=[kafka_events_sensor, webhook_inbox_sensor, *poller_sensors],
     resources={
         "lily": LilyResource(),
         "kafka": KafkaResource(),

@@ -59,6 +59,28 @@ class VendorWebhookConfig(BaseModel):
         return None if value is None else str(value)
 
 
+class PollerConfig(BaseModel):
+    """A polled source of one tenant; options are the poller's own (README: Pollers).
+    Options ending in `_env` name environment variables holding secrets."""
+
+    model_config = ConfigDict(extra="allow")
+
+    enabled: bool = True
+
+    def option(self, key: str, default: str | None = None) -> str | None:
+        value = (self.model_extra or {}).get(key, default)
+        return None if value is None else str(value)
+
+    def secret(self, key: str) -> str:
+        name = self.option(key)
+        if not name:
+            raise ConfigError(f"poller option {key} (an environment variable name) is missing")
+        value = os.environ.get(name)
+        if not value:
+            raise ConfigError(f"poller secret variable {name} is not set")
+        return value
+
+
 class TenantConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -67,6 +89,8 @@ class TenantConfig(BaseModel):
     kafka_topics: list[str] = Field(default_factory=list)
     # Vendor webhooks accepted for this tenant, by vendor name (atlan, monte-carlo, ...).
     webhooks: dict[str, VendorWebhookConfig] = Field(default_factory=dict)
+    # Polled sources of this tenant, by poller name (monte-carlo, ...).
+    pollers: dict[str, PollerConfig] = Field(default_factory=dict)
     # Requests per second the webhook receiver accepts for this tenant (429 beyond).
     webhook_rate_per_s: float | None = Field(default=None, gt=0)
 
