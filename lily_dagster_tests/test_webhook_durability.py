@@ -1,0 +1,137 @@
+"""kill -9 the webhook receiver during a burst: every event that got a 202 survives and
+reaches the hub exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import jwt
+from dagster import RunRequest, SensorResult, build_sensor_context, instance_for_test
+
+from lily_dagster.definitions import defs
+from lily_dagster.defs.ingest.webhook_sensor import webhook_inbox_sensor
+from lily_dagster.defs.resources import LilyResource
+from lily_dagster.lib.broker import free_port
+from lily_dagster.lib.hub.local import LocalHub
+from lily_dagster.lib.webhooks.inbox import SqliteInbox
+
+SECRET = "durability-test-secret-0123456789abcdef"
+
+
+def _serve(port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "LILY_JWT_HS256_SECRET": SECRET, "LILY_WEBHOOK_RATE_PER_S": "100000"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lily_dagster.cli", "webhook", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("webhook receiver did not start")
+
+
+def _envelope(i: int) -> dict[str, object]:
+    return {
+        "event_id": f"burst-{i:06d}",
+        "tenant": "acme",
+        "source": "burst",
+        "op": "upsert",
+        "event_time": "2026-11-23T10:00:00Z",
+        "asset": {
+            "type_name": "Table",
+            "qualified_name": f"default/db/sch/T{i:06d}",
+            "name": f"T{i:06d}",
+        },
+    }
+
+
+def test_every_acknowledged_event_survives_kill_9_and_reaches_the_hub_once(lily_home: Path) -> None:
+    port = free_port()
+    token = jwt.encode(
+        {"scope": "lily:ingest", "tenant": "acme", "aud": "lily", "exp": time.time() + 600},
+        SECRET,
+        algorithm="HS256",
+    )
+    headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+    url = f"http://127.0.0.1:{port}/v1/tenants/acme/events"
+    acknowledged: set[str] = set()
+    lock = threading.Lock()
+    next_id = iter(range(1_000_000))
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(timeout=5) as http:
+            while not stop.is_set():
+                with lock:
+                    i = next(next_id)
+                try:
+                    response = http.post(url, content=json.dumps(_envelope(i)), headers=headers)
+                except httpx.HTTPError:
+                    continue  # the server died under us: not acknowledged
+                if response.status_code == 202:
+                    with lock:
+                        acknowledged.add(f"burst-{i:06d}")
+
+    server = _serve(port)
+    threads = [threading.Thread(target=client) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    time.sleep(2.0)
+    server.send_signal(signal.SIGKILL)  # mid-burst, no chance to flush anything
+    server.wait(10)
+    stop.set()
+    for thread in threads:
+        thread.join(10)
+    assert len(acknowledged) > 100, "the burst was too small to mean anything"
+
+    settings_inbox = lily_home / "inbox" / "inbox.sqlite"
+    restarted = _serve(port)  # recovery: the inbox opens cleanly after the crash
+    try:
+        stored = {e.event_id for e in SqliteInbox(settings_inbox).read_after(0, 10_000_000)}
+        assert acknowledged <= stored, f"{len(acknowledged - stored)} acknowledged events lost"
+    finally:
+        restarted.terminate()
+        restarted.wait(10)
+
+    with instance_for_test() as instance:
+        cursor: str | None = None
+        while True:
+            context = build_sensor_context(
+                instance=instance, cursor=cursor, resources={"lily": LilyResource()}
+            )
+            result = webhook_inbox_sensor(context)
+            if not isinstance(result, SensorResult):
+                break
+            for request in result.dynamic_partitions_requests or []:
+                instance.add_dynamic_partitions(
+                    request.partitions_def_name, list(request.partition_keys or [])
+                )
+            for request in result.run_requests or []:
+                assert isinstance(request, RunRequest)
+                run = defs.resolve_job_def("tenant_ingest_job").execute_in_process(
+                    run_config=request.run_config,
+                    partition_key=request.partition_key,
+                    instance=instance,
+                    tags=request.tags,
+                )
+                assert run.success
+            cursor = result.cursor
+    records = list(LocalHub(lily_home / "hub").export("acme"))
+    names = {r["qualified_name"].rsplit("/", 1)[-1] for r in records}
+    assert {f"T{a.removeprefix('burst-')}" for a in acknowledged} <= names
+    assert len(records) == len(stored)  # one record per stored event: nothing applied twice
