@@ -224,7 +224,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _demo_trickle(settings: Settings, stop: threading.Event, every_s: float) -> None:
+def _demo_trickle(
+    settings: Settings, stop: threading.Event, every_s: float, webhook_url: str
+) -> None:
+    """Demo traffic every `every_s`: a burst on Kafka and a batch through the webhook receiver."""
+    import httpx
+
     from lily_dagster.lib.broker import produce
     from lily_dagster.lib.demo import generate_demo
 
@@ -234,10 +239,58 @@ def _demo_trickle(settings: Settings, stop: threading.Event, every_s: float) -> 
         traffic = generate_demo(
             tables_per_tenant=2, columns_per_table=2, seed=seed, start=None, oversized_bytes=0
         )
+        posted = [e for e in traffic.valid if e["tenant"] == "globex"][:20]
         try:
             produce(settings.kafka_bootstrap, settings.kafka_topics[0], traffic.messages)
+            httpx.post(
+                f"{webhook_url}/v1/tenants/globex/events",
+                json=posted,
+                headers={"authorization": f"Bearer {mint_token(['globex'], 3600)}"},
+                timeout=10,
+            )
         except Exception as exc:  # the demo feed is best effort; the stack keeps running
             print(f"demo traffic: {exc}", file=sys.stderr)
+
+
+def dev_jwt_secret(settings: Settings) -> str:
+    """The local stack's HS256 secret, made once under $LILY_HOME (development only)."""
+    import secrets
+
+    path = settings.home / "dev-jwt-secret"
+    if not path.exists():
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def mint_token(tenants: list[str], ttl_s: int, scope: str = "lily:ingest") -> str:
+    import jwt
+
+    secret = os.environ.get("LILY_JWT_HS256_SECRET")
+    if not secret:
+        raise CliError("LILY_JWT_HS256_SECRET is not set (make run sets one for the local stack)")
+    now = int(time.time())
+    claims = {
+        "sub": "lily-cli",
+        "scope": scope,
+        "tenants": tenants,
+        "aud": os.environ.get("LILY_JWT_AUDIENCE") or "lily",
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl_s,
+    }
+    if os.environ.get("LILY_JWT_ISSUER"):
+        claims["iss"] = os.environ["LILY_JWT_ISSUER"]
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    settings = _settings()
+    os.environ.setdefault("LILY_JWT_HS256_SECRET", "")
+    if not os.environ["LILY_JWT_HS256_SECRET"] and (settings.home / "dev-jwt-secret").exists():
+        os.environ["LILY_JWT_HS256_SECRET"] = dev_jwt_secret(settings)
+    print(mint_token(args.tenant, args.ttl, args.scope))
+    return 0
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -272,11 +325,28 @@ def cmd_dev(args: argparse.Namespace) -> int:
             reset_sensor_cursor(settings, KAFKA_SENSOR)
     ensure_topics(settings.kafka_bootstrap, settings.kafka_topics)
     prepare_dagster_home(settings)
+    os.environ.setdefault("LILY_JWT_HS256_SECRET", dev_jwt_secret(settings))
+    receiver = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lily_dagster.cli",
+            "webhook",
+            "serve",
+            "--port",
+            str(args.webhook_port),
+        ],
+        env=child_env(settings),
+        start_new_session=True,
+    )
+    procs.append(receiver)
     stop = threading.Event()
     if not args.no_demo:
         produce(settings.kafka_bootstrap, settings.kafka_topics[0], generate_demo().messages)
         threading.Thread(
-            target=_demo_trickle, args=(settings, stop, args.demo_every), daemon=True
+            target=_demo_trickle,
+            args=(settings, stop, args.demo_every, f"http://127.0.0.1:{args.webhook_port}"),
+            daemon=True,
         ).start()
     webserver = subprocess.Popen(
         [
@@ -296,7 +366,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
     )
     procs.append(webserver)
     print(
-        f"Dagster UI on http://{args.host}:{args.port}; Kafka on {settings.kafka_bootstrap}",
+        f"Dagster UI on http://{args.host}:{args.port}; Kafka on {settings.kafka_bootstrap}; "
+        f"webhooks on http://127.0.0.1:{args.webhook_port} (tokens: `lily token --tenant T`)",
         file=sys.stderr,
     )
     try:
@@ -364,9 +435,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=DEFAULT_WEBHOOK_PORT)
     serve.set_defaults(func=cmd_webhook_serve)
 
+    token = sub.add_parser("token", help="mint an HS256 bearer token (local development)")
+    token.add_argument("--tenant", required=True, action="append", type=_tenant_arg)
+    token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
+    token.add_argument("--scope", default="lily:ingest")
+    token.set_defaults(func=cmd_token)
+
     dev = sub.add_parser("dev", help="the whole local stack (what `make run` starts)")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=3000)
+    dev.add_argument("--webhook-port", type=int, default=DEFAULT_WEBHOOK_PORT)
     dev.add_argument("--no-demo", action="store_true", help="no demo traffic")
     dev.add_argument("--demo-every", type=float, default=15, help="seconds between demo bursts")
     dev.set_defaults(func=cmd_dev)
