@@ -33,7 +33,7 @@ setup(
         "httpx>=0.27",
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-timeout", "ruff", "mypy", "types-PyYAML", "hypothesis>=6"],
+        "dev": ["pytest>=8", "pytest-timeout", "ruff", "mypy", "types-PyYAML", "hypothesis>=6", "moto[server]>=5"],
     },
     entry_points={"console_scripts": ["lily=lily_dagster.cli:main"]},
 )

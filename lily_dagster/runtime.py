@@ -23,7 +23,7 @@ from lily_dagster.lib.kafka_source import (
 )
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.lib.staging import StagingArea
-from lily_dagster.lib.webhooks.inbox import SqliteInbox
+from lily_dagster.lib.webhooks.inbox import inbox_exists, open_inbox
 from lily_dagster.settings import Settings
 
 DAGSTER_YAML = Path(__file__).with_name("dagster.yaml")
@@ -123,9 +123,8 @@ def check_idle(instance: Any, settings: Settings) -> IdleReport:
     staging = StagingArea(settings.staging_dir)
     pending = sum(len(staging.pending(t)) for t in staging.tenants_with_pending())
     inbox_backlog = 0
-    if settings.inbox_path.exists():
-        inbox = SqliteInbox(settings.inbox_path)
-        inbox_backlog = inbox.depth_after(int(sensor_cursor_raw(instance, INBOX_SENSOR) or 0))
+    if inbox_exists(settings):
+        inbox_backlog = open_inbox(settings).pending(sensor_cursor_raw(instance, INBOX_SENSOR))
     return IdleReport(
         idle=backlog is False and inbox_backlog == 0 and in_flight == 0,
         backlog=backlog,

@@ -168,6 +168,7 @@ class Settings(BaseModel):
     max_batch_events: int
     webhook_max_body_bytes: int
     webhook_rate_per_s: float
+    inbox: str  # "sqlite" or s3://bucket/prefix
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -187,6 +188,11 @@ class Settings(BaseModel):
             missing = [v for v in ("ATLAN_BASE_URL", "ATLAN_API_KEY") if not os.environ.get(v)]
             if missing:
                 raise ConfigError(f"LILY_HUB=atlan needs {' and '.join(missing)}")
+        inbox = os.environ.get("LILY_INBOX") or "sqlite"
+        if inbox != "sqlite" and not re.fullmatch(
+            r"s3://[a-z0-9][a-z0-9.-]{2,62}(/[^\s]*)?", inbox
+        ):
+            raise ConfigError(f"LILY_INBOX={inbox!r}: expected 'sqlite' or s3://bucket/prefix")
         config_env = os.environ.get("LILY_CONFIG")
         config_path: Path | None
         if config_env:
@@ -207,6 +213,7 @@ class Settings(BaseModel):
             webhook_max_body_bytes=_env_int(
                 "LILY_WEBHOOK_MAX_BODY_BYTES", DEFAULT_WEBHOOK_MAX_BODY_BYTES
             ),
+            inbox=inbox,
             webhook_rate_per_s=float(
                 _env_int("LILY_WEBHOOK_RATE_PER_S", int(DEFAULT_WEBHOOK_RATE_PER_S))
             ),

@@ -24,7 +24,7 @@ from lily_dagster.lib.envelope import Envelope
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.lib.webhooks.auth import AuthConfig, TokenVerifier, authorise
 from lily_dagster.lib.webhooks.errors import RequestRejectedError
-from lily_dagster.lib.webhooks.inbox import Inbox, SqliteInbox
+from lily_dagster.lib.webhooks.inbox import Inbox, open_inbox
 from lily_dagster.lib.webhooks.receiver import (
     CheckedBody,
     RateLimiter,
@@ -177,7 +177,7 @@ def create_app(
         settings=settings,
         config=config,
         verifier=TokenVerifier(auth or auth_config_from_env(dict(os.environ))),
-        inbox=inbox or SqliteInbox(settings.inbox_path),
+        inbox=inbox or open_inbox(settings),
         quarantine=QuarantineStore(settings.quarantine_dir),
         limiter=RateLimiter(
             settings.webhook_rate_per_s,
@@ -286,12 +286,12 @@ def create_app(
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         """Liveness and the inbox position."""
-        return {"status": "ok", "inbox_last_seq": state.inbox.last_seq()}
+        return {"status": "ok", "inbox_position": state.inbox.position()}
 
     @app.get("/metrics")
     async def metrics() -> Response:
         """Prometheus text format."""
-        state.metrics.inbox_depth.set(state.inbox.depth_after(state.inbox.consumer_seq()))
+        state.metrics.inbox_depth.set(state.inbox.pending(state.inbox.consumer_cursor()))
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(RequestRejectedError)

@@ -242,7 +242,9 @@ def apply_patches(
             for t in rec["classifications"] or []
             if t not in patch.get("remove_classifications", [])
         ]
-        tags += [t for t in patch.get("add_classifications", []) if t not in tags]
+        for tag in patch.get("add_classifications", []):
+            if tag not in tags:
+                tags.append(tag)
         rec["classifications"] = tags
         rec.update(content_upsert=True, content_time=p["event_time"], content_id=p["event_id"])
         if (p["event_time"], p["event_id"]) > (rec["event_time"], rec["event_id"]):

@@ -25,6 +25,7 @@ from typing import Protocol
 import polars as pl
 
 from lily_dagster.lib.staging import LANDED_SCHEMA
+from lily_dagster.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -37,12 +38,18 @@ class InboxEvent:
 
 @dataclass(frozen=True)
 class StoredEvent:
-    seq: int
+    seq: int  # order within the inbox (per object for object-store inboxes)
     tenant: str
     event_id: str
     payload: bytes
     source: str
     received_at: float
+    # Where it is stored, unique across the inbox (object-store inboxes); default "#<seq>".
+    ref: str = ""
+
+    @property
+    def origin(self) -> str:
+        return f"webhook:{self.ref or self.seq}"
 
 
 @dataclass(frozen=True)
@@ -51,22 +58,36 @@ class AppendResult:
     duplicates: int  # event_ids the inbox already held
 
 
+@dataclass(frozen=True)
+class InboxPage:
+    events: list[StoredEvent]
+    cursor: str | None  # position after these events; None when there were none
+
+
 class Inbox(Protocol):
+    """Durable, ordered store of accepted events. Positions are opaque strings, ordered."""
+
     def append(self, events: Sequence[InboxEvent]) -> Future[AppendResult]:
         """Store durably; the future resolves once the events are committed."""
         ...
 
-    def read_after(self, seq: int, limit: int) -> list[StoredEvent]: ...
-
-    def last_seq(self) -> int: ...
-
-    def depth_after(self, seq: int) -> int: ...
-
-    def consumer_seq(self) -> int:
-        """The last seq the inbox sensor has landed (for the depth metric)."""
+    def read(self, after: str | None, limit: int) -> InboxPage:
+        """Events after position `after` (None: from the start), oldest first."""
         ...
 
-    def set_consumer_seq(self, seq: int) -> None: ...
+    def pending(self, after: str | None) -> int:
+        """How many entries wait after `after` (events, or requests for object stores)."""
+        ...
+
+    def position(self) -> str | None:
+        """The newest position written."""
+        ...
+
+    def consumer_cursor(self) -> str | None:
+        """Where the inbox sensor has landed up to (for the depth metric)."""
+        ...
+
+    def set_consumer_cursor(self, cursor: str) -> None: ...
 
     def close(self) -> None: ...
 
@@ -194,15 +215,26 @@ class SqliteInbox:
         row = self._reader().execute("SELECT COUNT(*) FROM inbox WHERE seq > ?", (seq,)).fetchone()
         return int(row[0])
 
-    def consumer_seq(self) -> int:
-        row = self._reader().execute("SELECT seq FROM consumer WHERE name = 'sensor'").fetchone()
-        return int(row[0]) if row else 0
+    # The generic Inbox interface: positions are the decimal seq.
+    def read(self, after: str | None, limit: int) -> InboxPage:
+        events = self.read_after(int(after or 0), limit)
+        return InboxPage(events, str(events[-1].seq) if events else None)
 
-    def set_consumer_seq(self, seq: int) -> None:
+    def pending(self, after: str | None) -> int:
+        return self.depth_after(int(after or 0))
+
+    def position(self) -> str | None:
+        return str(self.last_seq())
+
+    def consumer_cursor(self) -> str | None:
+        row = self._reader().execute("SELECT seq FROM consumer WHERE name = 'sensor'").fetchone()
+        return str(row[0]) if row else None
+
+    def set_consumer_cursor(self, cursor: str) -> None:
         self._reader().execute(
             "INSERT INTO consumer (name, seq) VALUES ('sensor', ?) "
             "ON CONFLICT (name) DO UPDATE SET seq = MAX(seq, excluded.seq)",
-            (seq,),
+            (int(cursor),),
         )
 
     def close(self) -> None:
@@ -212,11 +244,24 @@ class SqliteInbox:
             self._writer = None
 
 
+def open_inbox(settings: Settings) -> Inbox:
+    """The inbox LILY_INBOX names: `sqlite` (default, under $LILY_HOME) or `s3://bucket/prefix`."""
+    if settings.inbox.startswith("s3://"):
+        from lily_dagster.lib.webhooks.s3_inbox import S3Inbox
+
+        return S3Inbox.from_uri(settings.inbox)
+    return SqliteInbox(settings.inbox_path)
+
+
+def inbox_exists(settings: Settings) -> bool:
+    return settings.inbox.startswith("s3://") or settings.inbox_path.exists()
+
+
 def landed_frame_of(events: Sequence[StoredEvent]) -> pl.DataFrame:
     """Inbox entries in the staging area's landed format."""
     return pl.DataFrame(
         {
-            "origin": [f"webhook:{e.seq}" for e in events],
+            "origin": [e.origin for e in events],
             "value": [e.payload for e in events],
             "received_at": [datetime.fromtimestamp(e.received_at, UTC) for e in events],
         },
