@@ -169,6 +169,7 @@ class Settings(BaseModel):
     webhook_max_body_bytes: int
     webhook_rate_per_s: float
     inbox: str  # "sqlite" or s3://bucket/prefix
+    orphan_wait_s: int
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -214,6 +215,7 @@ class Settings(BaseModel):
                 "LILY_WEBHOOK_MAX_BODY_BYTES", DEFAULT_WEBHOOK_MAX_BODY_BYTES
             ),
             inbox=inbox,
+            orphan_wait_s=_env_int("LILY_ORPHAN_WAIT_S", 86_400, minimum=0),
             webhook_rate_per_s=float(
                 _env_int("LILY_WEBHOOK_RATE_PER_S", int(DEFAULT_WEBHOOK_RATE_PER_S))
             ),

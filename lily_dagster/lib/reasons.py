@@ -15,4 +15,4 @@ class Reason(StrEnum):
     EMPTY_FIELD = "empty_field"  # event_id, type_name, qualified_name or name is empty
     FIELD_TOO_LONG = "field_too_long"  # a name or identifier beyond its bound
     BAD_TYPE_NAME = "bad_type_name"  # type_name is not an Atlan type name (PascalCase)
-    UNKNOWN_ASSET = "unknown_asset"  # a partial change (lily_patch) to a record the hub lacks
+    ORPHAN = "orphan"  # waited past LILY_ORPHAN_WAIT_S for a record (or parent) that never came

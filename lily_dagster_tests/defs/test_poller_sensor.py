@@ -102,6 +102,7 @@ def monte_carlo(
     monkeypatch.setenv("LILY_CONFIG", str(config))
     monkeypatch.setenv("MCD_ID", "key-id")
     monkeypatch.setenv("MCD_TOKEN", "key-token")
+    monkeypatch.setenv("LILY_ORPHAN_WAIT_S", "0")
     yield fake
     fake.server.shutdown()
 
@@ -147,9 +148,10 @@ def test_poller_pages_through_incidents_and_lands_them_in_the_hub(
         assert incidents[0]["attributes"]["mc_asset_qualified_names"] == [
             "default/snowflake/1700000000/ANALYTICS/PROD/ORDERS_0"
         ]
-        # The tables are not in the hub: their data-quality changes wait in quarantine.
+        # The tables are not in the hub and LILY_ORPHAN_WAIT_S=0: their data-quality
+        # changes could not wait for them and are quarantined as orphans.
         reasons = QuarantineStore(lily_home / "quarantine").counts_by_reason("acme")
-        assert reasons == {"unknown_asset": 5}
+        assert reasons == {"orphan": 5}
 
         # Next poll: only what is newer than the cursor.
         monte_carlo.incidents.append(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import logging
 import os
 import threading
 import time
@@ -214,6 +215,22 @@ def webhook_env(lily_home: Path, monkeypatch: pytest.MonkeyPatch, jwks_url: str)
     return lily_home
 
 
+class ServerErrors(logging.Handler):
+    """Keeps the receiver's logged errors (e.g. "Exception in ASGI application") unformatted.
+
+    Formatting a traceback in the server thread while pytest formats a failure in the main
+    thread trips a CPython 3.11 bug (both call ast.parse: "AST constructor recursion depth
+    mismatch" INTERNALERROR), so the records are kept as one-line texts, never formatted."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.errors: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        exc = record.exc_info[1] if record.exc_info else None
+        self.errors.append(f"{record.getMessage()}: {exc!r}"[:500])
+
+
 @dataclass
 class Live:
     """A running receiver and ways to look at what it stored."""
@@ -221,6 +238,7 @@ class Live:
     url: str
     settings: Settings
     client: httpx.Client
+    server_log: ServerErrors
 
     def post_events(
         self,
@@ -273,8 +291,20 @@ def live_server(settings: Settings | None = None) -> Iterator[Live]:
     settings = settings or Settings.from_env()
     app = create_app(settings)
     port = free_port()
+    server_log = ServerErrors()
+    error_logger = logging.getLogger("uvicorn.error")
+    error_logger.addHandler(server_log)
+    propagate = error_logger.propagate
+    error_logger.propagate = False
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            log_config=None,  # no handler that formats tracebacks (see ServerErrors)
+            lifespan="off",
+        )
     )
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
@@ -289,15 +319,19 @@ def live_server(settings: Settings | None = None) -> Iterator[Live]:
             pass
         if time.monotonic() > deadline or not thread.is_alive():
             server.should_exit = True
+            error_logger.removeHandler(server_log)
+            error_logger.propagate = propagate
             raise RuntimeError(f"webhook receiver did not start on port {port}")
         time.sleep(0.02)
     try:
-        yield Live(url=url, settings=settings, client=client)
+        yield Live(url=url, settings=settings, client=client, server_log=server_log)
     finally:
         client.close()
         server.should_exit = True
         thread.join(10)
         app.state.receiver.inbox.close()
+        error_logger.removeHandler(server_log)
+        error_logger.propagate = propagate
 
 
 @pytest.fixture

@@ -91,7 +91,7 @@ def _post(live: Live, token: str, content: bytes, fresh_ids: bool) -> int:
         content=content,
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
     )
-    assert response.status_code < 500, (content[:300], response.text[:300])
+    assert response.status_code < 500, (content[:300], live.server_log.errors)
     assert response.status_code in ALLOWED, (response.status_code, response.text[:300])
     body = response.json()
     assert isinstance(body, dict)

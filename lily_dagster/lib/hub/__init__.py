@@ -20,4 +20,4 @@ def open_hub(settings: Settings) -> MetadataHub:
         factory = hub_factory(settings.hub)
     except ValueError as exc:
         raise ConfigError(f"LILY_HUB={settings.hub}: {exc}") from None
-    return factory(settings.hub_dir)
+    return factory.from_settings(settings)

@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import polars as pl
 
@@ -25,6 +25,9 @@ from lily_dagster.lib.envelope import (
     to_rejects,
 )
 from lily_dagster.lib.reasons import Reason
+
+if TYPE_CHECKING:
+    from lily_dagster.settings import Settings
 
 CONTENT_COLUMNS = (
     "type_name",
@@ -65,6 +68,8 @@ class UpsertResult:
     archived: int = 0
     restored: int = 0
     unchanged: int = 0
+    # Partial changes kept until their record arrives (or LILY_ORPHAN_WAIT_S passes).
+    pending: int = 0
     # Events the hub refused (REJECT_SCHEMA), for the tenant's quarantine.
     rejects: pl.DataFrame | None = field(default=None, compare=False)
 
@@ -76,6 +81,7 @@ class UpsertResult:
             self.archived + other.archived,
             self.restored + other.restored,
             self.unchanged + other.unchanged,
+            self.pending + other.pending,
             pl.concat(frames) if frames else None,
         )
 
@@ -90,6 +96,7 @@ class UpsertResult:
             "archived": self.archived,
             "restored": self.restored,
             "unchanged": self.unchanged,
+            "pending": self.pending,
         }
 
 
@@ -206,81 +213,93 @@ def merge_records(
     return MergeResult(changed.select(list(RECORD_SCHEMA)).cast(RECORD_SCHEMA), result)  # type: ignore[arg-type]
 
 
-def apply_patches(
-    current: pl.DataFrame, patches: pl.DataFrame, now: datetime | None = None
-) -> MergeResult:
-    """Apply partial changes (events with a `patch`) to the current records of their keys.
+PATCH_SCHEMA: dict[str, pl.DataType] = {
+    "qualified_name": pl.String(),
+    "event_id": pl.String(),
+    "event_time": pl.Datetime("us", "UTC"),
+    "patch": pl.String(),
+    "raw": pl.String(),
+    "origin": pl.String(),
+    "stored_at": pl.Datetime("us", "UTC"),
+}
 
-    A patch newer than the record's content changes only what it names and becomes the
-    content's latest event; an older one is superseded. A patch for a record the hub does not
-    hold is refused as `unknown_asset` (it cannot say what type or name the record has).
+
+def patch_rows(events: pl.DataFrame, now: datetime) -> pl.DataFrame:
+    """The partial-change events of a batch as rows of the hub's patch store."""
+    return events.select(
+        "qualified_name",
+        "event_id",
+        "event_time",
+        "patch",
+        "raw",
+        "origin",
+        pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("stored_at"),
+    ).unique(["qualified_name", "event_id"], keep="first")
+
+
+def apply_patch(record: dict[str, Any], patch: dict[str, Any]) -> None:
+    """Apply one partial change to a record dict (RECORD_SCHEMA keys), in place."""
+    extras = json.loads(record["attributes"] or "{}")
+    for key, value in patch.get("set", {}).items():
+        if key in WELL_KNOWN_ATTRIBUTES:
+            record[key] = value
+        else:
+            extras[key] = value
+    record["attributes"] = json.dumps(extras, sort_keys=True, separators=(",", ":"))
+    removed = set(patch.get("remove_classifications", []))
+    tags = [t for t in record["classifications"] or [] if t not in removed]
+    for tag in patch.get("add_classifications", []):
+        if tag not in tags:
+            tags.append(tag)
+    record["classifications"] = tags
+
+
+def effective_records(records: pl.DataFrame, patches: pl.DataFrame) -> pl.DataFrame:
+    """Records as users see them: each record's base content (its latest full upsert, or
+    delete) with every stored patch newer than that base applied in (event_time, event_id)
+    order, and event_time/event_id of its latest event of any kind.
+
+    The base and the set of patches are both functions of the events received, so the view
+    is the same whatever order the events arrived in (CONTRACT.md §1).
     """
-    now = now or datetime.now(UTC)
-    records = {r["qualified_name"]: r for r in current.iter_rows(named=True)}
-    touched: dict[str, str] = {}
-    refused: list[dict[str, Any]] = []
-    unchanged = 0
-    for p in patches.sort(["event_time", "event_id"]).iter_rows(named=True):
-        rec = records.get(p["qualified_name"])
-        if rec is None:
-            refused.append(p)
-            continue
-        if (p["event_time"], p["event_id"]) <= (rec["content_time"], rec["content_id"]):
-            unchanged += 1
-            continue
-        patch = json.loads(p["patch"])
-        before = {c: rec[c] for c in CONTENT_COLUMNS}
-        extras = json.loads(rec["attributes"] or "{}")
-        for key, value in patch.get("set", {}).items():
-            if key in WELL_KNOWN_ATTRIBUTES:
-                rec[key] = value
-            else:
-                extras[key] = value
-        rec["attributes"] = json.dumps(extras, sort_keys=True, separators=(",", ":"))
-        tags = [
-            t
-            for t in rec["classifications"] or []
-            if t not in patch.get("remove_classifications", [])
-        ]
-        for tag in patch.get("add_classifications", []):
-            if tag not in tags:
-                tags.append(tag)
-        rec["classifications"] = tags
-        rec.update(content_upsert=True, content_time=p["event_time"], content_id=p["event_id"])
-        if (p["event_time"], p["event_id"]) > (rec["event_time"], rec["event_id"]):
-            rec.update(event_time=p["event_time"], event_id=p["event_id"])
-        rec.update(updated_at=now, version=rec["version"] + 1)
-        changed = any(before[c] != rec[c] for c in CONTENT_COLUMNS)
-        touched[rec["qualified_name"]] = (
-            "updated" if changed else touched.get(rec["qualified_name"], "unchanged")
-        )
-    counts = {"updated": 0, "unchanged": unchanged}
-    for change in touched.values():
-        counts[change] += 1
-    rows = [records[qn] for qn in touched]
-    changed_frame = (
-        pl.DataFrame(rows, schema=RECORD_SCHEMA) if rows else pl.DataFrame(schema=RECORD_SCHEMA)
-    )
-    rejects = None
-    if refused:
-        rejects = to_rejects(
-            pl.DataFrame(
-                {
-                    "event_id": [p["event_id"] for p in refused],
-                    "reason": [Reason.UNKNOWN_ASSET.value] * len(refused),
-                    "detail": [
-                        f"patch for {p['qualified_name']!r}, which the hub does not hold"
-                        for p in refused
-                    ],
-                    "raw": [p["raw"] for p in refused],
-                    "origin": [p["origin"] for p in refused],
-                }
-            ),
-            None,
-        )
-    return MergeResult(
-        changed_frame,
-        UpsertResult(updated=counts["updated"], unchanged=counts["unchanged"], rejects=rejects),
+    if patches.is_empty() or records.is_empty():
+        return records
+    relevant = patches.join(records.select("qualified_name"), on="qualified_name", how="semi")
+    if relevant.is_empty():
+        return records
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for p in relevant.sort(["event_time", "event_id"]).iter_rows(named=True):
+        by_name.setdefault(p["qualified_name"], []).append(p)
+    touched = records.filter(pl.col("qualified_name").is_in(list(by_name)))
+    rows = []
+    for rec in touched.iter_rows(named=True):
+        for p in by_name[rec["qualified_name"]]:
+            when = (p["event_time"], p["event_id"])
+            if when > (rec["content_time"], rec["content_id"]):
+                apply_patch(rec, json.loads(p["patch"]))
+            if when > (rec["event_time"], rec["event_id"]):
+                rec["event_time"], rec["event_id"] = when
+        rows.append(rec)
+    patched = pl.DataFrame(rows, schema=RECORD_SCHEMA)
+    rest = records.filter(~pl.col("qualified_name").is_in(list(by_name)))
+    return pl.concat([rest, patched.select(records.columns)]).sort("qualified_name")
+
+
+def orphan_rejects(orphans: pl.DataFrame, wait_s: float) -> pl.DataFrame:
+    """Patches that waited `wait_s` for a record that never came, for the quarantine."""
+    return to_rejects(
+        orphans.select(
+            "event_id",
+            pl.lit(Reason.ORPHAN.value).alias("reason"),
+            pl.format(
+                "no record {} arrived within {} s of this partial change",
+                pl.col("qualified_name"),
+                pl.lit(int(wait_s)),
+            ).alias("detail"),
+            "raw",
+            "origin",
+        ),
+        None,
     )
 
 
@@ -328,21 +347,29 @@ class MetadataHub(Protocol):
         ...
 
 
-HubFactory = Callable[..., MetadataHub]
-_HUBS: dict[str, HubFactory] = {}
+class HubBackend(Protocol):
+    """A hub class: built from Lily's settings."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> MetadataHub: ...
+
+    def from_settings(self, settings: Settings) -> MetadataHub: ...
 
 
-def register_hub(name: str) -> Callable[[HubFactory], HubFactory]:
-    """Register a hub backend under the LILY_HUB name it is selected by."""
+_HUBS: dict[str, HubBackend] = {}
+B = TypeVar("B")
 
-    def decorate(factory: HubFactory) -> HubFactory:
-        _HUBS[name] = factory
-        return factory
+
+def register_hub(name: str) -> Callable[[B], B]:
+    """Register a hub class (with a `from_settings` classmethod) under its LILY_HUB name."""
+
+    def decorate(backend: B) -> B:
+        _HUBS[name] = backend  # type: ignore[assignment]
+        return backend
 
     return decorate
 
 
-def hub_factory(name: str) -> HubFactory:
+def hub_factory(name: str) -> HubBackend:
     try:
         return _HUBS[name]
     except KeyError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,14 +13,18 @@ import duckdb
 import polars as pl
 
 from lily_dagster.lib.hub.base import (
+    PATCH_SCHEMA,
     RECORD_SCHEMA,
     UpsertResult,
-    apply_patches,
+    effective_records,
     merge_records,
+    orphan_rejects,
+    patch_rows,
     record_to_export,
     reduce_batch,
     register_hub,
 )
+from lily_dagster.settings import Settings
 
 T = TypeVar("T")
 
@@ -46,7 +50,17 @@ CREATE TABLE IF NOT EXISTS records (
     event_id VARCHAR NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL,
     version BIGINT NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS patches (
+    qualified_name VARCHAR NOT NULL,
+    event_id VARCHAR NOT NULL,
+    event_time TIMESTAMPTZ NOT NULL,
+    patch VARCHAR NOT NULL,
+    raw VARCHAR,
+    origin VARCHAR,
+    stored_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (qualified_name, event_id)
+);
 """
 
 
@@ -58,9 +72,17 @@ class HubLockedError(RuntimeError):
 class LocalHub:
     name = "local"
 
-    def __init__(self, root: Path, lock_timeout_s: float = 120.0) -> None:
+    def __init__(
+        self, root: Path, lock_timeout_s: float = 120.0, orphan_wait_s: float = 86_400.0
+    ) -> None:
         self.root = root
         self.lock_timeout_s = lock_timeout_s
+        # How long a partial change waits for its record before it is quarantined as orphan.
+        self.orphan_wait_s = orphan_wait_s
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalHub:
+        return cls(settings.hub_dir, orphan_wait_s=settings.orphan_wait_s)
 
     def path(self, tenant: str) -> Path:
         return self.root / f"{tenant}.duckdb"
@@ -111,15 +133,62 @@ class LocalHub:
                     merged = merge_records(candidates, self._existing(con, candidates), now)
                     self._write(con, merged.changed)
                     result += merged.result
-                if patches.height:  # after the full upserts of the same batch
-                    patched = apply_patches(self._existing(con, patches), patches, now)
-                    self._write(con, patched.changed)
-                    result += patched.result
+                if patches.height:
+                    result += self._store_patches(con, patches, now)
+                result += self._expire_orphans(con, now)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
         return result
+
+    def _store_patches(
+        self, con: duckdb.DuckDBPyConnection, patches: pl.DataFrame, now: datetime | None
+    ) -> UpsertResult:
+        """Keep each new partial change; a record it changes gets a new version."""
+        now = now or datetime.now(UTC)
+        rows = patch_rows(patches, now)  # noqa: F841 (read by DuckDB by name)
+        new = con.sql(
+            "SELECT n.* FROM rows n ANTI JOIN patches p USING (qualified_name, event_id)"
+        ).pl()
+        if new.is_empty():
+            return UpsertResult(unchanged=patches.height)
+        con.execute("INSERT INTO patches BY NAME SELECT * FROM new")
+        # Newer than the record's base content: the record as users see it changes.
+        applied = con.sql(
+            "SELECT DISTINCT r.qualified_name FROM records r JOIN new n USING (qualified_name) "
+            "WHERE (n.event_time, n.event_id) > (r.content_time, r.content_id)"
+        ).pl()
+        con.execute(
+            "UPDATE records SET version = version + 1, updated_at = ? "
+            "WHERE qualified_name IN (SELECT qualified_name FROM applied)",
+            [now],
+        )
+        pending = con.execute(
+            "SELECT count(*) FROM new n ANTI JOIN records r USING (qualified_name)"
+        ).fetchall()
+        waiting = int(pending[0][0])
+        return UpsertResult(
+            updated=applied.height,
+            unchanged=patches.height - applied.height - waiting,
+            pending=waiting,
+        )
+
+    def _expire_orphans(self, con: duckdb.DuckDBPyConnection, now: datetime | None) -> UpsertResult:
+        cutoff = (now or datetime.now(UTC)) - timedelta(seconds=self.orphan_wait_s)
+        orphans = con.sql(
+            "SELECT p.* FROM patches p ANTI JOIN records r USING (qualified_name) "
+            "WHERE p.stored_at < ?",
+            params=[cutoff],
+        ).pl()
+        if orphans.is_empty():
+            return UpsertResult()
+        con.execute(
+            "DELETE FROM patches WHERE stored_at < ? AND qualified_name NOT IN "
+            "(SELECT qualified_name FROM records)",
+            [cutoff],
+        )
+        return UpsertResult(rejects=orphan_rejects(orphans, self.orphan_wait_s))
 
     @staticmethod
     def _existing(con: duckdb.DuckDBPyConnection, keyed: pl.DataFrame) -> pl.DataFrame:
@@ -136,11 +205,13 @@ class LocalHub:
         return self.path(tenant).exists()
 
     def records(self, tenant: str) -> pl.DataFrame:
+        """The tenant's records as users see them (partial changes applied)."""
         if not self._exists(tenant):
             return pl.DataFrame(schema=RECORD_SCHEMA)
         with self._connect(tenant, read_only=True) as con:
-            frame = con.sql("SELECT * FROM records ORDER BY qualified_name").pl()
-        return frame.cast(RECORD_SCHEMA)
+            records = con.sql("SELECT * FROM records ORDER BY qualified_name").pl()
+            patches = con.sql("SELECT * FROM patches").pl()
+        return effective_records(records.cast(RECORD_SCHEMA), patches.cast(PATCH_SCHEMA))
 
     def export(self, tenant: str) -> Iterator[dict[str, Any]]:
         for row in self.records(tenant).iter_rows(named=True):
