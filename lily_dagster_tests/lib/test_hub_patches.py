@@ -4,6 +4,7 @@ upserts."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -103,7 +104,7 @@ def record(hub: LocalHub, qn: str = QN) -> dict[str, Any]:
 
 
 def stored(hub: LocalHub, qn: str = QN) -> dict[str, Any]:
-    """The raw stored row (version, updated_at, content_*)."""
+    """The record with its bookkeeping columns (version, updated_at, content_*)."""
     rows = hub.records("acme").filter(pl.col("qualified_name") == qn).to_dicts()
     assert len(rows) == 1
     return rows[0]
@@ -238,26 +239,45 @@ def test_full_upsert_and_older_patch_in_one_batch(hub: LocalHub) -> None:
     assert rec["event_id"] == "f1"
 
 
-def test_patch_for_an_unknown_asset_is_refused_and_creates_nothing(hub: LocalHub) -> None:
+MISSING = "default/snowflake/1700000000/DB/SCH/MISSING"
+
+
+def test_patch_for_an_unknown_asset_waits_and_creates_nothing(hub: LocalHub) -> None:
     apply(hub, full("f1", 0))
-    unknown = "default/snowflake/1700000000/DB/SCH/MISSING"
-    raw = patch("p-missing", 5, {"set": {"certificate_status": "VERIFIED"}}, qn=unknown)
-    result = apply(hub, raw)
+    result = apply(
+        hub, patch("p-missing", 5, {"set": {"certificate_status": "VERIFIED"}}, qn=MISSING)
+    )
+    assert result.pending == 1
     assert result.changed == 0
-    assert result.rejects is not None
-    rejects = result.rejects.to_dicts()
-    assert [r["reason"] for r in rejects] == ["unknown_asset"]
+    assert result.rejects is None or result.rejects.is_empty()
+    assert {r["qualified_name"] for r in hub.export("acme")} == {QN}
+    # The record arrives later (events arrive in any order): the waiting change applies.
+    apply(hub, full("f-missing", 1, qn=MISSING))
+    rec = record(hub, MISSING)
+    assert rec["attributes"]["certificate_status"] == "VERIFIED"
+    assert rec["attributes"]["description"] == "one row per order"
+    assert rec["event_id"] == "p-missing"
+
+
+def test_patch_whose_record_never_arrives_is_quarantined_as_orphan(tmp_path: Path) -> None:
+    hub = LocalHub(tmp_path / "hub", orphan_wait_s=60)
+    raw = patch("p-missing", 5, {"add_classifications": ["PII"]}, qn=MISSING)
+    first = hub.upsert("acme", frame(raw), now=T0)
+    assert first.pending == 1
+    assert list(hub.export("acme")) == []
+    within = hub.upsert("acme", frame(full("f1", 0)), now=T0 + timedelta(seconds=30))
+    assert within.rejects is None or within.rejects.is_empty()
+    after = hub.upsert("acme", frame(full("f2", 1)), now=T0 + timedelta(seconds=61))
+    assert after.rejects is not None
+    rejects = after.rejects.to_dicts()
+    assert [r["reason"] for r in rejects] == ["orphan"]
     assert rejects[0]["event_id"] == "p-missing"
     assert rejects[0]["raw"] == raw
-    assert unknown in rejects[0]["detail"]
+    assert MISSING in rejects[0]["detail"]
+    # Quarantined once: a later batch does not report it again, nor does the record appear.
+    again = hub.upsert("acme", frame(full("f3", 2)), now=T0 + timedelta(seconds=120))
+    assert again.rejects is None or again.rejects.is_empty()
     assert {r["qualified_name"] for r in hub.export("acme")} == {QN}
-
-
-def test_patch_for_an_unknown_asset_in_an_empty_hub(hub: LocalHub) -> None:
-    result = apply(hub, patch("p1", 0, {"add_classifications": ["PII"]}))
-    assert result.rejects is not None
-    assert result.rejects.get_column("reason").to_list() == ["unknown_asset"]
-    assert list(hub.export("acme")) == []
 
 
 def test_patch_on_a_deleted_record_keeps_it_deleted(hub: LocalHub) -> None:
@@ -288,7 +308,7 @@ def test_patch_arriving_before_an_older_full_upsert_gives_the_same_state(
     hub: LocalHub, tmp_path: Path
 ) -> None:
     # CONTRACT §1: the same events in any order give the same hub state. Events: a full
-    # upsert at t0, a full upsert at t5 that renames the description, a patch at t10.
+    # upsert at t0, a full upsert at t5 that changes the description, a patch at t10.
     events = [
         full("f1", 0),
         full("f2", 5, attributes={"description": "v2"}),
@@ -300,16 +320,47 @@ def test_patch_arriving_before_an_older_full_upsert_gives_the_same_state(
     late_full = LocalHub(tmp_path / "late-full")
     for e in (events[0], events[2], events[1]):
         late_full.upsert("acme", frame(e))
-
-    def content(h: LocalHub) -> dict[str, Any]:
-        r = {x["qualified_name"]: x for x in h.export("acme")}[QN]
-        return {k: v for k, v in r.items() if k != "updated_at"}
-
     assert content(in_order)["attributes"] == {
         "description": "v2",
         "certificate_status": "VERIFIED",
     }
     assert content(late_full) == content(in_order)
+
+
+def content(h: LocalHub) -> dict[str, Any]:
+    r = {x["qualified_name"]: x for x in h.export("acme")}[QN]
+    return {k: v for k, v in r.items() if k != "updated_at"}
+
+
+def test_any_arrival_order_and_batching_gives_the_same_state(tmp_path: Path) -> None:
+    events = [
+        full("f1", 0, classifications=["PII"]),
+        patch("p1", 3, {"set": {"certificate_status": "VERIFIED"}, "add_classifications": ["X"]}),
+        full("d1", 2, op="delete"),
+        patch("p0", 1, {"set": {"description": "patched early"}}),
+        full("f2", 2.5, attributes={"description": "v2"}, classifications=[]),
+    ]
+    states = []
+    for i, order in enumerate(itertools.permutations(range(len(events)))):
+        if i % 7:  # a spread of 18 of the 120 orders keeps this fast
+            continue
+        h = LocalHub(tmp_path / f"order-{i}")
+        ordered = [events[j] for j in order]
+        # Alternate between one event per batch and two batches.
+        if i % 2:
+            for e in ordered:
+                h.upsert("acme", frame(e))
+        else:
+            h.upsert("acme", frame(*ordered[:2]))
+            h.upsert("acme", frame(*ordered[2:]))
+        states.append((order, content(h)))
+    expected = states[0][1]
+    assert expected["status"] == "ACTIVE"  # f2 (t2.5) restores after the delete (t2)
+    assert expected["attributes"] == {"description": "v2", "certificate_status": "VERIFIED"}
+    assert expected["classifications"] == ["X"]
+    assert expected["event_id"] == "p1"
+    for order, state in states:
+        assert state == expected, order
 
 
 # --- invalid patch shapes are refused at decode ---------------------------------------------------

@@ -258,6 +258,9 @@ class Live:
     def inbox(self) -> list[StoredEvent]:
         return SqliteInbox(self.settings.inbox_path).read_after(0, 100_000)
 
+    def last_seq(self) -> int:
+        return SqliteInbox(self.settings.inbox_path).last_seq()
+
     def inbox_after(self, seq: int) -> list[StoredEvent]:
         return SqliteInbox(self.settings.inbox_path).read_after(seq, 100_000)
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from dagster import (
     DagsterInstance,
     RunRequest,
@@ -30,6 +32,7 @@ from lily_dagster_tests.webhook.conftest import Live, Tokens, envelope, iso, uni
 from lily_dagster_tests.webhook.vendor_setup import CONNECTION, configure_vendors, slack_request
 
 JOB = defs.resolve_job_def("tenant_ingest_job")
+ORPHAN_WAIT_S = 1
 
 
 def tick(instance: DagsterInstance, cursor: str | None) -> SensorResult | SkipReason:
@@ -70,11 +73,12 @@ def hub(live: Live, tenant: str = "acme") -> dict[str, dict[str, Any]]:
 def test_webhook_to_hub_then_chat_command_and_alert_patch_only_what_they_name(
     webhook_env: Path,
     tmp_path: Path,
-    monkeypatch: Any,
+    monkeypatch: pytest.MonkeyPatch,
     serve: Callable[[], Live],
     tokens: Tokens,
 ) -> None:
     secrets = configure_vendors(tmp_path, monkeypatch)
+    monkeypatch.setenv("LILY_ORPHAN_WAIT_S", str(ORPHAN_WAIT_S))
     live = serve()
     an_hour_ago = iso(datetime.now(UTC) - timedelta(hours=1))
     table_qn = f"{CONNECTION}/ANALYTICS/PROD/ORDERS"
@@ -178,7 +182,8 @@ def test_webhook_to_hub_then_chat_command_and_alert_patch_only_what_they_name(
         assert incident_record["attributes"]["mc_asset_qualified_names"] == [table_qn]
         assert QuarantineStore(live.settings.quarantine_dir).read("acme").is_empty()
 
-        # 3. A command for an asset the hub does not hold ends in the quarantine.
+        # 3. A command for an asset the hub does not hold waits for it (events arrive in
+        # any order), then, after LILY_ORPHAN_WAIT_S, ends in the quarantine as orphan.
         missing_qn = f"{CONNECTION}/ANALYTICS/PROD/{unique('NOPE')}"
         certify_missing = slack_request(
             live.client, secrets.slack, f"certify {missing_qn} VERIFIED"
@@ -187,11 +192,19 @@ def test_webhook_to_hub_then_chat_command_and_alert_patch_only_what_they_name(
         cursor, runs = tick_and_run(instance, cursor)
         assert len(runs) == 1
         assert missing_qn not in hub(live)
+        assert QuarantineStore(live.settings.quarantine_dir).read("acme").is_empty()
+        time.sleep(ORPHAN_WAIT_S + 0.2)
+        describe = slack_request(live.client, secrets.slack, f"describe {table_qn} Orders")
+        assert describe.status_code == 200
+        cursor, runs = tick_and_run(instance, cursor)  # any later batch expires the wait
+        assert len(runs) == 1
+        assert missing_qn not in hub(live)
         quarantined = QuarantineStore(live.settings.quarantine_dir).read("acme")
-        assert quarantined.get_column("reason").to_list() == ["unknown_asset"]
+        assert quarantined.get_column("reason").to_list() == ["orphan"]
         raw = json.loads(quarantined.get_column("raw")[0])
         assert raw["asset"]["qualified_name"] == missing_qn
-        assert hub(live)[table_qn] == patched
+        final = hub(live)[table_qn]
+        assert final["attributes"] == {**patched["attributes"], "description": "Orders"}
 
         # 4. Nothing new: the next tick skips and keeps the cursor.
         idle = tick(instance, cursor)

@@ -85,7 +85,7 @@ def _post(live: Live, token: str, content: bytes, fresh_ids: bool) -> int:
     """Post `content`; check the status and that the inbox gained exactly what was accepted.
 
     `fresh_ids`: the body's event ids are new to the inbox (and unique within the body)."""
-    before = live.client.get("/healthz").json()["inbox_last_seq"]
+    before = live.last_seq()
     response = live.client.post(
         "/v1/tenants/acme/events",
         content=content,

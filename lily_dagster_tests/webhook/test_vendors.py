@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 
 from lily_dagster.lib.webhooks.commands import USAGE
+from lily_dagster.settings import ConfigError, Settings
+from lily_dagster.webhook.app import create_app
 from lily_dagster_tests.webhook.conftest import Live, unique
 from lily_dagster_tests.webhook.vendor_setup import (
     CONNECTION,
@@ -327,3 +329,13 @@ def test_vendor_requests_are_counted_in_metrics(vlive: Live, vendor_secrets: Ven
     assert vlive.metric("lily_webhook_requests_total", endpoint="vendor_webhook", status="200") == 1
     assert vlive.metric("lily_webhook_requests_total", endpoint="vendor_webhook", status="401") == 1
     assert vlive.metric("lily_webhook_rejected_total", reason="bad_signature") == 1
+
+
+def test_missing_vendor_secret_variable_fails_at_start_not_per_request(
+    vendor_secrets: VendorSecrets, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `lily webhook serve` builds the app before binding so that bad vendor configuration is
+    # a one-line error at start (CONTRACT §2), not a 500 on Slack's first command.
+    monkeypatch.delenv("TEST_SLACK_SECRET")
+    with pytest.raises(ConfigError, match="TEST_SLACK_SECRET"):
+        create_app(Settings.from_env())
