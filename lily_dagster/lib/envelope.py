@@ -270,7 +270,13 @@ def decode_envelopes(
                 continue
         else:
             text = payload
-        size = len(text.encode("utf-8")) if isinstance(payload, str) else len(payload)
+            try:
+                payload = text.encode("utf-8")
+            except UnicodeEncodeError as exc:  # a lone surrogate escaped into the text
+                raw = text.encode("utf-8", "replace").decode("utf-8")
+                rejected.append((None, Reason.MALFORMED_JSON, f"not UTF-8: {exc}", raw, origin))
+                continue
+        size = len(payload)
         if size > max_event_bytes:
             rejected.append(
                 (

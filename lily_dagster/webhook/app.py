@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +34,7 @@ from lily_dagster.lib.webhooks.receiver import (
     quarantine_rejects,
 )
 from lily_dagster.lib.webhooks.vendors import VendorRequest, get_vendor, vendor_names
-from lily_dagster.settings import LilyConfigFile, Settings, is_tenant
+from lily_dagster.settings import ConfigError, LilyConfigFile, Settings, is_tenant
 
 INGEST_SOURCE = "tenants-api"
 
@@ -143,6 +144,7 @@ async def store(state: ReceiverState, tenant: str, checked: CheckedBody) -> dict
 
 
 _ENVELOPE_SCHEMA = Envelope.model_json_schema(ref_template="#/components/schemas/{model}")
+_ENVELOPE_DEFS = _ENVELOPE_SCHEMA.pop("$defs", {})
 _ERROR_SCHEMA = {
     "type": "object",
     "required": ["error", "detail"],
@@ -165,6 +167,18 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def check_vendor_config(config: LilyConfigFile) -> None:
+    """Every configured vendor exists and its secret variable is set: fail at start, not
+    on the vendor's first request."""
+    for tenant in config.tenants:
+        for vendor, vendor_config in tenant.webhooks.items():
+            if get_vendor(vendor) is None:
+                raise ConfigError(
+                    f"tenant {tenant.name}: no webhook vendor {vendor!r}; known: {vendor_names()}"
+                )
+            vendor_config.secret()
+
+
 def create_app(
     settings: Settings, inbox: Inbox | None = None, auth: AuthConfig | None = None
 ) -> FastAPI:
@@ -173,6 +187,7 @@ def create_app(
     from lily_dagster.lib.webhooks.auth import auth_config_from_env
 
     config = settings.config
+    check_vendor_config(config)
     state = ReceiverState(
         settings=settings,
         config=config,
@@ -194,7 +209,6 @@ def create_app(
     )
     app.state.receiver = state
     app.openapi_schema = None
-    defs = _ENVELOPE_SCHEMA.pop("$defs", {})
 
     @app.post(
         "/v1/tenants/{tenant}/events",
@@ -315,7 +329,7 @@ def create_app(
     def openapi() -> dict[str, Any]:
         schema = original_openapi()
         components = schema.setdefault("components", {})
-        components.setdefault("schemas", {}).update(defs)
+        components.setdefault("schemas", {}).update(copy.deepcopy(_ENVELOPE_DEFS))
         components["securitySchemes"] = {
             "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
         }

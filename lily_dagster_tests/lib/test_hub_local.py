@@ -385,6 +385,7 @@ def test_upsert_result_counts(hub: LocalHub) -> None:
         "archived": 1,
         "restored": 1,
         "unchanged": 0,
+        "pending": 0,
     }
     assert hub.status_counts("acme") == {"ACTIVE": 3, "DELETED": 1}
 

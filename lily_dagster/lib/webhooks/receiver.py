@@ -53,6 +53,10 @@ def parse_json_body(body: bytes) -> Any:
             f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
             pointer="",
         ) from None
+    except (ValueError, RecursionError) as exc:  # e.g. a 5,000-digit number, deep nesting
+        raise RequestRejectedError(
+            400, Reason.MALFORMED_JSON, f"JSON not accepted: {str(exc)[:200]}", pointer=""
+        ) from None
 
 
 def _pointer(detail: str, index: int | None) -> str:
