@@ -14,14 +14,13 @@ from pathlib import Path
 
 import httpx
 import jwt
-from dagster import RunRequest, SensorResult, build_sensor_context, instance_for_test
+from dagster import instance_for_test
 
-from lily_dagster.definitions import defs
 from lily_dagster.defs.ingest.webhook_sensor import webhook_inbox_sensor
-from lily_dagster.defs.resources import LilyResource
 from lily_dagster.lib.broker import free_port
 from lily_dagster.lib.hub.local import LocalHub
 from lily_dagster.lib.webhooks.inbox import SqliteInbox
+from lily_dagster_tests import sensor_harness as harness
 
 SECRET = "durability-test-secret-0123456789abcdef"
 
@@ -109,28 +108,7 @@ def test_every_acknowledged_event_survives_kill_9_and_reaches_the_hub_once(lily_
         restarted.wait(10)
 
     with instance_for_test() as instance:
-        cursor: str | None = None
-        while True:
-            context = build_sensor_context(
-                instance=instance, cursor=cursor, resources={"lily": LilyResource()}
-            )
-            result = webhook_inbox_sensor(context)
-            if not isinstance(result, SensorResult):
-                break
-            for request in result.dynamic_partitions_requests or []:
-                instance.add_dynamic_partitions(
-                    request.partitions_def_name, list(request.partition_keys or [])
-                )
-            for request in result.run_requests or []:
-                assert isinstance(request, RunRequest)
-                run = defs.resolve_job_def("tenant_ingest_job").execute_in_process(
-                    run_config=request.run_config,
-                    partition_key=request.partition_key,
-                    instance=instance,
-                    tags=request.tags,
-                )
-                assert run.success
-            cursor = result.cursor
+        harness.drain(webhook_inbox_sensor, instance, None)
     records = list(LocalHub(lily_home / "hub").export("acme"))
     names = {r["qualified_name"].rsplit("/", 1)[-1] for r in records}
     assert {f"T{a.removeprefix('burst-')}" for a in acknowledged} <= names

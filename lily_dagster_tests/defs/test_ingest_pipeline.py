@@ -13,65 +13,27 @@ from dagster import (
     RunRequest,
     SensorResult,
     SkipReason,
-    build_sensor_context,
     instance_for_test,
 )
 
-from lily_dagster.definitions import defs
 from lily_dagster.defs.ingest.sensors import kafka_events_sensor
-from lily_dagster.defs.resources import KafkaResource, LilyResource
 from lily_dagster.lib.broker import produce
 from lily_dagster.lib.demo import DemoTraffic, generate_demo
 from lily_dagster.lib.hub.local import LocalHub
 from lily_dagster.lib.kafka_source import parse_cursor
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.settings import UNROUTED_TENANT
+from lily_dagster_tests import sensor_harness as harness
 
-JOB = defs.resolve_job_def("tenant_ingest_job")
 TENANTS = ("acme", "globex", "initech")
 
 
 def tick(instance: DagsterInstance, cursor: str | None) -> SensorResult | SkipReason:
-    context = build_sensor_context(
-        instance=instance,
-        cursor=cursor,
-        resources={"kafka": KafkaResource(), "lily": LilyResource()},
-    )
-    result = kafka_events_sensor(context)
-    assert isinstance(result, SensorResult | SkipReason)
-    return result
+    return harness.tick(kafka_events_sensor, instance, cursor)
 
 
-def execute(instance: DagsterInstance, request: RunRequest) -> None:
-    result = JOB.execute_in_process(
-        run_config=request.run_config,
-        partition_key=request.partition_key,
-        instance=instance,
-        tags=request.tags,
-    )
-    assert result.success
-
-
-def drain(
-    instance: DagsterInstance, cursor: str | None, max_ticks: int = 50
-) -> tuple[str | None, list[RunRequest]]:
-    """Tick the sensor and execute its runs until a tick finds nothing new."""
-    executed: list[RunRequest] = []
-    for _ in range(max_ticks):
-        result = tick(instance, cursor)
-        assert isinstance(result, SensorResult), result
-        for request in result.dynamic_partitions_requests or []:
-            instance.add_dynamic_partitions(
-                request.partitions_def_name, list(request.partition_keys or [])
-            )
-        cursor = result.cursor
-        if not result.run_requests:
-            return cursor, executed
-        for request in result.run_requests:
-            assert isinstance(request, RunRequest)
-            execute(instance, request)
-            executed.append(request)
-    raise AssertionError("sensor never drained the topic")
+def drain(instance: DagsterInstance, cursor: str | None) -> tuple[str | None, list[RunRequest]]:
+    return harness.drain(kafka_events_sensor, instance, cursor)
 
 
 def hub_state(home: Path, tenant: str) -> dict[str, dict[str, Any]]:
@@ -135,9 +97,9 @@ def test_replayed_tick_requests_the_same_runs_and_processes_nothing_twice(
         assert keys and keys == sorted(r.run_key or "" for r in again.run_requests or [])
         instance.add_dynamic_partitions("tenants", list(TENANTS))
         for request in first.run_requests or []:
-            execute(instance, request)
+            harness.execute(instance, request)
         for request in again.run_requests or []:
-            execute(instance, request)  # forced through despite the run key: a no-op
+            harness.execute(instance, request)  # forced through despite the run key: a no-op
         event = instance.get_latest_materialization_event(AssetKey("landed_events"))
         assert event is not None and event.asset_materialization is not None
         assert event.asset_materialization.metadata["events_in"].value == 0

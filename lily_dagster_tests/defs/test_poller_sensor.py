@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import RunRequest, SensorResult, build_sensor_context, instance_for_test
+from dagster import SensorResult, instance_for_test
 
-from lily_dagster.definitions import defs
 from lily_dagster.defs.ingest.poller_sensors import poller_sensors
-from lily_dagster.defs.resources import LilyResource
 from lily_dagster.lib.hub.local import LocalHub
 from lily_dagster.lib.quarantine import QuarantineStore
+from lily_dagster_tests import sensor_harness as harness
 
 INCIDENTS = [
     {
@@ -109,29 +108,13 @@ def monte_carlo(
 
 def _tick(instance: Any, cursor: str | None) -> SensorResult:
     (sensor,) = poller_sensors
-    context = build_sensor_context(
-        instance=instance, cursor=cursor, resources={"lily": LilyResource()}
-    )
-    result = sensor(context)
+    result = harness.tick(sensor, instance, cursor)
     assert isinstance(result, SensorResult)
     return result
 
 
 def _run(instance: Any, result: SensorResult) -> None:
-    for request in result.dynamic_partitions_requests or []:
-        instance.add_dynamic_partitions(
-            request.partitions_def_name, list(request.partition_keys or [])
-        )
-    job = defs.resolve_job_def("tenant_ingest_job")
-    for request in result.run_requests or []:
-        assert isinstance(request, RunRequest)
-        run = job.execute_in_process(
-            run_config=request.run_config,
-            partition_key=request.partition_key,
-            instance=instance,
-            tags=request.tags,
-        )
-        assert run.success
+    harness.run_requested(instance, result)
 
 
 def test_poller_pages_through_incidents_and_lands_them_in_the_hub(

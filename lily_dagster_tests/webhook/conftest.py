@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import jwt
@@ -99,6 +99,10 @@ class Keys:
             )
             .decode()
         )
+
+
+if TYPE_CHECKING:
+    from lily_dagster_tests.webhook.vendor_setup import VendorSecrets
 
 
 @pytest.fixture(scope="session")
@@ -350,4 +354,20 @@ def serve(webhook_env: Path) -> Iterator[Callable[[], Live]]:
 
 @pytest.fixture
 def live(serve: Callable[[], Live]) -> Live:
+    return serve()
+
+
+@pytest.fixture
+def vendor_secrets(
+    webhook_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> VendorSecrets:
+    """Every vendor configured for tenant acme in a LILY_CONFIG file, secrets in env."""
+    from lily_dagster_tests.webhook.vendor_setup import configure_vendors
+
+    return configure_vendors(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def vendor_live(vendor_secrets: VendorSecrets, serve: Callable[[], Live]) -> Live:
+    """A receiver started after the vendors are configured."""
     return serve()

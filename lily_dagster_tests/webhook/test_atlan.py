@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,21 +21,9 @@ from pyatlan.model.events import (
 )
 
 from lily_dagster_tests.webhook.conftest import Live, unique
-from lily_dagster_tests.webhook.vendor_setup import CONNECTION, VendorSecrets, configure_vendors
+from lily_dagster_tests.webhook.vendor_setup import CONNECTION, VendorSecrets
 
 SCHEMA_QN = f"{CONNECTION}/SALES/PUBLIC"
-
-
-@pytest.fixture
-def vendor_secrets(
-    webhook_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> VendorSecrets:
-    return configure_vendors(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def alive(vendor_secrets: VendorSecrets, serve: Callable[[], Live]) -> Live:
-    return serve()
 
 
 def new_table(description: str | None = "orders, one row per order") -> Table:
@@ -63,19 +49,19 @@ def now_ms() -> int:
 
 
 def test_validation_ping_is_answered_and_stores_nothing(
-    alive: Live, vendor_secrets: VendorSecrets
+    vendor_live: Live, vendor_secrets: VendorSecrets
 ) -> None:
     body = json.dumps(
         {"atlan-webhook": "Hello, humans of data! It worked. Excited to see what you will build!"}
     )
-    response = post(alive, body.encode(), vendor_secrets.atlan)
+    response = post(vendor_live, body.encode(), vendor_secrets.atlan)
     assert response.status_code == 200, response.text
-    assert alive.inbox() == []
-    assert alive.quarantine_tenants() == []
+    assert vendor_live.inbox() == []
+    assert vendor_live.quarantine_tenants() == []
 
 
 def test_entity_create_becomes_an_upsert_of_the_table(
-    alive: Live, vendor_secrets: VendorSecrets
+    vendor_live: Live, vendor_secrets: VendorSecrets
 ) -> None:
     table = new_table()
     table.certificate_status = "DRAFT"  # type: ignore[assignment]
@@ -86,10 +72,10 @@ def test_entity_create_becomes_an_upsert_of_the_table(
         ),
     )
     body = serialise(event)
-    response = post(alive, body, vendor_secrets.atlan)
+    response = post(vendor_live, body, vendor_secrets.atlan)
     assert response.status_code == 202, response.text
     assert len(response.json()["accepted"]) == 1
-    [stored] = alive.inbox()
+    [stored] = vendor_live.inbox()
     envelope = json.loads(stored.payload)
     assert stored.source == "atlan"
     assert envelope["tenant"] == "acme"
@@ -102,13 +88,15 @@ def test_entity_create_becomes_an_upsert_of_the_table(
     assert asset["attributes"]["certificate_status"] == "DRAFT"
     assert asset["attributes"]["parent_qualified_name"] == SCHEMA_QN
     # Atlan retries a webhook it got no answer for: the same body is stored once.
-    again = post(alive, body, vendor_secrets.atlan)
+    again = post(vendor_live, body, vendor_secrets.atlan)
     assert again.status_code == 202 and again.json()["duplicates"] == 1
-    assert len(alive.inbox()) == 1
+    assert len(vendor_live.inbox()) == 1
 
 
 @pytest.mark.parametrize("secret", [None, "", "wrong-secret"])
-def test_wrong_signing_secret_is_401_and_stores_nothing(alive: Live, secret: str | None) -> None:
+def test_wrong_signing_secret_is_401_and_stores_nothing(
+    vendor_live: Live, secret: str | None
+) -> None:
     body = serialise(
         AtlanEvent(
             message=AssetCreatePayload(
@@ -116,19 +104,19 @@ def test_wrong_signing_secret_is_401_and_stores_nothing(alive: Live, secret: str
             )
         )
     )
-    response = post(alive, body, secret)
+    response = post(vendor_live, body, secret)
     assert response.status_code == 401, response.text
     assert set(response.json()) >= {"error", "detail"}
-    assert alive.inbox() == []
-    assert alive.quarantine_tenants() == []
+    assert vendor_live.inbox() == []
+    assert vendor_live.quarantine_tenants() == []
 
 
-def test_ping_without_the_secret_is_401(alive: Live) -> None:
-    response = post(alive, b'{"atlan-webhook": "Hello"}', "nope")
+def test_ping_without_the_secret_is_401(vendor_live: Live) -> None:
+    response = post(vendor_live, b'{"atlan-webhook": "Hello"}', "nope")
     assert response.status_code == 401
 
 
-def test_entity_delete_becomes_a_delete(alive: Live, vendor_secrets: VendorSecrets) -> None:
+def test_entity_delete_becomes_a_delete(vendor_live: Live, vendor_secrets: VendorSecrets) -> None:
     table = new_table(description=None)
     body = serialise(
         AtlanEvent(
@@ -137,9 +125,9 @@ def test_entity_delete_becomes_a_delete(alive: Live, vendor_secrets: VendorSecre
             )
         )
     )
-    response = post(alive, body, vendor_secrets.atlan)
+    response = post(vendor_live, body, vendor_secrets.atlan)
     assert response.status_code == 202, response.text
-    [stored] = alive.inbox()
+    [stored] = vendor_live.inbox()
     envelope = json.loads(stored.payload)
     assert envelope["op"] == "delete"
     assert envelope["asset"]["qualified_name"] == table.qualified_name
@@ -147,7 +135,7 @@ def test_entity_delete_becomes_a_delete(alive: Live, vendor_secrets: VendorSecre
 
 
 def test_classification_add_and_delete_become_patches(
-    alive: Live, vendor_secrets: VendorSecrets
+    vendor_live: Live, vendor_secrets: VendorSecrets
 ) -> None:
     table = new_table(description=None)
     added = AtlanEvent(
@@ -167,9 +155,9 @@ def test_classification_add_and_delete_become_patches(
         )
     )
     for event in (added, removed):
-        response = post(alive, serialise(event), vendor_secrets.atlan)
+        response = post(vendor_live, serialise(event), vendor_secrets.atlan)
         assert response.status_code == 202, response.text
-    envelopes = [json.loads(e.payload) for e in alive.inbox()]
+    envelopes = [json.loads(e.payload) for e in vendor_live.inbox()]
     assert [e["asset"]["qualified_name"] for e in envelopes] == [table.qualified_name] * 2
     assert [e["asset"]["attributes"]["lily_patch"] for e in envelopes] == [
         {"add_classifications": ["PII"]},
@@ -177,7 +165,7 @@ def test_classification_add_and_delete_become_patches(
     ]
 
 
-def test_array_of_events_in_one_delivery(alive: Live, vendor_secrets: VendorSecrets) -> None:
+def test_array_of_events_in_one_delivery(vendor_live: Live, vendor_secrets: VendorSecrets) -> None:
     tables = [new_table(), new_table()]
     events = [
         json.loads(
@@ -191,7 +179,7 @@ def test_array_of_events_in_one_delivery(alive: Live, vendor_secrets: VendorSecr
         )
         for t in tables
     ]
-    response = post(alive, json.dumps(events).encode(), vendor_secrets.atlan)
+    response = post(vendor_live, json.dumps(events).encode(), vendor_secrets.atlan)
     assert response.status_code == 202, response.text
-    stored = [json.loads(e.payload)["asset"]["qualified_name"] for e in alive.inbox()]
+    stored = [json.loads(e.payload)["asset"]["qualified_name"] for e in vendor_live.inbox()]
     assert stored == [t.qualified_name for t in tables]

@@ -19,49 +19,27 @@ from dagster import (
     RunRequest,
     SensorResult,
     SkipReason,
-    build_sensor_context,
     instance_for_test,
 )
 
-from lily_dagster.definitions import defs
 from lily_dagster.defs.ingest.webhook_sensor import webhook_inbox_sensor
-from lily_dagster.defs.resources import LilyResource
 from lily_dagster.lib.hub.local import LocalHub
 from lily_dagster.lib.quarantine import QuarantineStore
+from lily_dagster_tests import sensor_harness as harness
 from lily_dagster_tests.webhook.conftest import Live, Tokens, envelope, iso, unique
 from lily_dagster_tests.webhook.vendor_setup import CONNECTION, configure_vendors, slack_request
 
-JOB = defs.resolve_job_def("tenant_ingest_job")
 ORPHAN_WAIT_S = 1
 
 
 def tick(instance: DagsterInstance, cursor: str | None) -> SensorResult | SkipReason:
-    context = build_sensor_context(
-        instance=instance, cursor=cursor, resources={"lily": LilyResource()}
-    )
-    result = webhook_inbox_sensor(context)
-    assert isinstance(result, SensorResult | SkipReason)
-    return result
+    return harness.tick(webhook_inbox_sensor, instance, cursor)
 
 
 def tick_and_run(instance: DagsterInstance, cursor: str | None) -> tuple[str, list[RunRequest]]:
     result = tick(instance, cursor)
     assert isinstance(result, SensorResult), result
-    for request in result.dynamic_partitions_requests or []:
-        instance.add_dynamic_partitions(
-            request.partitions_def_name, list(request.partition_keys or [])
-        )
-    runs: list[RunRequest] = []
-    for request in result.run_requests or []:
-        assert isinstance(request, RunRequest)
-        outcome = JOB.execute_in_process(
-            run_config=request.run_config,
-            partition_key=request.partition_key,
-            instance=instance,
-            tags=request.tags,
-        )
-        assert outcome.success
-        runs.append(request)
+    runs = harness.run_requested(instance, result)
     assert result.cursor
     return result.cursor, runs
 

@@ -8,8 +8,6 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,21 +19,8 @@ from lily_dagster_tests.webhook.conftest import Live, unique
 from lily_dagster_tests.webhook.vendor_setup import (
     CONNECTION,
     VendorSecrets,
-    configure_vendors,
     slack_request,
 )
-
-
-@pytest.fixture
-def vendor_secrets(
-    webhook_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> VendorSecrets:
-    return configure_vendors(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def vlive(vendor_secrets: VendorSecrets, serve: Callable[[], Live]) -> Live:
-    return serve()
 
 
 def assert_refused(live: Live, response: Any, status: int = 401) -> None:
@@ -78,15 +63,15 @@ def mc_post(live: Live, body: bytes, signature: str, tenant: str = "acme") -> An
 
 
 def test_monte_carlo_incident_becomes_incident_and_table_patches(
-    vlive: Live, vendor_secrets: VendorSecrets
+    vendor_live: Live, vendor_secrets: VendorSecrets
 ) -> None:
     incident_id = unique("inc")
     body = mc_body(incident_id)
     signature = hmac.new(vendor_secrets.monte_carlo.encode(), body, hashlib.sha512).hexdigest()
-    response = mc_post(vlive, body, signature)
+    response = mc_post(vendor_live, body, signature)
     assert response.status_code == 202, response.text
     assert len(response.json()["accepted"]) == 3
-    events = [json.loads(e.payload) for e in vlive.inbox()]
+    events = [json.loads(e.payload) for e in vendor_live.inbox()]
     assert {e["tenant"] for e in events} == {"acme"}
     assert {e["source"] for e in events} == {"monte-carlo"}
     incident = next(e for e in events if e["asset"]["type_name"] == "MCIncident")
@@ -109,39 +94,41 @@ def test_monte_carlo_incident_becomes_incident_and_table_patches(
         assert quality["state"] == "open"
         assert quality["severity"] == "SEV-2"
     # Monte Carlo redelivers: the same body again is stored once.
-    again = mc_post(vlive, body, "sha512=" + signature)
+    again = mc_post(vendor_live, body, "sha512=" + signature)
     assert again.status_code == 202, again.text
     assert again.json()["duplicates"] == 3
-    assert len(vlive.inbox()) == 3
+    assert len(vendor_live.inbox()) == 3
 
 
 @pytest.mark.parametrize("signature", ["", "deadbeef", "sha512=" + "0" * 128, "wrong-key"])
-def test_monte_carlo_bad_signature_is_401(vlive: Live, signature: str) -> None:
+def test_monte_carlo_bad_signature_is_401(vendor_live: Live, signature: str) -> None:
     body = mc_body(unique("inc"))
     if signature == "wrong-key":
         signature = hmac.new(b"not the secret", body, hashlib.sha512).hexdigest()
-    assert_refused(vlive, mc_post(vlive, body, signature))
+    assert_refused(vendor_live, mc_post(vendor_live, body, signature))
 
 
 def test_monte_carlo_signature_over_another_body_is_401(
-    vlive: Live, vendor_secrets: VendorSecrets
+    vendor_live: Live, vendor_secrets: VendorSecrets
 ) -> None:
     signed = mc_body(unique("inc"))
     signature = hmac.new(vendor_secrets.monte_carlo.encode(), signed, hashlib.sha512).hexdigest()
-    assert_refused(vlive, mc_post(vlive, mc_body(unique("inc")), signature))
+    assert_refused(vendor_live, mc_post(vendor_live, mc_body(unique("inc")), signature))
 
 
 # --- Slack --------------------------------------------------------------------------------------
 
 
-def test_slack_certify_command_queues_a_patch(vlive: Live, vendor_secrets: VendorSecrets) -> None:
+def test_slack_certify_command_queues_a_patch(
+    vendor_live: Live, vendor_secrets: VendorSecrets
+) -> None:
     qn = f"{CONNECTION}/DB/SCH/{unique('ORDERS')}"
-    response = slack_request(vlive.client, vendor_secrets.slack, f"certify {qn} VERIFIED")
+    response = slack_request(vendor_live.client, vendor_secrets.slack, f"certify {qn} VERIFIED")
     assert response.status_code == 200, response.text
     reply = response.json()
     assert reply["response_type"] == "ephemeral"
     assert qn in reply["text"] and "queued" in reply["text"]
-    [stored] = vlive.inbox()
+    [stored] = vendor_live.inbox()
     event = json.loads(stored.payload)
     assert stored.source == "slack"
     assert event["tenant"] == "acme"
@@ -152,81 +139,83 @@ def test_slack_certify_command_queues_a_patch(vlive: Live, vendor_secrets: Vendo
     }
 
 
-def test_slack_describe_and_tag_commands(vlive: Live, vendor_secrets: VendorSecrets) -> None:
+def test_slack_describe_and_tag_commands(vendor_live: Live, vendor_secrets: VendorSecrets) -> None:
     qn = f"{CONNECTION}/DB/SCH/{unique('T')}"
     for text in (f"describe {qn} Orders, one row per order", f"tag {qn} PII"):
-        assert slack_request(vlive.client, vendor_secrets.slack, text).status_code == 200
-    patches = [json.loads(e.payload)["asset"]["attributes"]["lily_patch"] for e in vlive.inbox()]
+        assert slack_request(vendor_live.client, vendor_secrets.slack, text).status_code == 200
+    patches = [
+        json.loads(e.payload)["asset"]["attributes"]["lily_patch"] for e in vendor_live.inbox()
+    ]
     assert patches == [
         {"set": {"description": "Orders, one row per order"}},
         {"add_classifications": ["PII"]},
     ]
 
 
-def test_slack_old_timestamp_is_401(vlive: Live, vendor_secrets: VendorSecrets) -> None:
+def test_slack_old_timestamp_is_401(vendor_live: Live, vendor_secrets: VendorSecrets) -> None:
     response = slack_request(
-        vlive.client,
+        vendor_live.client,
         vendor_secrets.slack,
         f"certify {CONNECTION}/DB/SCH/{unique('T')} VERIFIED",
         timestamp=int(time.time()) - 600,
     )
-    assert_refused(vlive, response)
+    assert_refused(vendor_live, response)
 
 
-def test_slack_replayed_request_is_401(vlive: Live, vendor_secrets: VendorSecrets) -> None:
+def test_slack_replayed_request_is_401(vendor_live: Live, vendor_secrets: VendorSecrets) -> None:
     body = (
         f"command=%2Flily&text=certify+{CONNECTION}%2FDB%2FSCH%2F{unique('T')}+VERIFIED"
         "&user_name=jdoe"
     ).encode()
     ts = int(time.time())
-    first = slack_request(vlive.client, vendor_secrets.slack, "", body=body, timestamp=ts)
+    first = slack_request(vendor_live.client, vendor_secrets.slack, "", body=body, timestamp=ts)
     assert first.status_code == 200, first.text
-    second = slack_request(vlive.client, vendor_secrets.slack, "", body=body, timestamp=ts)
+    second = slack_request(vendor_live.client, vendor_secrets.slack, "", body=body, timestamp=ts)
     assert second.status_code == 401, second.text
-    assert len(vlive.inbox()) == 1
+    assert len(vendor_live.inbox()) == 1
 
 
 @pytest.mark.parametrize("signature", ["v0=" + "0" * 64, "v1=abc", "garbage"])
 def test_slack_bad_signature_is_401(
-    vlive: Live, vendor_secrets: VendorSecrets, signature: str
+    vendor_live: Live, vendor_secrets: VendorSecrets, signature: str
 ) -> None:
     response = slack_request(
-        vlive.client,
+        vendor_live.client,
         vendor_secrets.slack,
         f"certify {CONNECTION}/DB/SCH/{unique('T')} VERIFIED",
         signature=signature,
     )
-    assert_refused(vlive, response)
+    assert_refused(vendor_live, response)
 
 
-def test_slack_signed_with_another_secret_is_401(vlive: Live) -> None:
+def test_slack_signed_with_another_secret_is_401(vendor_live: Live) -> None:
     response = slack_request(
-        vlive.client, "not-the-signing-secret", f"certify {CONNECTION}/DB/T VERIFIED"
+        vendor_live.client, "not-the-signing-secret", f"certify {CONNECTION}/DB/T VERIFIED"
     )
-    assert_refused(vlive, response)
+    assert_refused(vendor_live, response)
 
 
 @pytest.mark.parametrize(
     "text", ["help", "", "frobnicate a b", "certify onlyone", "certify qn SHINY", "tag qn 1bad"]
 )
 def test_slack_unknown_or_bad_command_answers_usage_and_stores_nothing(
-    vlive: Live, vendor_secrets: VendorSecrets, text: str
+    vendor_live: Live, vendor_secrets: VendorSecrets, text: str
 ) -> None:
-    response = slack_request(vlive.client, vendor_secrets.slack, text)
+    response = slack_request(vendor_live.client, vendor_secrets.slack, text)
     assert response.status_code == 200, response.text
     reply = response.json()["text"]
     assert reply == USAGE or "certificate must be" in reply or "not a tag name" in reply
-    assert vlive.inbox() == []
-    assert vlive.quarantine_tenants() == []
+    assert vendor_live.inbox() == []
+    assert vendor_live.quarantine_tenants() == []
 
 
-def test_slack_json_content_type_is_415(vlive: Live, vendor_secrets: VendorSecrets) -> None:
-    response = vlive.client.post(
+def test_slack_json_content_type_is_415(vendor_live: Live, vendor_secrets: VendorSecrets) -> None:
+    response = vendor_live.client.post(
         "/v1/webhooks/slack/acme",
         content=b'{"text": "certify x VERIFIED"}',
         headers={"Content-Type": "application/json"},
     )
-    assert_refused(vlive, response, 415)
+    assert_refused(vendor_live, response, 415)
 
 
 # --- Teams --------------------------------------------------------------------------------------
@@ -260,14 +249,16 @@ def teams_sign(secret_b64: str, body: bytes) -> str:
     return "HMAC " + base64.b64encode(hmac.new(key, body, hashlib.sha256).digest()).decode()
 
 
-def test_teams_outgoing_webhook_queues_a_patch(vlive: Live, vendor_secrets: VendorSecrets) -> None:
+def test_teams_outgoing_webhook_queues_a_patch(
+    vendor_live: Live, vendor_secrets: VendorSecrets
+) -> None:
     qn = f"{CONNECTION}/DB/SCH/{unique('T')}"
     activity_id = unique("1485983408511")
     body = teams_activity(f"<at>Lily</at> certify {qn} deprecated", activity_id)
-    response = teams_post(vlive, body, teams_sign(vendor_secrets.teams_b64, body))
+    response = teams_post(vendor_live, body, teams_sign(vendor_secrets.teams_b64, body))
     assert response.status_code == 200, response.text
     assert response.json()["type"] == "message"
-    [stored] = vlive.inbox()
+    [stored] = vendor_live.inbox()
     event = json.loads(stored.payload)
     assert stored.event_id == f"teams-{activity_id}"
     assert event["asset"]["qualified_name"] == qn
@@ -275,12 +266,14 @@ def test_teams_outgoing_webhook_queues_a_patch(vlive: Live, vendor_secrets: Vend
         "set": {"certificate_status": "DEPRECATED", "certificate_updated_by": "Jane Doe"}
     }
     # Teams redelivers the same activity: stored once.
-    assert teams_post(vlive, body, teams_sign(vendor_secrets.teams_b64, body)).status_code == 200
-    assert len(vlive.inbox()) == 1
+    assert (
+        teams_post(vendor_live, body, teams_sign(vendor_secrets.teams_b64, body)).status_code == 200
+    )
+    assert len(vendor_live.inbox()) == 1
 
 
 @pytest.mark.parametrize("how", ["wrong-key", "bearer", "missing", "other-body"])
-def test_teams_bad_hmac_is_401(vlive: Live, vendor_secrets: VendorSecrets, how: str) -> None:
+def test_teams_bad_hmac_is_401(vendor_live: Live, vendor_secrets: VendorSecrets, how: str) -> None:
     body = teams_activity(f"<at>Lily</at> tag {CONNECTION}/DB/SCH/T PII")
     authorization = {
         "wrong-key": teams_sign(base64.b64encode(b"k" * 32).decode(), body),
@@ -288,47 +281,55 @@ def test_teams_bad_hmac_is_401(vlive: Live, vendor_secrets: VendorSecrets, how: 
         "missing": "",
         "other-body": teams_sign(vendor_secrets.teams_b64, body + b" "),
     }[how]
-    assert_refused(vlive, teams_post(vlive, body, authorization))
+    assert_refused(vendor_live, teams_post(vendor_live, body, authorization))
 
 
 # --- routing ------------------------------------------------------------------------------------
 
 
-def test_unknown_vendor_is_404(vlive: Live) -> None:
-    response = vlive.client.post(
+def test_unknown_vendor_is_404(vendor_live: Live) -> None:
+    response = vendor_live.client.post(
         "/v1/webhooks/nope/acme", content=b"{}", headers={"Content-Type": "application/json"}
     )
-    assert_refused(vlive, response, 404)
+    assert_refused(vendor_live, response, 404)
     assert response.json()["error"] == "unknown_vendor"
 
 
 @pytest.mark.parametrize("tenant", ["globex", "initech"])
 def test_vendor_not_configured_for_the_tenant_is_401(
-    vlive: Live, vendor_secrets: VendorSecrets, tenant: str
+    vendor_live: Live, vendor_secrets: VendorSecrets, tenant: str
 ) -> None:
     body = mc_body(unique("inc"))
     # Even correctly signed with acme's secret.
     signature = hmac.new(vendor_secrets.monte_carlo.encode(), body, hashlib.sha512).hexdigest()
-    assert_refused(vlive, mc_post(vlive, body, signature, tenant=tenant))
-    response = slack_request(vlive.client, vendor_secrets.slack, "help", tenant=tenant)
-    assert_refused(vlive, response)
+    assert_refused(vendor_live, mc_post(vendor_live, body, signature, tenant=tenant))
+    response = slack_request(vendor_live.client, vendor_secrets.slack, "help", tenant=tenant)
+    assert_refused(vendor_live, response)
 
 
-def test_vendor_path_with_a_bad_tenant_is_400(vlive: Live) -> None:
-    response = vlive.client.post(
+def test_vendor_path_with_a_bad_tenant_is_400(vendor_live: Live) -> None:
+    response = vendor_live.client.post(
         "/v1/webhooks/slack/ACME",
         content=b"text=help",
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
-    assert_refused(vlive, response, 400)
+    assert_refused(vendor_live, response, 400)
 
 
-def test_vendor_requests_are_counted_in_metrics(vlive: Live, vendor_secrets: VendorSecrets) -> None:
-    slack_request(vlive.client, vendor_secrets.slack, "help")
-    slack_request(vlive.client, "wrong", "help")
-    assert vlive.metric("lily_webhook_requests_total", endpoint="vendor_webhook", status="200") == 1
-    assert vlive.metric("lily_webhook_requests_total", endpoint="vendor_webhook", status="401") == 1
-    assert vlive.metric("lily_webhook_rejected_total", reason="bad_signature") == 1
+def test_vendor_requests_are_counted_in_metrics(
+    vendor_live: Live, vendor_secrets: VendorSecrets
+) -> None:
+    slack_request(vendor_live.client, vendor_secrets.slack, "help")
+    slack_request(vendor_live.client, "wrong", "help")
+    assert (
+        vendor_live.metric("lily_webhook_requests_total", endpoint="vendor_webhook", status="200")
+        == 1
+    )
+    assert (
+        vendor_live.metric("lily_webhook_requests_total", endpoint="vendor_webhook", status="401")
+        == 1
+    )
+    assert vendor_live.metric("lily_webhook_rejected_total", reason="bad_signature") == 1
 
 
 def test_missing_vendor_secret_variable_fails_at_start_not_per_request(

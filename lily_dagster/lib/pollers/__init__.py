@@ -8,13 +8,10 @@ cursor per tenant and lands what it polls through the same path as Kafka and web
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import Any, Protocol
 
+from lily_dagster.lib.registry import Registry
 from lily_dagster.settings import PollerConfig
 
 
@@ -36,36 +33,7 @@ class Poller(Protocol):
     def poll(self, tenant: str, config: PollerConfig, cursor: str | None) -> PollResult: ...
 
 
-_POLLERS: dict[str, Poller] = {}
-_loaded = False
-
-
-def register_poller(name: str) -> Callable[[type[Any]], type[Any]]:
-    def decorate(cls: type[Any]) -> type[Any]:
-        instance = cls()
-        instance.name = name
-        _POLLERS[name] = instance
-        return cls
-
-    return decorate
-
-
-def _load_all() -> None:
-    global _loaded
-    if _loaded:
-        return
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
-    for ep in entry_points(group="lily_dagster.pollers"):
-        ep.load()
-    _loaded = True
-
-
-def get_poller(name: str) -> Poller | None:
-    _load_all()
-    return _POLLERS.get(name)
-
-
-def poller_names() -> list[str]:
-    _load_all()
-    return sorted(_POLLERS)
+_REGISTRY: Registry[Poller] = Registry("poller", "lily_dagster.lib.pollers", "lily_dagster.pollers")
+register_poller = _REGISTRY.register
+get_poller = _REGISTRY.get
+poller_names = _REGISTRY.names

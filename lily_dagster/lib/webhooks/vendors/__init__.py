@@ -4,13 +4,10 @@ registering through the `lily_dagster.webhook_vendors` entry point group) that d
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import Any, Protocol
 
+from lily_dagster.lib.registry import Registry
 from lily_dagster.settings import VendorWebhookConfig
 
 
@@ -46,36 +43,9 @@ class Vendor(Protocol):
         ...
 
 
-_VENDORS: dict[str, Vendor] = {}
-_loaded = False
-
-
-def register_vendor(name: str) -> Callable[[type[Any]], type[Any]]:
-    def decorate(cls: type[Any]) -> type[Any]:
-        instance = cls()
-        instance.name = name
-        _VENDORS[name] = instance
-        return cls
-
-    return decorate
-
-
-def _load_all() -> None:
-    global _loaded
-    if _loaded:
-        return
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
-    for ep in entry_points(group="lily_dagster.webhook_vendors"):
-        ep.load()
-    _loaded = True
-
-
-def get_vendor(name: str) -> Vendor | None:
-    _load_all()
-    return _VENDORS.get(name)
-
-
-def vendor_names() -> list[str]:
-    _load_all()
-    return sorted(_VENDORS)
+_REGISTRY: Registry[Vendor] = Registry(
+    "webhook vendor", "lily_dagster.lib.webhooks.vendors", "lily_dagster.webhook_vendors"
+)
+register_vendor = _REGISTRY.register
+get_vendor = _REGISTRY.get
+vendor_names = _REGISTRY.names
