@@ -40,10 +40,18 @@ class ConfigError(ValueError):
     """Bad configuration; the message is one line, fit for a CLI error."""
 
 
-class VendorWebhookConfig(BaseModel):
-    """A vendor endpoint of one tenant; vendor-specific options are allowed beside secret_env."""
+class PluginConfig(BaseModel):
+    """Configuration of one plug-in for one tenant: its own options are allowed as extras."""
 
     model_config = ConfigDict(extra="allow")
+
+    def option(self, key: str, default: str | None = None) -> str | None:
+        value = (self.model_extra or {}).get(key, default)
+        return None if value is None else str(value)
+
+
+class VendorWebhookConfig(PluginConfig):
+    """A vendor endpoint of one tenant; vendor-specific options are allowed beside secret_env."""
 
     # Name of the environment variable holding the signing secret (never the secret itself).
     secret_env: str
@@ -54,22 +62,12 @@ class VendorWebhookConfig(BaseModel):
             raise ConfigError(f"webhook secret variable {self.secret_env} is not set")
         return value
 
-    def option(self, key: str, default: str | None = None) -> str | None:
-        value = (self.model_extra or {}).get(key, default)
-        return None if value is None else str(value)
 
-
-class PollerConfig(BaseModel):
+class PollerConfig(PluginConfig):
     """A polled source of one tenant; options are the poller's own (README: Pollers).
     Options ending in `_env` name environment variables holding secrets."""
 
-    model_config = ConfigDict(extra="allow")
-
     enabled: bool = True
-
-    def option(self, key: str, default: str | None = None) -> str | None:
-        value = (self.model_extra or {}).get(key, default)
-        return None if value is None else str(value)
 
     def secret(self, key: str) -> str:
         name = self.option(key)
