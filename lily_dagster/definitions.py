@@ -4,16 +4,28 @@ from dagster import Definitions
 
 from lily_dagster.defs.enrichment.assets import enriched_events
 from lily_dagster.defs.hub.assets import hub_records
+from lily_dagster.defs.hub.checks import (
+    data_quality_job,
+    data_quality_schedule,
+    hub_records_gx_suite,
+)
 from lily_dagster.defs.ingest.assets import landed_events
 from lily_dagster.defs.ingest.poller_sensors import poller_sensors
-from lily_dagster.defs.ingest.sensors import kafka_events_sensor, tenant_ingest_job
+from lily_dagster.defs.ingest.sensors import (
+    kafka_events_sensor,
+    quarantine_replay_job,
+    tenant_ingest_job,
+)
 from lily_dagster.defs.ingest.webhook_sensor import webhook_inbox_sensor
 from lily_dagster.defs.resources import KafkaResource, LilyResource, PolarsParquetIOManager
 from lily_dagster.defs.validation.assets import validated_events
+from lily_dagster.defs.validation.quarantine import quarantined_events
 
 defs = Definitions(
-    assets=[landed_events, validated_events, enriched_events, hub_records],
-    jobs=[tenant_ingest_job],
+    assets=[landed_events, validated_events, enriched_events, hub_records, quarantined_events],
+    asset_checks=[hub_records_gx_suite],
+    jobs=[tenant_ingest_job, quarantine_replay_job, data_quality_job],
+    schedules=[data_quality_schedule],
     sensors=[kafka_events_sensor, webhook_inbox_sensor, *poller_sensors],
     resources={
         "lily": LilyResource(),

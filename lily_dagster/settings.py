@@ -10,10 +10,10 @@ import os
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 TENANT_RE = re.compile(TENANT_PATTERN)
@@ -79,6 +79,30 @@ class PollerConfig(PluginConfig):
         return value
 
 
+class HookRef(BaseModel):
+    """One hook in a chain: a name, or {name, settings, timeout_s}."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    settings: dict[str, Any] = Field(default_factory=dict)
+    timeout_s: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class HooksConfig(BaseModel):
+    """Hook chains by stage, in order; None: the default chain."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pre_ingest: list[HookRef] | None = None
+    post_consume: list[HookRef] | None = None
+
+
 class TenantConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -87,6 +111,8 @@ class TenantConfig(BaseModel):
     kafka_topics: list[str] = Field(default_factory=list)
     # Vendor webhooks accepted for this tenant, by vendor name (atlan, monte-carlo, ...).
     webhooks: dict[str, VendorWebhookConfig] = Field(default_factory=dict)
+    # This tenant's hook chains; unset: the file's `hooks`, else the defaults.
+    hooks: HooksConfig | None = None
     # Polled sources of this tenant, by poller name (monte-carlo, ...).
     pollers: dict[str, PollerConfig] = Field(default_factory=dict)
     # Requests per second the webhook receiver accepts for this tenant (429 beyond).
@@ -106,6 +132,8 @@ class LilyConfigFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tenants: list[TenantConfig] = Field(default_factory=list)
+    # Hook chains for every tenant that does not configure its own.
+    hooks: HooksConfig | None = None
 
     def tenant(self, name: str) -> TenantConfig | None:
         return next((t for t in self.tenants if t.name == name), None)
@@ -132,6 +160,19 @@ def _env_int(name: str, default: int, minimum: int = 1) -> int:
         raise ConfigError(f"{name}={raw!r} is not an integer") from None
     if value < minimum:
         raise ConfigError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _env_share(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise ConfigError(f"{name}={value} must be between 0 and 1")
     return value
 
 
@@ -168,6 +209,7 @@ class Settings(BaseModel):
     webhook_rate_per_s: float
     inbox: str  # "sqlite" or s3://bucket/prefix
     orphan_wait_s: int
+    block_reject_share: float  # a rule failing more of a batch than this blocks the upsert
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -214,6 +256,7 @@ class Settings(BaseModel):
             ),
             inbox=inbox,
             orphan_wait_s=_env_int("LILY_ORPHAN_WAIT_S", 86_400, minimum=0),
+            block_reject_share=_env_share("LILY_BLOCK_REJECT_SHARE", 0.5),
             webhook_rate_per_s=float(
                 _env_int("LILY_WEBHOOK_RATE_PER_S", int(DEFAULT_WEBHOOK_RATE_PER_S))
             ),

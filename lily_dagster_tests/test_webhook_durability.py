@@ -53,7 +53,7 @@ def _envelope(i: int) -> dict[str, object]:
         "event_time": "2026-11-23T10:00:00Z",
         "asset": {
             "type_name": "Table",
-            "qualified_name": f"default/db/sch/T{i:06d}",
+            "qualified_name": f"default/snowflake/1700000000/DB/SCH/T{i:06d}",
             "name": f"T{i:06d}",
         },
     }

@@ -35,6 +35,7 @@ WELL_KNOWN_ATTRIBUTES = (
     "owner_groups",
     "certificate_status",
     "parent_qualified_name",
+    "glossary_terms",
 )
 
 
@@ -51,7 +52,7 @@ class AssetPatch(BaseModel):
     @model_validator(mode="after")
     def _well_known_types(self) -> AssetPatch:
         for key, value in self.set.items():
-            if key in ("owner_users", "owner_groups"):
+            if key in ("owner_users", "owner_groups", "glossary_terms"):
                 if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
                     raise ValueError(f"set.{key} must be a list of strings")
             elif key in WELL_KNOWN_ATTRIBUTES and not isinstance(value, str):
@@ -69,6 +70,7 @@ class AssetAttributes(BaseModel):
     owner_groups: list[str] | None = None
     certificate_status: str | None = None
     parent_qualified_name: str | None = None
+    glossary_terms: list[str] | None = None  # Atlan glossary term names ("meanings")
     lily_patch: AssetPatch | None = None
 
 
@@ -122,6 +124,7 @@ EVENT_SCHEMA: dict[str, pl.DataType] = {
     "owner_groups": pl.List(pl.String()),
     "certificate_status": pl.String(),
     "parent_qualified_name": pl.String(),
+    "glossary_terms": pl.List(pl.String()),
     "attributes": pl.String(),  # JSON object of the attributes that are not well-known
     "classifications": pl.List(pl.String()),
     "inputs": pl.List(pl.String()),
@@ -239,6 +242,7 @@ def envelope_row(env: Envelope) -> dict[str, Any]:
         "owner_groups": attrs.owner_groups,
         "certificate_status": attrs.certificate_status,
         "parent_qualified_name": attrs.parent_qualified_name,
+        "glossary_terms": attrs.glossary_terms,
         "attributes": json.dumps(extra, sort_keys=True, separators=(",", ":")),
         "classifications": env.asset.classifications,
         "inputs": env.asset.inputs,

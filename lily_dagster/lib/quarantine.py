@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import polars as pl
 
 from lily_dagster.lib.durable import write_atomic
 from lily_dagster.lib.envelope import REJECT_SCHEMA
+
+REPLAYED_SCHEMA: dict[str, pl.DataType] = {
+    "quarantine_id": pl.String(),
+    "replayed_at": pl.Datetime("us", "UTC"),
+}
 
 
 class QuarantineStore:
@@ -29,20 +35,59 @@ class QuarantineStore:
         write_atomic(self.root / tenant / f"{name}.parquet", frame.write_parquet)
         return frame.height
 
-    def read(self, tenant: str) -> pl.DataFrame:
+    def read(self, tenant: str, reasons: list[str] | None = None) -> pl.DataFrame:
+        """What the tenant's quarantine holds now: each payload once (its latest rejection),
+        less those replayed since they were rejected; optionally only some reasons."""
         directory = self.root / tenant
         files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
         if not files:
             return pl.DataFrame(schema=REJECT_SCHEMA)
         frame = pl.concat([pl.read_parquet(f) for f in files], how="vertical")
-        return frame.sort("quarantined_at").unique(
-            "quarantine_id", keep="first", maintain_order=True
+        frame = frame.sort("quarantined_at").unique(
+            "quarantine_id", keep="last", maintain_order=True
         )
+        replayed = self._replayed(tenant)
+        if replayed.height:
+            frame = (
+                frame.join(replayed, on="quarantine_id", how="left")
+                .filter(
+                    pl.col("replayed_at").is_null()
+                    | (pl.col("quarantined_at") > pl.col("replayed_at"))
+                )
+                .drop("replayed_at")
+            )
+        if reasons:
+            frame = frame.filter(pl.col("reason").is_in(reasons))
+        return frame
+
+    def _replayed(self, tenant: str) -> pl.DataFrame:
+        directory = self.root / tenant / "_replayed"
+        files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
+        if not files:
+            return pl.DataFrame(schema=REPLAYED_SCHEMA)
+        return (
+            pl.concat([pl.read_parquet(f) for f in files])
+            .group_by("quarantine_id")
+            .agg(pl.col("replayed_at").max())
+        )
+
+    def mark_replayed(
+        self, tenant: str, name: str, quarantine_ids: list[str], at: datetime
+    ) -> None:
+        """Record that these entries were sent through the pipeline again at `at`; if they
+        fail again they are rejected after `at` and show again."""
+        frame = pl.DataFrame(
+            {"quarantine_id": quarantine_ids, "replayed_at": [at] * len(quarantine_ids)},
+            schema=REPLAYED_SCHEMA,
+        )
+        write_atomic(self.root / tenant / "_replayed" / f"{name}.parquet", frame.write_parquet)
 
     def tenants(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(d.name for d in self.root.iterdir() if d.is_dir())
+        return sorted(
+            d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".")
+        )
 
     def counts_by_reason(self, tenant: str) -> dict[str, int]:
         frame = self.read(tenant)

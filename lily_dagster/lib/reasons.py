@@ -15,4 +15,10 @@ class Reason(StrEnum):
     EMPTY_FIELD = "empty_field"  # event_id, type_name, qualified_name or name is empty
     FIELD_TOO_LONG = "field_too_long"  # a name or identifier beyond its bound
     BAD_TYPE_NAME = "bad_type_name"  # type_name is not an Atlan type name (PascalCase)
+    HOOK_ERROR = "hook_error"  # a hook raised on this event (detail names the hook)
+    HOOK_TIMEOUT = "hook_timeout"  # a hook gave no result within its timeout
+    HOOK_BAD_OUTPUT = "hook_bad_output"  # a hook returned a frame of another schema
+    BAD_LINEAGE = "bad_lineage"  # a Process without inputs or outputs
+    BAD_QUALIFIED_NAME = "bad_qualified_name"  # qualified name not of its type's structure
+    PARENT_MISMATCH = "parent_mismatch"  # parent_qualified_name is not a prefix of the name
     ORPHAN = "orphan"  # waited past LILY_ORPHAN_WAIT_S for a record (or parent) that never came

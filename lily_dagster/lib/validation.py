@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
@@ -33,6 +34,78 @@ class Rule:
 
 def _empty(col: str) -> pl.Expr:
     return pl.col(col).str.strip_chars().str.len_chars() == 0
+
+
+# Atlan qualified names of SQL assets: default/<connector>/<epoch>/<db>/<schema>/<table>/<column>
+QUALIFIED_NAME_SEGMENTS = {
+    "Connection": 3,
+    "Database": 4,
+    "Schema": 5,
+    "Table": 6,
+    "View": 6,
+    "MaterialisedView": 6,
+    "Column": 7,
+}
+# event_time must fall in [EARLIEST_EVENT_TIME, now + MAX_FUTURE]: clocks drift, not by years.
+EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_FUTURE = timedelta(days=1)
+
+
+def type_rules() -> list[Rule]:
+    """Per-type rules: the qualified name's structure and its parent."""
+    segments = pl.col("type_name").replace_strict(
+        QUALIFIED_NAME_SEGMENTS, default=None, return_dtype=pl.Int64
+    )
+    parent = pl.col("parent_qualified_name")
+    return [
+        Rule(
+            "qualified_name_structure",
+            Reason.BAD_QUALIFIED_NAME,
+            segments.is_not_null()
+            & (
+                (pl.col("qualified_name").str.split("/").list.len() != segments)
+                | ~pl.col("qualified_name").str.starts_with("default/")
+            ),
+            pl.format(
+                "a {} qualified name has {} segments default/<connector>/<epoch>/…, got {}",
+                pl.col("type_name"),
+                segments,
+                pl.col("qualified_name"),
+            ),
+        ),
+        Rule(
+            "parent_is_prefix",
+            Reason.PARENT_MISMATCH,
+            parent.is_not_null()
+            & pl.col("type_name").is_in(list(QUALIFIED_NAME_SEGMENTS))
+            & ~pl.col("qualified_name").str.starts_with(parent + "/"),
+            pl.format("parent {} is not a prefix of {}", parent, pl.col("qualified_name")),
+        ),
+    ]
+
+
+def time_rule(now: datetime) -> Rule:
+    latest = now + MAX_FUTURE
+    return Rule(
+        "event_time_window",
+        Reason.BAD_EVENT_TIME,
+        (pl.col("event_time") < EARLIEST_EVENT_TIME) | (pl.col("event_time") > latest),
+        pl.format(
+            "event_time {} is outside [{}, now + 1 day]",
+            pl.col("event_time").dt.to_string("%Y-%m-%dT%H:%M:%SZ"),
+            pl.lit(EARLIEST_EVENT_TIME.date().isoformat()),
+        ),
+    )
+
+
+def all_rules(expected_tenant: str | None, now: datetime | None = None) -> tuple[Rule, ...]:
+    """Every row-level rule: the envelope's, the per-type ones and the time window."""
+    return (*envelope_rules(expected_tenant), time_rule(now or datetime.now(UTC)))
+
+
+def rule_names() -> list[str]:
+    """The names of all rules, tenant binding included (for one asset check each)."""
+    return [r.name for r in all_rules("x")]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -83,7 +156,7 @@ def envelope_rules(expected_tenant: str | None) -> tuple[Rule, ...]:
             pl.format("type_name {} is not an Atlan type name", pl.col("type_name")),
         )
     )
-    return tuple(rules)
+    return (*rules, *type_rules())
 
 
 @dataclass(frozen=True)

@@ -1,23 +1,55 @@
 """landed_events: the raw payloads a source landed for a tenant, as one micro-batch."""
 
+import hashlib
+from datetime import UTC, datetime
+
 import polars as pl
 from dagster import AssetExecutionContext, Config, Output, asset
 
 from lily_dagster.defs.partitions import tenant_partitions
 from lily_dagster.defs.resources import LilyResource
+from lily_dagster.lib.staging import LANDED_SCHEMA, StagingArea
 
 
 class LandedEventsConfig(Config):
-    """Which landed batches to process; empty means every pending batch of the tenant."""
+    """Which landed batches to process; empty means every pending batch of the tenant.
+    With `replay`, the tenant's quarantined events (of `replay_reasons`, or all) are landed
+    as a new batch first and go through every gate again."""
 
     batch_ids: list[str] = []
+    replay: bool = False
+    replay_reasons: list[str] = []
+
+
+def land_replay(lily: LilyResource, tenant: str, reasons: list[str]) -> tuple[str | None, int]:
+    """Land the quarantined events of `tenant` (optionally only `reasons`) as a batch and mark
+    them replayed; returns the batch id (None when there was nothing) and the count."""
+    quarantine = lily.quarantine()
+    entries = quarantine.read(tenant, reasons or None)
+    if entries.is_empty():
+        return None, 0
+    now = datetime.now(UTC)
+    ids = entries.get_column("quarantine_id").to_list()
+    batch_id = (
+        f"replay-{hashlib.sha256((now.isoformat() + ','.join(ids)).encode()).hexdigest()[:20]}"
+    )
+    frame = entries.select(
+        (pl.col("origin").fill_null("quarantine") + "#replay").alias("origin"),
+        pl.col("raw").cast(pl.Binary).alias("value"),
+        pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("received_at"),
+    ).cast(LANDED_SCHEMA)  # type: ignore[arg-type]
+    StagingArea(lily.settings().staging_dir).land(
+        tenant, batch_id, "replay", frame, {"replayed_reasons": reasons or "all"}
+    )
+    quarantine.mark_replayed(tenant, batch_id, ids, now)
+    return batch_id, len(ids)
 
 
 @asset(
     partitions_def=tenant_partitions,
     group_name="ingest",
-    description="Raw event payloads landed durably by a source (Kafka, webhook inbox) for "
-    "one tenant, not yet applied to the hub.",
+    description="Raw event payloads landed durably by a source (Kafka, webhook inbox, "
+    "poller, quarantine replay) for one tenant, not yet applied to the hub.",
     kinds={"polars", "kafka"},
 )
 def landed_events(
@@ -25,7 +57,14 @@ def landed_events(
 ) -> Output[pl.DataFrame]:
     tenant = context.partition_key
     staging = lily.staging()
-    batch_ids = config.batch_ids or staging.pending(tenant)
+    batch_ids = list(config.batch_ids)
+    replayed = 0
+    if config.replay:
+        replay_batch, replayed = land_replay(lily, tenant, config.replay_reasons)
+        batch_ids = [replay_batch] if replay_batch else []
+        context.log.info(f"replaying {replayed} quarantined events of {tenant}")
+    elif not batch_ids:
+        batch_ids = staging.pending(tenant)
     frame, manifests = staging.read(tenant, batch_ids)
     ids = [m.batch_id for m in manifests]
     skipped = sorted(set(batch_ids) - set(ids))
@@ -39,5 +78,6 @@ def landed_events(
             "batches": len(manifests),
             "batch_ids": ", ".join(ids) or "none",
             "kafka_lag": lag,
+            "replayed_from_quarantine": replayed,
         },
     )

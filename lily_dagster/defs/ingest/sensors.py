@@ -4,6 +4,7 @@ from typing import Any
 
 import polars as pl
 from dagster import (
+    AssetSelection,
     DefaultSensorStatus,
     RunRequest,
     SensorEvaluationContext,
@@ -16,10 +17,12 @@ from dagster import (
 
 from lily_dagster.defs.enrichment.assets import enriched_events
 from lily_dagster.defs.hub.assets import hub_records
+from lily_dagster.defs.hub.checks import hub_records_gx_suite
 from lily_dagster.defs.ingest.assets import landed_events
 from lily_dagster.defs.partitions import TENANTS, tenant_partitions
 from lily_dagster.defs.resources import KafkaResource, LilyResource
 from lily_dagster.defs.validation.assets import validated_events
+from lily_dagster.defs.validation.quarantine import quarantined_events
 from lily_dagster.lib.envelope import make_rejects
 from lily_dagster.lib.kafka_source import (
     KafkaUnavailableError,
@@ -33,12 +36,23 @@ from lily_dagster.settings import UNROUTED_TENANT
 
 # In-process: a micro-batch run is a few seconds of work, so a subprocess per step
 # would double its latency.
+INGEST_ASSETS = [landed_events, validated_events, enriched_events, hub_records, quarantined_events]
 tenant_ingest_job = define_asset_job(
     "tenant_ingest_job",
-    selection=[landed_events, validated_events, enriched_events, hub_records],
+    selection=AssetSelection.assets(*INGEST_ASSETS) - AssetSelection.checks(hub_records_gx_suite),
     partitions_def=tenant_partitions,
     executor_def=in_process_executor,
     description="Landed events of one tenant → validated → enriched → hub.",
+)
+quarantine_replay_job = define_asset_job(
+    "quarantine_replay_job",
+    selection=AssetSelection.assets(*INGEST_ASSETS) - AssetSelection.checks(hub_records_gx_suite),
+    partitions_def=tenant_partitions,
+    executor_def=in_process_executor,
+    config={"ops": {"landed_events": {"config": {"replay": True, "replay_reasons": []}}}},
+    tags={"lily/source": "replay"},
+    description="Sends a tenant's quarantined events (all, or the reasons given in "
+    "replay_reasons) through every gate again; those that fail again return to the quarantine.",
 )
 
 

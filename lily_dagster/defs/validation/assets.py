@@ -1,25 +1,78 @@
-"""validated_events: envelopes that pass every rule; the rest go to the tenant's quarantine."""
+"""validated_events: envelopes that pass every rule; the rest go to the tenant's quarantine.
+
+Each rule is also a blocking asset check: its failures are counted per batch, and when more
+than LILY_BLOCK_REJECT_SHARE of a batch fails one rule, the check fails and gates the upsert
+(the batch stays pending for an operator). Rejected rows are quarantined either way.
+"""
+
+from collections.abc import Iterator
 
 import polars as pl
-from dagster import AssetExecutionContext, MetadataValue, Output, asset
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    MetadataValue,
+    Output,
+    asset,
+)
 
 from lily_dagster.defs.partitions import tenant_partitions
 from lily_dagster.defs.resources import LilyResource
 from lily_dagster.lib.envelope import decode_envelopes
 from lily_dagster.lib.staging import batch_set_key
-from lily_dagster.lib.validation import envelope_rules, split_valid
+from lily_dagster.lib.validation import all_rules, rule_names, split_valid
+
+DECODE_CHECK = "envelope_decodes"
+PARENTS_CHECK = "columns_have_parents"
+
+_CHECKS = [
+    AssetCheckSpec(
+        DECODE_CHECK,
+        asset="validated_events",
+        blocking=True,
+        description="Payloads parse as envelopes (JSON, fields, types, op, event_time).",
+    ),
+    *[
+        AssetCheckSpec(
+            f"rule_{name}",
+            asset="validated_events",
+            blocking=True,
+            description=f"Row-level rule {name}; failing rows are quarantined.",
+        )
+        for name in rule_names()
+    ],
+    AssetCheckSpec(
+        PARENTS_CHECK,
+        asset="validated_events",
+        description="Columns whose table is neither in the batch nor in the hub yet (they are "
+        "kept, never rejected for arriving first; a warning only).",
+    ),
+]
+
+
+def _share_check(name: str, failures: int, rows: int, limit: float) -> AssetCheckResult:
+    share = failures / rows if rows else 0.0
+    return AssetCheckResult(
+        check_name=name,
+        passed=share <= limit,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"failures": failures, "rows": rows, "share": round(share, 4), "limit": limit},
+    )
 
 
 @asset(
     partitions_def=tenant_partitions,
     group_name="validation",
-    description="Landed events parsed as envelopes (CONTRACT.md §1) that pass the envelope "
-    "rules; every rejected event is kept in the tenant's quarantine with its reason.",
+    description="Landed events parsed as envelopes (CONTRACT.md §1) that pass every rule; "
+    "every rejected event is kept in the tenant's quarantine with its reason.",
+    check_specs=_CHECKS,
     kinds={"polars"},
 )
 def validated_events(
     context: AssetExecutionContext, landed_events: pl.DataFrame, lily: LilyResource
-) -> Output[pl.DataFrame]:
+) -> Iterator[Output[pl.DataFrame] | AssetCheckResult]:
     tenant = context.partition_key
     settings = lily.settings()
     decoded = decode_envelopes(
@@ -28,17 +81,17 @@ def validated_events(
         tenant=tenant,
         max_event_bytes=settings.max_event_bytes,
     )
-    origin_batch = landed_events.select("origin", "batch_id")
-    events = decoded.events.join(origin_batch, on="origin", how="left")
-    checked = split_valid(events, envelope_rules(expected_tenant=tenant), tenant)
-    rejects = pl.concat([decoded.rejects, checked.rejects], how="vertical")
-    kept = lily.quarantine().add(
-        tenant, f"validation-{batch_set_key(landed_events.get_column('batch_id'))}", rejects
+    events = decoded.events.join(
+        landed_events.select("origin", "batch_id"), on="origin", how="left"
     )
+    checked = split_valid(events, all_rules(expected_tenant=tenant), tenant)
+    rejects = pl.concat([decoded.rejects, checked.rejects], how="vertical")
+    key = batch_set_key(landed_events.get_column("batch_id"))
+    kept = lily.quarantine().add(tenant, f"validation-{key}", rejects)
     by_reason = {r: int(n) for r, n in rejects.group_by("reason").len().sort("reason").iter_rows()}
     if kept:
         context.log.warning(f"{kept} events quarantined for {tenant}: {by_reason}")
-    return Output(
+    yield Output(
         checked.valid,
         metadata={
             "events_in": landed_events.height,
@@ -47,4 +100,27 @@ def validated_events(
             "quarantined_by_reason": MetadataValue.json(by_reason),
             "rule_failures": MetadataValue.json(checked.failures_by_rule),
         },
+    )
+    limit = settings.block_reject_share
+    yield _share_check(DECODE_CHECK, decoded.rejects.height, landed_events.height, limit)
+    for name in rule_names():
+        failures = checked.failures_by_rule.get(name, 0)
+        yield _share_check(f"rule_{name}", failures, decoded.events.height, limit)
+    yield _parents_check(checked.valid, lily, tenant)
+
+
+def _parents_check(valid: pl.DataFrame, lily: LilyResource, tenant: str) -> AssetCheckResult:
+    columns = valid.filter(
+        (pl.col("type_name") == "Column") & pl.col("parent_qualified_name").is_not_null()
+    )
+    parents = set(columns.get_column("parent_qualified_name").to_list())
+    missing = parents - set(valid.get_column("qualified_name").to_list())
+    if missing:
+        missing -= lily.hub().contains(tenant, sorted(missing))
+    waiting = columns.filter(pl.col("parent_qualified_name").is_in(sorted(missing))).height
+    return AssetCheckResult(
+        check_name=PARENTS_CHECK,
+        passed=not waiting,
+        severity=AssetCheckSeverity.WARN,
+        metadata={"columns": columns.height, "columns_without_parent_yet": waiting},
     )

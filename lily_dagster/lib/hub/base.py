@@ -37,6 +37,7 @@ CONTENT_COLUMNS = (
     "owner_groups",
     "certificate_status",
     "parent_qualified_name",
+    "glossary_terms",
     "attributes",
     "classifications",
     "inputs",
@@ -344,6 +345,14 @@ class MetadataHub(Protocol):
 
     def status_counts(self, tenant: str) -> dict[str, int]:
         """How many records per status."""
+        ...
+
+    def contains(self, tenant: str, qualified_names: list[str]) -> set[str]:
+        """Which of these qualified names the tenant's hub holds."""
+        ...
+
+    def records(self, tenant: str) -> pl.DataFrame:
+        """Every record of the tenant as users see it (RECORD_SCHEMA)."""
         ...
 
 

@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS records (
     owner_groups VARCHAR[],
     certificate_status VARCHAR,
     parent_qualified_name VARCHAR,
+    glossary_terms VARCHAR[],
     attributes VARCHAR,
     classifications VARCHAR[],
     inputs VARCHAR[],
@@ -61,6 +62,7 @@ CREATE TABLE IF NOT EXISTS patches (
     stored_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (qualified_name, event_id)
 );
+ALTER TABLE records ADD COLUMN IF NOT EXISTS glossary_terms VARCHAR[];
 """
 
 
@@ -220,6 +222,16 @@ class LocalHub:
     def status_counts(self, tenant: str) -> dict[str, int]:
         frame = self.records(tenant)
         return {s: int(n) for s, n in frame.group_by("status").len().sort("status").iter_rows()}
+
+    def contains(self, tenant: str, qualified_names: list[str]) -> set[str]:
+        if not qualified_names or not self._exists(tenant):
+            return set()
+        names = pl.DataFrame({"qualified_name": qualified_names})  # noqa: F841 (read by DuckDB)
+        with self._connect(tenant, read_only=True) as con:
+            found = con.sql(
+                "SELECT qualified_name FROM records SEMI JOIN names USING (qualified_name)"
+            ).pl()
+        return set(found.get_column("qualified_name").to_list())
 
     def tenants(self) -> list[str]:
         if not self.root.is_dir():

@@ -21,7 +21,7 @@ import polars as pl
 from lily_dagster.lib.envelope import decode_envelopes
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.lib.reasons import Reason
-from lily_dagster.lib.validation import envelope_rules, split_valid
+from lily_dagster.lib.validation import all_rules, split_valid
 from lily_dagster.lib.webhooks.errors import RequestRejectedError
 from lily_dagster.lib.webhooks.inbox import InboxEvent
 
@@ -93,7 +93,7 @@ def check_envelopes(
     raws = [json.dumps(item, ensure_ascii=False, separators=(",", ":")) for item in items]
     origins = [f"webhook:{source}:{i}" for i in range(len(items))]
     decoded = decode_envelopes(raws, origins, tenant=tenant, max_event_bytes=max_event_bytes)
-    checked = split_valid(decoded.events, envelope_rules(expected_tenant=tenant), tenant)
+    checked = split_valid(decoded.events, all_rules(expected_tenant=tenant), tenant)
     rejects = pl.concat(
         [r for r in (decoded.rejects, checked.rejects) if r.height] or [decoded.rejects]
     )

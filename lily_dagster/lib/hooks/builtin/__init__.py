@@ -1,0 +1,1 @@
+"""Lily's built-in hooks; each module registers its hooks on import."""

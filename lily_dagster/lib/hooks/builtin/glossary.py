@@ -1,0 +1,90 @@
+"""glossary-tags: classifications and glossary terms by rules on qualified names and types."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import polars as pl
+
+from lily_dagster.lib.hooks import HookContext, register_hook
+from lily_dagster.settings import ConfigError
+
+_RULE_KEYS = {"qualified_name", "type_names", "add_classifications", "add_terms"}
+
+
+@register_hook("glossary-tags")
+class GlossaryTags:
+    """settings: rules: [{qualified_name: <regex>, type_names: [..] (optional),
+    add_classifications: [..], add_terms: [..]}]. Every matching rule adds its tags and
+    terms (no duplicates; what the event already has is kept)."""
+
+    name = "glossary-tags"
+    stage = "pre_ingest"
+
+    def configure(self, settings: dict[str, Any]) -> list[dict[str, Any]]:
+        unknown = set(settings) - {"rules"}
+        if unknown:
+            raise ConfigError(f"unknown settings {sorted(unknown)}")
+        rules = settings.get("rules")
+        if not isinstance(rules, list) or not rules:
+            raise ConfigError("needs a non-empty list of rules")
+        compiled = []
+        for i, rule in enumerate(rules):
+            if not isinstance(rule, dict) or set(rule) - _RULE_KEYS or "qualified_name" not in rule:
+                raise ConfigError(
+                    f"rule {i}: expected keys {sorted(_RULE_KEYS)} with qualified_name"
+                )
+            try:
+                re.compile(rule["qualified_name"])
+            except re.error as exc:
+                raise ConfigError(
+                    f"rule {i}: qualified_name {rule['qualified_name']!r} is not a regex: {exc}"
+                ) from None
+            if not rule.get("add_classifications") and not rule.get("add_terms"):
+                raise ConfigError(f"rule {i}: adds nothing (add_classifications or add_terms)")
+            compiled.append(
+                {
+                    "pattern": rule["qualified_name"],
+                    "types": list(rule.get("type_names") or []),
+                    "tags": [str(t) for t in rule.get("add_classifications") or []],
+                    "terms": [str(t) for t in rule.get("add_terms") or []],
+                }
+            )
+        return compiled
+
+    def apply(
+        self, events: pl.DataFrame, config: list[dict[str, Any]], ctx: HookContext
+    ) -> pl.DataFrame:
+        empty = pl.lit([], dtype=pl.List(pl.String))
+        tags: list[pl.Expr] = [pl.col("classifications").fill_null([])]
+        terms: list[pl.Expr] = [pl.col("glossary_terms").fill_null([])]
+        any_terms = pl.col("glossary_terms").is_not_null()
+        for rule in config:
+            hit = pl.col("qualified_name").str.contains(rule["pattern"]) & (
+                pl.col("op") == "upsert"
+            )
+            if rule["types"]:
+                hit = hit & pl.col("type_name").is_in(rule["types"])
+            if rule["tags"]:
+                tags.append(
+                    pl.when(hit)
+                    .then(pl.lit(rule["tags"], dtype=pl.List(pl.String)))
+                    .otherwise(empty)
+                )
+            if rule["terms"]:
+                terms.append(
+                    pl.when(hit)
+                    .then(pl.lit(rule["terms"], dtype=pl.List(pl.String)))
+                    .otherwise(empty)
+                )
+                any_terms = any_terms | hit
+        merged_terms = pl.concat_list(terms).list.unique(maintain_order=True)
+        return events.with_columns(
+            pl.concat_list(tags).list.unique(maintain_order=True).alias("classifications"),
+            # Keep "no terms given" (null) apart from an explicit empty list.
+            pl.when(any_terms)
+            .then(merged_terms)
+            .otherwise(pl.col("glossary_terms"))
+            .alias("glossary_terms"),
+        )

@@ -1,0 +1,151 @@
+"""pii-classify and pii-mask: personal data found by column name and sample values, and
+masked in free text, all as vectorised polars expressions."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import polars as pl
+
+from lily_dagster.lib.hooks import HookContext, register_hook
+from lily_dagster.settings import ConfigError
+
+# Column names that hold personal data, by kind (word-ish boundaries: _ or the ends).
+NAME_PATTERNS = {
+    "email": r"e_?mail(_?address)?",
+    "phone": r"phone(_?number)?|mobile|msisdn|telephone|tel",
+    "national_id": r"ssn|social_security(_number)?|national_id|nin|passport(_number)?|tax_id|nric",
+    "person_name": r"first_?name|last_?name|full_?name|surname|given_?name|family_?name",
+    "address": (
+        r"(street_?|home_?|postal_?|billing_?|shipping_?)?address|street|post_?code|zip_?code"
+    ),
+    "ip_address": r"ip|ip_?address|ipv4|ipv6|client_?ip",
+    "card_number": r"card_?number|cc_?number|pan|credit_?card(_number)?",
+    "birth_date": r"dob|birth_?date|date_?of_?birth",
+}
+# Values that are personal data, by kind; order matters for masking (most specific first).
+VALUE_PATTERNS = {
+    "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
+    "national_id": r"\b\d{3}-\d{2}-\d{4}\b",
+    "card_number": r"\b(?:\d[ -]?){12,18}\d\b",
+    "ip_address": r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b",
+    "phone": r"(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}[ .-]\d{2,4}[ .-]\d{2,6}\b",
+}
+DEFAULT_TAGS = ["PII", "GDPR:personal-data"]
+
+
+def _name_regex(pattern: str) -> str:
+    return rf"(?i)(?:^|[_\W])(?:{pattern})(?:$|[_\W])"
+
+
+@register_hook("pii-classify")
+class PiiClassify:
+    """Columns holding personal data get classifications: `PII`, `GDPR:personal-data` and
+    `PII:<kind>` (email, phone, national_id, person_name, address, ip_address, card_number,
+    birth_date), judged by the column name and, where given, the `sample_values` attribute.
+
+    settings: type_names (default [Column]), tags (default [PII, GDPR:personal-data]),
+    kinds (default all), by_kind_tag (default true).
+    """
+
+    name = "pii-classify"
+    stage = "pre_ingest"
+
+    def configure(self, settings: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(settings) - {"type_names", "tags", "kinds", "by_kind_tag"}
+        if unknown:
+            raise ConfigError(f"unknown settings {sorted(unknown)}")
+        kinds = settings.get("kinds", list(NAME_PATTERNS))
+        bad = [k for k in kinds if k not in NAME_PATTERNS]
+        if bad:
+            raise ConfigError(f"unknown kinds {bad}; known: {sorted(NAME_PATTERNS)}")
+        return {
+            "type_names": list(settings.get("type_names", ["Column"])),
+            "tags": list(settings.get("tags", DEFAULT_TAGS)),
+            "kinds": kinds,
+            "by_kind_tag": bool(settings.get("by_kind_tag", True)),
+        }
+
+    def apply(self, events: pl.DataFrame, config: dict[str, Any], ctx: HookContext) -> pl.DataFrame:
+        in_scope = pl.col("type_name").is_in(config["type_names"]) & (pl.col("op") == "upsert")
+        samples = pl.col("attributes").str.json_path_match("$.sample_values").fill_null("")
+        found = {}
+        for kind in config["kinds"]:
+            by_name = pl.col("name").str.contains(_name_regex(NAME_PATTERNS[kind]))
+            by_value = (
+                samples.str.contains(VALUE_PATTERNS[kind])
+                if kind in VALUE_PATTERNS
+                else pl.lit(False)
+            )
+            found[kind] = in_scope & (by_name | by_value)
+        any_pii = pl.any_horizontal(list(found.values()))
+        added = [
+            pl.when(any_pii)
+            .then(pl.lit(config["tags"], dtype=pl.List(pl.String)))
+            .otherwise(pl.lit([], dtype=pl.List(pl.String)))
+        ]
+        if config["by_kind_tag"]:
+            added += [
+                pl.when(hit)
+                .then(pl.lit([f"PII:{kind}"], dtype=pl.List(pl.String)))
+                .otherwise(pl.lit([], dtype=pl.List(pl.String)))
+                for kind, hit in found.items()
+            ]
+        return events.with_columns(
+            pl.concat_list([pl.col("classifications").fill_null([]), *added])
+            .list.unique(maintain_order=True)
+            .alias("classifications")
+        )
+
+
+MASKS = {
+    "email": "[email]",
+    "national_id": "[national-id]",
+    "card_number": "[card-number]",
+    "ip_address": "[ip-address]",
+    "phone": "[phone]",
+}
+
+
+@register_hook("pii-mask")
+class PiiMask:
+    """Personal data in free text replaced by a marker (`[email]`, `[phone]`, …): the
+    description of every asset, and the name of assets whose type matches `name_types`
+    (default: dashboards and reports).
+
+    settings: kinds (default all), name_types (regex, default `Dashboard|Report|Sheet`).
+    """
+
+    name = "pii-mask"
+    stage = "pre_ingest"
+
+    def configure(self, settings: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(settings) - {"kinds", "name_types"}
+        if unknown:
+            raise ConfigError(f"unknown settings {sorted(unknown)}")
+        kinds = settings.get("kinds", list(MASKS))
+        bad = [k for k in kinds if k not in MASKS]
+        if bad:
+            raise ConfigError(f"unknown kinds {bad}; known: {sorted(MASKS)}")
+        name_types = settings.get("name_types", "Dashboard|Report|Sheet")
+        try:
+            re.compile(name_types)
+        except re.error as exc:
+            raise ConfigError(f"name_types {name_types!r} is not a regex: {exc}") from None
+        return {"kinds": [k for k in MASKS if k in kinds], "name_types": name_types}
+
+    def apply(self, events: pl.DataFrame, config: dict[str, Any], ctx: HookContext) -> pl.DataFrame:
+        def masked(expr: pl.Expr) -> pl.Expr:
+            for kind in config["kinds"]:
+                expr = expr.str.replace_all(VALUE_PATTERNS[kind], MASKS[kind])
+            return expr
+
+        name_in_scope = pl.col("type_name").str.contains(config["name_types"])
+        return events.with_columns(
+            masked(pl.col("description")).alias("description"),
+            pl.when(name_in_scope)
+            .then(masked(pl.col("name")))
+            .otherwise(pl.col("name"))
+            .alias("name"),
+        )
