@@ -6,10 +6,14 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 
 .PHONY: run test lint unit setup demo clean
 
-$(STAMP): setup.py pyproject.toml
+TEST_HOOKS := lily_dagster_tests/fixtures/lily_test_hooks
+
+$(STAMP): setup.py pyproject.toml $(TEST_HOOKS)/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 needed, found {sys.version.split()[0]}"'
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@# A third-party hook package, registered through the lily_dagster.hooks entry point.
+	$(PY) -m pip install -q --disable-pip-version-check -e $(TEST_HOOKS)
 	@touch $(STAMP)
 
 setup: $(STAMP)

@@ -44,8 +44,10 @@ def _tenant_arg(value: str) -> str:
 
 
 def _settings() -> Settings:
+    from lily_dagster.lib.hooks import check_hook_config
+
     settings = Settings.from_env()
-    _ = settings.config  # load LILY_CONFIG now, so a bad file fails at start
+    check_hook_config(settings.config)  # a bad LILY_CONFIG (hooks included) fails at start
     return settings
 
 
@@ -67,6 +69,60 @@ def cmd_quarantine_export(args: argparse.Namespace) -> int:
     for line in QuarantineStore(settings.quarantine_dir).export(args.tenant):
         sys.stdout.write(line + "\n")
     return 0
+
+
+def cmd_quarantine_replay(args: argparse.Namespace) -> int:
+    from dagster import DagsterInstance
+
+    from lily_dagster.defs.partitions import TENANTS
+    from lily_dagster.runtime import prepare_dagster_home
+
+    settings = _settings()
+    if args.tenant == UNROUTED_TENANT:
+        raise CliError(
+            "_unrouted events name no valid tenant: fix the producer and send them again"
+        )
+    prepare_dagster_home(settings)
+    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
+    from lily_dagster.definitions import defs
+
+    with DagsterInstance.get() as instance:
+        if not instance.has_dynamic_partition(TENANTS, args.tenant):
+            instance.add_dynamic_partitions(TENANTS, [args.tenant])
+        before = lily_quarantine_count(settings, args.tenant, args.reason)
+        result = defs.resolve_job_def("quarantine_replay_job").execute_in_process(
+            run_config={
+                "ops": {
+                    "landed_events": {
+                        "config": {"replay": True, "replay_reasons": args.reason or []}
+                    }
+                }
+            },
+            partition_key=args.tenant,
+            instance=instance,
+            tags={"lily/tenant": args.tenant, "lily/source": "replay"},
+            raise_on_error=False,
+        )
+    after = lily_quarantine_count(settings, args.tenant, args.reason)
+    print(
+        json.dumps(
+            {
+                "tenant": args.tenant,
+                "reasons": args.reason or "all",
+                "replayed": before,
+                "still_quarantined": after,
+                "run_id": result.run_id,
+                "success": result.success,
+            }
+        )
+    )
+    return 0 if result.success else 1
+
+
+def lily_quarantine_count(settings: Settings, tenant: str, reasons: list[str] | None) -> int:
+    from lily_dagster.lib.quarantine import QuarantineStore
+
+    return QuarantineStore(settings.quarantine_dir).read(tenant, reasons or None).height
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
@@ -426,6 +482,12 @@ def build_parser() -> argparse.ArgumentParser:
     q_export = quarantine.add_parser("export", help="a tenant's quarantined events as JSON Lines")
     q_export.add_argument("--tenant", required=True, type=_tenant_arg)
     q_export.set_defaults(func=cmd_quarantine_export)
+    q_replay = quarantine.add_parser(
+        "replay", help="send a tenant's quarantined events through every gate again"
+    )
+    q_replay.add_argument("--tenant", required=True, type=_tenant_arg)
+    q_replay.add_argument("--reason", action="append", help="only this reason (repeatable)")
+    q_replay.set_defaults(func=cmd_quarantine_replay)
 
     webhook = sub.add_parser("webhook", help="the webhook receiver").add_subparsers(
         dest="w_command", required=True

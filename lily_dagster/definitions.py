@@ -20,6 +20,12 @@ from lily_dagster.defs.ingest.webhook_sensor import webhook_inbox_sensor
 from lily_dagster.defs.resources import KafkaResource, LilyResource, PolarsParquetIOManager
 from lily_dagster.defs.validation.assets import validated_events
 from lily_dagster.defs.validation.quarantine import quarantined_events
+from lily_dagster.lib.hooks import check_hook_config
+from lily_dagster.settings import Settings
+
+# Bad configuration (LILY_CONFIG, hook settings) fails here, when the code location loads,
+# with its one-line message, not in the middle of a run.
+check_hook_config(Settings.from_env().config)
 
 defs = Definitions(
     assets=[landed_events, validated_events, enriched_events, hub_records, quarantined_events],

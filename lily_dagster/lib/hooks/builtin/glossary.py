@@ -7,6 +7,7 @@ from typing import Any
 
 import polars as pl
 
+from lily_dagster.lib.enrichment import with_added_tags
 from lily_dagster.lib.hooks import HookContext, register_hook
 from lily_dagster.settings import ConfigError
 
@@ -56,10 +57,8 @@ class GlossaryTags:
     def apply(
         self, events: pl.DataFrame, config: list[dict[str, Any]], ctx: HookContext
     ) -> pl.DataFrame:
-        empty = pl.lit([], dtype=pl.List(pl.String))
-        tags: list[pl.Expr] = [pl.col("classifications").fill_null([])]
-        terms: list[pl.Expr] = [pl.col("glossary_terms").fill_null([])]
-        any_terms = pl.col("glossary_terms").is_not_null()
+        tags: list[tuple[pl.Expr, list[str]]] = []
+        terms: list[tuple[pl.Expr, list[str]]] = []
         for rule in config:
             hit = pl.col("qualified_name").str.contains(rule["pattern"]) & (
                 pl.col("op") == "upsert"
@@ -67,24 +66,10 @@ class GlossaryTags:
             if rule["types"]:
                 hit = hit & pl.col("type_name").is_in(rule["types"])
             if rule["tags"]:
-                tags.append(
-                    pl.when(hit)
-                    .then(pl.lit(rule["tags"], dtype=pl.List(pl.String)))
-                    .otherwise(empty)
-                )
+                tags.append((hit, rule["tags"]))
             if rule["terms"]:
-                terms.append(
-                    pl.when(hit)
-                    .then(pl.lit(rule["terms"], dtype=pl.List(pl.String)))
-                    .otherwise(empty)
-                )
-                any_terms = any_terms | hit
-        merged_terms = pl.concat_list(terms).list.unique(maintain_order=True)
-        return events.with_columns(
-            pl.concat_list(tags).list.unique(maintain_order=True).alias("classifications"),
-            # Keep "no terms given" (null) apart from an explicit empty list.
-            pl.when(any_terms)
-            .then(merged_terms)
-            .otherwise(pl.col("glossary_terms"))
-            .alias("glossary_terms"),
+                terms.append((hit, rule["terms"]))
+        # with_added_tags leaves the rows no rule matched as they were: null terms stay null.
+        return with_added_tags(
+            with_added_tags(events, "classifications", tags), "glossary_terms", terms
         )

@@ -8,8 +8,6 @@ the real record, whenever it arrives, replaces it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,52 +55,52 @@ class LineageCheck:
             .explode("qn")
             .drop_nulls()
             .unique()
-            .get_column("qn")
-            .to_list()
         )
-        present = set(kept.get_column("qualified_name").to_list())
-        missing = sorted(set(ends) - present)
+        # Only the ends missing from the batch reach Python (and the hub lookup).
+        absent = ends.join(kept.select(pl.col("qualified_name").alias("qn")), on="qn", how="anti")
+        missing = sorted(absent.get_column("qn").to_list())
         if missing and ctx.hub_lookup is not None:
             missing = sorted(set(missing) - ctx.hub_lookup(missing))
         if not missing:
             return HookOutput(kept, bad)
-        tenant = ctx.tenant
-        rows = []
-        for qn in missing:
-            envelope = {
-                "event_id": f"lineage-ref-{hashlib.sha256(qn.encode()).hexdigest()[:24]}",
-                "tenant": tenant,
-                "source": "lily:lineage-check",
-                "op": "upsert",
-                "event_time": "1970-01-01T00:00:00Z",
-                "asset": {
-                    "type_name": config["reference_type"],
-                    "qualified_name": qn,
-                    "name": qn.rsplit("/", 1)[-1],
-                    "attributes": {"lily_reference": True},
-                },
-            }
-            rows.append(
-                {
-                    "event_id": envelope["event_id"],
-                    "tenant": tenant,
-                    "source": envelope["source"],
-                    "op": "upsert",
-                    "event_time": EPOCH,
-                    "type_name": config["reference_type"],
-                    "qualified_name": qn,
-                    "name": envelope["asset"]["name"],  # type: ignore[index]
-                    "attributes": '{"lily_reference":true}',
-                    "classifications": [],
-                    "inputs": [],
-                    "outputs": [],
-                    "raw": json.dumps(envelope),
-                    "origin": "hook:lineage-check",
-                }
+        references = (
+            pl.DataFrame({"qualified_name": missing}, schema={"qualified_name": pl.String})
+            .with_columns(
+                pl.format("lineage-ref:{}", pl.col("qualified_name")).alias("event_id"),
+                pl.lit(ctx.tenant).alias("tenant"),
+                pl.lit("lily:lineage-check").alias("source"),
+                pl.lit("upsert").alias("op"),
+                pl.lit(EPOCH).cast(pl.Datetime("us", "UTC")).alias("event_time"),
+                pl.lit(config["reference_type"]).alias("type_name"),
+                pl.col("qualified_name").str.split("/").list.last().alias("name"),
+                pl.lit('{"lily_reference":true}').alias("attributes"),
+                pl.lit([], dtype=pl.List(pl.String)).alias("classifications"),
+                pl.lit([], dtype=pl.List(pl.String)).alias("inputs"),
+                pl.lit([], dtype=pl.List(pl.String)).alias("outputs"),
+                pl.lit("hook:lineage-check").alias("origin"),
             )
-        references = pl.DataFrame(rows, schema={k: events.schema[k] for k in rows[0]}).select(
+            .with_columns(
+                # The reference as an envelope, for the quarantine if anything later refuses it.
+                pl.struct(
+                    "event_id",
+                    "tenant",
+                    "source",
+                    "op",
+                    pl.lit("1970-01-01T00:00:00Z").alias("event_time"),
+                    pl.struct(
+                        "type_name",
+                        "qualified_name",
+                        "name",
+                        pl.struct(pl.lit(True).alias("lily_reference")).alias("attributes"),
+                    ).alias("asset"),
+                )
+                .struct.json_encode()
+                .alias("raw")
+            )
+        )
+        references = references.select(
             [
-                pl.col(c) if c in rows[0] else pl.lit(None, dtype=t).alias(c)
+                pl.col(c).cast(t) if c in references.columns else pl.lit(None, dtype=t).alias(c)
                 for c, t in events.schema.items()
             ]
         )

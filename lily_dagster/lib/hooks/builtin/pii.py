@@ -8,6 +8,7 @@ from typing import Any
 
 import polars as pl
 
+from lily_dagster.lib.enrichment import with_added_tags
 from lily_dagster.lib.hooks import HookContext, register_hook
 from lily_dagster.settings import ConfigError
 
@@ -80,23 +81,10 @@ class PiiClassify:
             )
             found[kind] = in_scope & (by_name | by_value)
         any_pii = pl.any_horizontal(list(found.values()))
-        added = [
-            pl.when(any_pii)
-            .then(pl.lit(config["tags"], dtype=pl.List(pl.String)))
-            .otherwise(pl.lit([], dtype=pl.List(pl.String)))
-        ]
+        additions = [(any_pii, config["tags"])]
         if config["by_kind_tag"]:
-            added += [
-                pl.when(hit)
-                .then(pl.lit([f"PII:{kind}"], dtype=pl.List(pl.String)))
-                .otherwise(pl.lit([], dtype=pl.List(pl.String)))
-                for kind, hit in found.items()
-            ]
-        return events.with_columns(
-            pl.concat_list([pl.col("classifications").fill_null([]), *added])
-            .list.unique(maintain_order=True)
-            .alias("classifications")
-        )
+            additions += [(hit, [f"PII:{kind}"]) for kind, hit in found.items()]
+        return with_added_tags(events, "classifications", additions)
 
 
 MASKS = {
