@@ -9,18 +9,8 @@ def _normalise_principals(col: str) -> pl.Expr:
     # Source systems spell the same Atlan user as " JDoe", "jdoe"; Atlan usernames are
     # lower case. Keep null (attribute absent) apart from [] (explicitly no owners).
     # One list.eval does it all: the list namespace's own sort is far slower on strings.
-    return (
-        pl.col(col)
-        .list.eval(
-            pl.element()
-            .str.strip_chars()
-            .str.to_lowercase()
-            .filter(pl.element() != "")
-            .unique()
-            .sort()
-        )
-        .alias(col)
-    )
+    name = pl.element().str.strip_chars().str.to_lowercase()
+    return pl.col(col).list.eval(name.filter(name != "").unique().sort()).alias(col)
 
 
 def normalise_owners(events: pl.DataFrame) -> pl.DataFrame:

@@ -344,6 +344,7 @@ def test_valid_envelope_typed_columns() -> None:
         "owner_groups": [],
         "certificate_status": "VERIFIED",
         "parent_qualified_name": "default/snowflake/1700000000/DB/SCH/ORDERS",
+        "glossary_terms": None,  # well-known since glossary-tags; absent here
         "attributes": row["attributes"],
         "classifications": ["PII"],
         "inputs": [],
