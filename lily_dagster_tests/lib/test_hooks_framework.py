@@ -338,13 +338,13 @@ def test_bad_settings_fail_at_load_with_the_hook_named(ref: dict[str, Any], expe
         {"name": "pii-classify", "settings": {"tags": "PII"}},
         # YAML `users: [U1]` instead of a mapping
         {"name": "ownership-map", "settings": {"users": ["U1"]}},
-        # YAML reads an unquoted year as an int
+        # YAML `add_classifications: PII`: must not become the tags P and I either
         {
             "name": "glossary-tags",
-            "settings": {"rules": [{"qualified_name": 2024, "add_terms": ["x"]}]},
+            "settings": {"rules": [{"qualified_name": "x", "add_classifications": "PII"}]},
         },
     ],
-    ids=["tags-as-string", "users-as-list", "regex-as-int"],
+    ids=["tags-as-string", "users-as-list", "classifications-as-string"],
 )
 def test_settings_of_the_wrong_type_fail_at_load_with_the_hook_named(ref: dict[str, Any]) -> None:
     message = load_error(ref)

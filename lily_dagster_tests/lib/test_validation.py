@@ -24,6 +24,8 @@ RULE_NAMES = [
     "name_bounded",
     "qualified_name_bounded",
     "type_name_format",
+    "qualified_name_structure",
+    "parent_is_prefix",
 ]
 
 
@@ -120,10 +122,14 @@ def test_empty_field(overrides: dict[str, str]) -> None:
     ("field", "limit"), [("event_id", 256), ("name", 1_024), ("qualified_name", 4_096)]
 )
 def test_field_too_long(field: str, limit: int) -> None:
-    assert reason_of(envelope(**{field: "x" * limit})) is None
-    assert reason_of(envelope(**{field: "x" * (limit + 1)})) == Reason.FIELD_TOO_LONG
+    # A type without a qualified-name structure rule, so only the bound is tested.
+    kind = "TableauDashboard"
+    assert reason_of(envelope(type_name=kind, **{field: "x" * limit})) is None
+    assert (
+        reason_of(envelope(type_name=kind, **{field: "x" * (limit + 1)})) == Reason.FIELD_TOO_LONG
+    )
     # the bound is in characters, not bytes
-    assert reason_of(envelope(**{field: "\u00e9" * limit})) is None
+    assert reason_of(envelope(type_name=kind, **{field: "\u00e9" * limit})) is None
 
 
 @pytest.mark.parametrize(
@@ -140,7 +146,9 @@ def test_bad_type_name(type_name: str) -> None:
     ["Table", "Column", "Process", "PowerBIDashboard", "T", "Snowflake_Pipe", "T" * 128],
 )
 def test_good_type_names(type_name: str) -> None:
-    assert reason_of(envelope(type_name=type_name)) is None
+    # A Column's qualified name has one segment more than a Table's.
+    qualified_name = "default/snowflake/1/DB/SCH/ORDERS" + ("/ID" if type_name == "Column" else "")
+    assert reason_of(envelope(type_name=type_name, qualified_name=qualified_name)) is None
 
 
 @pytest.mark.parametrize(
@@ -174,7 +182,7 @@ def test_valid_rows_untouched_and_rejects_complete() -> None:
     payloads = [
         envelope(event_id="ok-1"),
         envelope(event_id="bad-1", tenant="globex"),
-        envelope(event_id="ok-2", type_name="Column"),
+        envelope(event_id="ok-2", type_name="Column", qualified_name="default/sf/1/DB/SCH/T/C"),
         envelope(event_id="bad-2", type_name="column"),
         envelope(event_id="ok-3", name="x" * 1_024),
     ]
@@ -210,8 +218,8 @@ def test_failures_by_rule_counts_every_broken_rule() -> None:
         envelope(type_name=""),  # type_name_not_empty and type_name_format
         envelope(type_name="column"),  # type_name_format
         envelope(name="", event_id=" "),  # name_not_empty, event_id_not_empty
-        envelope(qualified_name="q" * 4_097),  # qualified_name_bounded
-        envelope(qualified_name="q" * 4_097, name="n" * 1_025),  # both bounded rules
+        envelope(qualified_name="q" * 4_097),  # qualified_name_bounded, _structure
+        envelope(qualified_name="q" * 4_097, name="n" * 1_025),  # both bounded, _structure
     ]
     result = split_valid(events_of(payloads), envelope_rules("acme"), "acme")
     assert result.failures_by_rule == {
@@ -225,6 +233,8 @@ def test_failures_by_rule_counts_every_broken_rule() -> None:
         "name_bounded": 1,
         "qualified_name_bounded": 2,
         "type_name_format": 2,
+        "qualified_name_structure": 2,
+        "parent_is_prefix": 0,
     }
     assert result.valid.height == 1
     assert result.rejects.height == len(payloads) - 1

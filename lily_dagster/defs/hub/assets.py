@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 import polars as pl
 from dagster import AssetExecutionContext, AssetIn, MaterializeResult, MetadataValue, asset
 
+from lily_dagster.defs.ingest.assets import mark_replays_applied
 from lily_dagster.defs.partitions import tenant_partitions
 from lily_dagster.defs.resources import LilyResource
 from lily_dagster.lib.staging import batch_set_key
@@ -47,6 +48,7 @@ def hub_records(
     if result.rejects is not None and result.rejects.height:
         refused = lily.quarantine().add(tenant, f"hub-{batch_set_key(batch_ids)}", result.rejects)
         context.log.warning(f"the hub refused {refused} events of {tenant}; see its quarantine")
+    replayed = mark_replays_applied(lily, tenant, batch_ids)
     # Only now is the batch safe to forget: its valid events are in the hub and its
     # invalid ones in the quarantine.
     lily.staging().mark_applied(tenant, batch_ids)
@@ -57,6 +59,7 @@ def hub_records(
             "events_applied": enriched_events.height,
             "upserted": result.changed,
             "refused_by_hub": refused,
+            "replayed_from_quarantine": replayed,
             **{f"records_{k}": v for k, v in result.as_dict().items()},
             "latency_p50_s": latency["p50"],
             "latency_p95_s": latency["p95"],

@@ -8,6 +8,7 @@ from dagster import AssetExecutionContext, Config, Output, asset
 
 from lily_dagster.defs.partitions import tenant_partitions
 from lily_dagster.defs.resources import LilyResource
+from lily_dagster.lib.envelope import quarantine_id
 from lily_dagster.lib.staging import LANDED_SCHEMA, StagingArea
 
 
@@ -22,8 +23,9 @@ class LandedEventsConfig(Config):
 
 
 def land_replay(lily: LilyResource, tenant: str, reasons: list[str]) -> tuple[str | None, int]:
-    """Land the quarantined events of `tenant` (optionally only `reasons`) as a batch and mark
-    them replayed; returns the batch id (None when there was nothing) and the count."""
+    """Land the quarantined events of `tenant` (optionally only `reasons`) as a batch; returns
+    the batch id (None when there was nothing) and the count. They leave the quarantine only
+    once hub_records has applied the batch (see mark_replays_applied)."""
     quarantine = lily.quarantine()
     entries = quarantine.read(tenant, reasons or None)
     if entries.is_empty():
@@ -41,8 +43,25 @@ def land_replay(lily: LilyResource, tenant: str, reasons: list[str]) -> tuple[st
     StagingArea(lily.settings().staging_dir).land(
         tenant, batch_id, "replay", frame, {"replayed_reasons": reasons or "all"}
     )
-    quarantine.mark_replayed(tenant, batch_id, ids, now)
     return batch_id, len(ids)
+
+
+def mark_replays_applied(lily: LilyResource, tenant: str, batch_ids: list[str]) -> int:
+    """For replay batches the hub has just applied: their events leave the quarantine, unless
+    they were rejected again during this run (after the batch was landed)."""
+    replays = [b for b in batch_ids if b.startswith("replay-")]
+    if not replays:
+        return 0
+    frame, manifests = lily.staging().read(tenant, replays)
+    landed_at = {m.batch_id: datetime.fromisoformat(m.landed_at) for m in manifests}
+    marked = 0
+    for batch_id, part in frame.group_by("batch_id"):
+        ids = [
+            quarantine_id(v.decode("utf-8", "replace")) for v in part.get_column("value").to_list()
+        ]
+        lily.quarantine().mark_replayed(tenant, str(batch_id[0]), ids, landed_at[str(batch_id[0])])
+        marked += len(ids)
+    return marked
 
 
 @asset(

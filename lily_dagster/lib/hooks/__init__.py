@@ -19,7 +19,7 @@ that changes the schema quarantines the batch as `hook_bad_output`. Never a sile
 
 from __future__ import annotations
 
-import concurrent.futures
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -81,6 +81,26 @@ class ConfiguredHook:
         return self.hook.name
 
 
+def string_list(settings: dict[str, Any], key: str, default: list[str]) -> list[str]:
+    """A setting that must be a list of strings (a lone string is a mistake, not a list)."""
+    value = settings.get(key, default)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{key} must be a list of strings, got {value!r}")
+    return value
+
+
+def polars_regex(pattern: Any, what: str) -> str:
+    """Check a regex with the engine that will run it (polars' Rust regex, not Python's)."""
+    if not isinstance(pattern, str):
+        raise ConfigError(f"{what} must be a regex string, got {pattern!r}")
+    try:
+        pl.Series([""]).str.contains(pattern)
+    except pl.exceptions.ComputeError as exc:
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+        raise ConfigError(f"{what} {pattern!r} is not a regex ({first[:120]})") from None
+    return pattern
+
+
 def build_chain(refs: Iterable[HookRef], stage: Stage) -> list[ConfiguredHook]:
     """Hooks in configured order, each configured; unknown names and bad settings fail here."""
     chain = []
@@ -92,17 +112,19 @@ def build_chain(refs: Iterable[HookRef], stage: Stage) -> list[ConfiguredHook]:
             raise ConfigError(f"hook {ref.name!r} is a {hook.stage} hook, not {stage}")
         try:
             config = hook.configure(dict(ref.settings))
-        except ConfigError as exc:
+        except (ConfigError, TypeError, ValueError, AttributeError, KeyError) as exc:
             raise ConfigError(f"hook {ref.name!r}: {exc}") from None
         chain.append(ConfiguredHook(hook, config, ref.timeout_s or DEFAULT_TIMEOUT_S))
     return chain
 
 
 def tenant_chain(config: LilyConfigFile, tenant: str, stage: Stage) -> list[ConfiguredHook]:
-    """The tenant's own chain if it configures one, else the default chain."""
+    """The hooks of `stage` for `tenant`."""
     own = config.tenant(tenant)
-    hooks = own.hooks if own is not None and own.hooks is not None else config.hooks
-    refs = getattr(hooks, stage) if hooks is not None else None
+    # Per stage: the tenant's chain, else the file's, else the built-in default.
+    refs = getattr(own.hooks, stage) if own is not None and own.hooks is not None else None
+    if refs is None and config.hooks is not None:
+        refs = getattr(config.hooks, stage)
     if refs is None:
         refs = [HookRef(name=n) for n in (DEFAULT_PRE_INGEST if stage == "pre_ingest" else ())]
     return build_chain(refs, stage)
@@ -123,39 +145,82 @@ class ChainResult:
     stats: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="lily-hook")
+class HookTimeoutError(Exception):
+    pass
+
+
+class HookSchemaError(Exception):
+    pass
 
 
 def _call(hook: ConfiguredHook, events: pl.DataFrame, ctx: HookContext) -> HookOutput:
-    future = _POOL.submit(hook.hook.apply, events, hook.config, ctx)
-    # A Python thread cannot be killed: a hung hook keeps its worker, but the batch moves on.
-    out = future.result(timeout=hook.timeout_s)
-    return out if isinstance(out, HookOutput) else HookOutput(out)
+    """Apply a hook on its own daemon thread, within its timeout; check what it returns.
+
+    A Python thread cannot be killed: a hung call keeps its thread, but it holds no shared
+    worker, so other hooks and tenants go on.
+    """
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["out"] = hook.hook.apply(events, hook.config, ctx)
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name=f"lily-hook-{hook.name}", daemon=True)
+    thread.start()
+    thread.join(hook.timeout_s)
+    if thread.is_alive():
+        raise HookTimeoutError(f"no result within {hook.timeout_s:g} s")
+    if "error" in box:
+        raise box["error"]
+    out = box["out"]
+    out = out if isinstance(out, HookOutput) else HookOutput(out)
+    if not isinstance(out.events, pl.DataFrame) or out.events.schema != events.schema:
+        got = (
+            out.events.schema if isinstance(out.events, pl.DataFrame) else type(out.events).__name__
+        )
+        diff = (
+            sorted(set(dict(got).items()) ^ set(events.schema.items()), key=str)[:3]
+            if isinstance(got, pl.Schema)
+            else got
+        )
+        raise HookSchemaError(f"schema changed: {diff}")
+    return out
 
 
-def _failing_rows(
-    hook: ConfiguredHook, events: pl.DataFrame, ctx: HookContext
-) -> tuple[pl.DataFrame, pl.DataFrame, str]:
-    """Bisect a batch a hook raises on: (rows it processes, rows it fails on, first error)."""
-    good: list[pl.DataFrame] = []
-    bad: list[pl.DataFrame] = []
-    error = ""
+@dataclass
+class _Applied:
+    events: list[pl.DataFrame] = field(default_factory=list)
+    refused: list[pl.DataFrame] = field(default_factory=list)  # HookOutput.rejected frames
+    failed: list[pl.DataFrame] = field(default_factory=list)  # rows the hook raised on
+    error: str = ""
+
+
+def _bisect(hook: ConfiguredHook, events: pl.DataFrame, ctx: HookContext) -> _Applied:
+    """Apply a hook that raised on the whole batch to halves, down to single rows, keeping
+    what each part returns or refuses and the rows it raises on. A timeout or a schema
+    change in any part stops the search: it concerns the batch, not a row."""
+    applied = _Applied()
     stack = [events]
     while stack:
         part = stack.pop()
         try:
-            good.append(_call(hook, part, ctx).events)
-        except concurrent.futures.TimeoutError:
+            out = _call(hook, part, ctx)
+        except (HookTimeoutError, HookSchemaError):
             raise
         except Exception as exc:
             if part.height <= 1:
-                bad.append(part)
-                error = error or f"{type(exc).__name__}: {exc}"
+                applied.failed.append(part)
+                applied.error = applied.error or f"{type(exc).__name__}: {exc}"
             else:
                 half = part.height // 2
                 stack.extend([part.slice(half), part.slice(0, half)])
-    empty = events.clear()
-    return (pl.concat(good) if good else empty, pl.concat(bad) if bad else empty, error)
+            continue
+        applied.events.append(out.events)
+        if out.rejected is not None and out.rejected.height:
+            applied.refused.append(out.rejected)
+    return applied
 
 
 def _rejects(
@@ -175,56 +240,52 @@ def _rejects(
     )
 
 
+def _refused(frames: list[pl.DataFrame], hook: str, tenant: str) -> list[pl.DataFrame]:
+    """Rows a hook refused on purpose, with its own reason code (e.g. bad_lineage)."""
+    return [
+        _rejects(f, pl.col("reason"), pl.format("{}: {}", pl.lit(hook), pl.col("detail")), tenant)
+        for f in frames
+        if f.height
+    ]
+
+
 def run_chain(events: pl.DataFrame, chain: list[ConfiguredHook], ctx: HookContext) -> ChainResult:
+    """Run the hooks in order. Every row that goes in comes out, refused by a hook with its
+    reason, or quarantined with the failing hook's name: nothing is dropped silently."""
     rejects: list[pl.DataFrame] = []
     stats: dict[str, dict[str, float]] = {}
-    schema = events.schema
     for hook in chain:
         if events.is_empty():
             break
         started = time.perf_counter()
         rows_in = events.height
         try:
-            out = _call(hook, events, ctx)
-            if out.events.schema != schema:
-                diff = sorted(set(out.events.schema.items()) ^ set(schema.items()), key=str)[:3]
+            try:
+                out = _call(hook, events, ctx)
+                applied = _Applied([out.events], [out.rejected] if out.rejected is not None else [])
+            except (HookTimeoutError, HookSchemaError):
+                raise
+            except Exception:
+                applied = _bisect(hook, events, ctx)
+            rejects += _refused(applied.refused, hook.name, ctx.tenant)
+            if applied.failed:
                 rejects.append(
                     _rejects(
-                        events,
-                        Reason.HOOK_BAD_OUTPUT,
-                        f"{hook.name}: schema changed {diff}",
+                        pl.concat(applied.failed),
+                        Reason.HOOK_ERROR,
+                        f"{hook.name}: {applied.error}",
                         ctx.tenant,
                     )
                 )
-                events = events.clear()
-                continue
-            if out.rejected is not None and out.rejected.height:
-                rejects.append(
-                    _rejects(
-                        out.rejected,
-                        pl.col("reason"),  # the hook's own reason code, e.g. bad_lineage
-                        pl.format("{}: {}", pl.lit(hook.name), pl.col("detail")),
-                        ctx.tenant,
-                    )
-                )
-            events = out.events
-        except concurrent.futures.TimeoutError:
+            events = pl.concat(applied.events) if applied.events else events.clear()
+        except HookTimeoutError as exc:
+            rejects.append(_rejects(events, Reason.HOOK_TIMEOUT, f"{hook.name}: {exc}", ctx.tenant))
+            events = events.clear()
+        except HookSchemaError as exc:
             rejects.append(
-                _rejects(
-                    events,
-                    Reason.HOOK_TIMEOUT,
-                    f"{hook.name}: no result within {hook.timeout_s:g} s",
-                    ctx.tenant,
-                )
+                _rejects(events, Reason.HOOK_BAD_OUTPUT, f"{hook.name}: {exc}", ctx.tenant)
             )
             events = events.clear()
-        except Exception:
-            try:
-                events, failed, error = _failing_rows(hook, events, ctx)
-            except concurrent.futures.TimeoutError:
-                failed, error = events, f"no result within {hook.timeout_s:g} s"
-                events = events.clear()
-            rejects.append(_rejects(failed, Reason.HOOK_ERROR, f"{hook.name}: {error}", ctx.tenant))
         stats[hook.name] = {
             "rows_in": rows_in,
             "rows_out": events.height,

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import polars as pl
 
 from lily_dagster.lib.enrichment import with_added_tags
-from lily_dagster.lib.hooks import HookContext, register_hook
+from lily_dagster.lib.hooks import HookContext, polars_regex, register_hook, string_list
 from lily_dagster.settings import ConfigError
 
 _RULE_KEYS = {"qualified_name", "type_names", "add_classifications", "add_terms"}
@@ -36,20 +35,15 @@ class GlossaryTags:
                 raise ConfigError(
                     f"rule {i}: expected keys {sorted(_RULE_KEYS)} with qualified_name"
                 )
-            try:
-                re.compile(rule["qualified_name"])
-            except re.error as exc:
-                raise ConfigError(
-                    f"rule {i}: qualified_name {rule['qualified_name']!r} is not a regex: {exc}"
-                ) from None
+            polars_regex(rule["qualified_name"], f"rule {i}: qualified_name")
             if not rule.get("add_classifications") and not rule.get("add_terms"):
                 raise ConfigError(f"rule {i}: adds nothing (add_classifications or add_terms)")
             compiled.append(
                 {
                     "pattern": rule["qualified_name"],
-                    "types": list(rule.get("type_names") or []),
-                    "tags": [str(t) for t in rule.get("add_classifications") or []],
-                    "terms": [str(t) for t in rule.get("add_terms") or []],
+                    "types": string_list(rule, "type_names", []),
+                    "tags": string_list(rule, "add_classifications", []),
+                    "terms": string_list(rule, "add_terms", []),
                 }
             )
         return compiled

@@ -44,6 +44,9 @@ class OwnershipMap:
         unknown = set(settings) - {"users", "groups", "file", "unmapped"}
         if unknown:
             raise ConfigError(f"unknown settings {sorted(unknown)}")
+        for key in ("users", "groups"):
+            if not isinstance(settings.get(key) or {}, dict):
+                raise ConfigError(f"{key} must be a mapping of source id to Atlan name")
         users = {str(k): str(v) for k, v in (settings.get("users") or {}).items()}
         groups = {str(k): str(v) for k, v in (settings.get("groups") or {}).items()}
         if settings.get("file"):

@@ -3,13 +3,12 @@ masked in free text, all as vectorised polars expressions."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import polars as pl
 
 from lily_dagster.lib.enrichment import with_added_tags
-from lily_dagster.lib.hooks import HookContext, register_hook
+from lily_dagster.lib.hooks import HookContext, polars_regex, register_hook, string_list
 from lily_dagster.settings import ConfigError
 
 # Column names that hold personal data, by kind (word-ish boundaries: _ or the ends).
@@ -31,7 +30,12 @@ VALUE_PATTERNS = {
     "national_id": r"\b\d{3}-\d{2}-\d{4}\b",
     "card_number": r"\b(?:\d[ -]?){12,18}\d\b",
     "ip_address": r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b",
-    "phone": r"(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}[ .-]\d{2,4}[ .-]\d{2,6}\b",
+    # International (+44 20 7946 0123), or national with an area code: (415) 555-0100,
+    # 415-555-0100. Dates (2024-01-15) and IPs do not have these shapes.
+    "phone": (
+        r"\+\d{1,3}[ .-]?\(?\d{1,4}\)?[ .-]?\d{3,4}[ .-]?\d{3,4}\b"
+        r"|\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}\b|\b\d{3}[ .-]\d{3}[ .-]\d{4}\b"
+    ),
 }
 DEFAULT_TAGS = ["PII", "GDPR:personal-data"]
 
@@ -57,13 +61,13 @@ class PiiClassify:
         unknown = set(settings) - {"type_names", "tags", "kinds", "by_kind_tag"}
         if unknown:
             raise ConfigError(f"unknown settings {sorted(unknown)}")
-        kinds = settings.get("kinds", list(NAME_PATTERNS))
+        kinds = string_list(settings, "kinds", list(NAME_PATTERNS))
         bad = [k for k in kinds if k not in NAME_PATTERNS]
         if bad:
             raise ConfigError(f"unknown kinds {bad}; known: {sorted(NAME_PATTERNS)}")
         return {
-            "type_names": list(settings.get("type_names", ["Column"])),
-            "tags": list(settings.get("tags", DEFAULT_TAGS)),
+            "type_names": string_list(settings, "type_names", ["Column"]),
+            "tags": string_list(settings, "tags", DEFAULT_TAGS),
             "kinds": kinds,
             "by_kind_tag": bool(settings.get("by_kind_tag", True)),
         }
@@ -80,6 +84,11 @@ class PiiClassify:
                 else pl.lit(False)
             )
             found[kind] = in_scope & (by_name | by_value)
+        # EMAIL_ADDRESS and IP_ADDRESS are e-mails and IPs, not postal addresses.
+        if "address" in found:
+            for other in ("email", "ip_address"):
+                if other in found:
+                    found["address"] = found["address"] & ~found[other]
         any_pii = pl.any_horizontal(list(found.values()))
         additions = [(any_pii, config["tags"])]
         if config["by_kind_tag"]:
@@ -112,15 +121,13 @@ class PiiMask:
         unknown = set(settings) - {"kinds", "name_types"}
         if unknown:
             raise ConfigError(f"unknown settings {sorted(unknown)}")
-        kinds = settings.get("kinds", list(MASKS))
+        kinds = string_list(settings, "kinds", list(MASKS))
         bad = [k for k in kinds if k not in MASKS]
         if bad:
             raise ConfigError(f"unknown kinds {bad}; known: {sorted(MASKS)}")
-        name_types = settings.get("name_types", "Dashboard|Report|Sheet")
-        try:
-            re.compile(name_types)
-        except re.error as exc:
-            raise ConfigError(f"name_types {name_types!r} is not a regex: {exc}") from None
+        name_types = polars_regex(
+            settings.get("name_types", "Dashboard|Report|Sheet"), "name_types"
+        )
         return {"kinds": [k for k in MASKS if k in kinds], "name_types": name_types}
 
     def apply(self, events: pl.DataFrame, config: dict[str, Any], ctx: HookContext) -> pl.DataFrame:
