@@ -566,7 +566,10 @@ def test_odd_qualified_name_is_stored_verbatim_and_harmless(live: Live, tokens: 
         'default/snowflake/1/DB/SCH/x\'); DROP TABLE inbox; -- "q" `b` '
         "../../../../etc/passwd \\\\server\\share %00 ${HOME} $(id) <script>é漢</script>"
     )
-    event = envelope(qualified_name=nasty, name="x'; DELETE FROM inbox; --")
+    # A type whose qualified names have no fixed structure (a Table's must have 6 segments).
+    event = envelope(
+        qualified_name=nasty, name="x'; DELETE FROM inbox; --", type_name="TableauDashboard"
+    )
     response = live.post_events("acme", event, tokens.hs256())
     assert response.status_code == 202, response.text
     stored = live.inbox_by_id()[event["event_id"]]

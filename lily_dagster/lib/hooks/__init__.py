@@ -81,6 +81,21 @@ class ConfiguredHook:
         return self.hook.name
 
 
+def only_settings(settings: dict[str, Any], allowed: set[str]) -> None:
+    unknown = set(settings) - allowed
+    if unknown:
+        raise ConfigError(f"unknown settings {sorted(unknown)}; known: {sorted(allowed)}")
+
+
+def kinds_of(settings: dict[str, Any], catalogue: dict[str, str]) -> list[str]:
+    """The `kinds` setting: a subset of the catalogue's keys (default: all), in its order."""
+    kinds = string_list(settings, "kinds", list(catalogue))
+    bad = [k for k in kinds if k not in catalogue]
+    if bad:
+        raise ConfigError(f"unknown kinds {bad}; known: {sorted(catalogue)}")
+    return [k for k in catalogue if k in kinds]
+
+
 def string_list(settings: dict[str, Any], key: str, default: list[str]) -> list[str]:
     """A setting that must be a list of strings (a lone string is a mistake, not a list)."""
     value = settings.get(key, default)

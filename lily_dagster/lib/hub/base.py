@@ -32,12 +32,7 @@ if TYPE_CHECKING:
 CONTENT_COLUMNS = (
     "type_name",
     "name",
-    "description",
-    "owner_users",
-    "owner_groups",
-    "certificate_status",
-    "parent_qualified_name",
-    "glossary_terms",
+    *WELL_KNOWN_ATTRIBUTES,
     "attributes",
     "classifications",
     "inputs",

@@ -7,7 +7,13 @@ from typing import Any
 import polars as pl
 
 from lily_dagster.lib.enrichment import with_added_tags
-from lily_dagster.lib.hooks import HookContext, polars_regex, register_hook, string_list
+from lily_dagster.lib.hooks import (
+    HookContext,
+    only_settings,
+    polars_regex,
+    register_hook,
+    string_list,
+)
 from lily_dagster.settings import ConfigError
 
 _RULE_KEYS = {"qualified_name", "type_names", "add_classifications", "add_terms"}
@@ -23,9 +29,7 @@ class GlossaryTags:
     stage = "pre_ingest"
 
     def configure(self, settings: dict[str, Any]) -> list[dict[str, Any]]:
-        unknown = set(settings) - {"rules"}
-        if unknown:
-            raise ConfigError(f"unknown settings {sorted(unknown)}")
+        only_settings(settings, {"rules"})
         rules = settings.get("rules")
         if not isinstance(rules, list) or not rules:
             raise ConfigError("needs a non-empty list of rules")

@@ -13,8 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from lily_dagster.lib.hooks import HookContext, HookOutput, register_hook
-from lily_dagster.settings import ConfigError
+from lily_dagster.lib.hooks import HookContext, HookOutput, only_settings, register_hook
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -25,9 +24,7 @@ class LineageCheck:
     stage = "pre_ingest"
 
     def configure(self, settings: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(settings) - {"reference_type", "create_references"}
-        if unknown:
-            raise ConfigError(f"unknown settings {sorted(unknown)}")
+        only_settings(settings, {"reference_type", "create_references"})
         return {
             "reference_type": str(settings.get("reference_type", "Asset")),
             "create_references": bool(settings.get("create_references", True)),

@@ -9,7 +9,7 @@ from typing import Any
 import polars as pl
 
 from lily_dagster.lib.enrichment import normalise_owners
-from lily_dagster.lib.hooks import HookContext, register_hook
+from lily_dagster.lib.hooks import HookContext, only_settings, register_hook
 from lily_dagster.settings import ConfigError
 
 
@@ -41,9 +41,7 @@ class OwnershipMap:
     stage = "pre_ingest"
 
     def configure(self, settings: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(settings) - {"users", "groups", "file", "unmapped"}
-        if unknown:
-            raise ConfigError(f"unknown settings {sorted(unknown)}")
+        only_settings(settings, {"users", "groups", "file", "unmapped"})
         for key in ("users", "groups"):
             if not isinstance(settings.get(key) or {}, dict):
                 raise ConfigError(f"{key} must be a mapping of source id to Atlan name")

@@ -8,8 +8,14 @@ from typing import Any
 import polars as pl
 
 from lily_dagster.lib.enrichment import with_added_tags
-from lily_dagster.lib.hooks import HookContext, polars_regex, register_hook, string_list
-from lily_dagster.settings import ConfigError
+from lily_dagster.lib.hooks import (
+    HookContext,
+    kinds_of,
+    only_settings,
+    polars_regex,
+    register_hook,
+    string_list,
+)
 
 # Column names that hold personal data, by kind (word-ish boundaries: _ or the ends).
 NAME_PATTERNS = {
@@ -58,13 +64,8 @@ class PiiClassify:
     stage = "pre_ingest"
 
     def configure(self, settings: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(settings) - {"type_names", "tags", "kinds", "by_kind_tag"}
-        if unknown:
-            raise ConfigError(f"unknown settings {sorted(unknown)}")
-        kinds = string_list(settings, "kinds", list(NAME_PATTERNS))
-        bad = [k for k in kinds if k not in NAME_PATTERNS]
-        if bad:
-            raise ConfigError(f"unknown kinds {bad}; known: {sorted(NAME_PATTERNS)}")
+        only_settings(settings, {"type_names", "tags", "kinds", "by_kind_tag"})
+        kinds = kinds_of(settings, NAME_PATTERNS)
         return {
             "type_names": string_list(settings, "type_names", ["Column"]),
             "tags": string_list(settings, "tags", DEFAULT_TAGS),
@@ -118,17 +119,12 @@ class PiiMask:
     stage = "pre_ingest"
 
     def configure(self, settings: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(settings) - {"kinds", "name_types"}
-        if unknown:
-            raise ConfigError(f"unknown settings {sorted(unknown)}")
-        kinds = string_list(settings, "kinds", list(MASKS))
-        bad = [k for k in kinds if k not in MASKS]
-        if bad:
-            raise ConfigError(f"unknown kinds {bad}; known: {sorted(MASKS)}")
+        only_settings(settings, {"kinds", "name_types"})
+        kinds = kinds_of(settings, MASKS)
         name_types = polars_regex(
             settings.get("name_types", "Dashboard|Report|Sheet"), "name_types"
         )
-        return {"kinds": [k for k in MASKS if k in kinds], "name_types": name_types}
+        return {"kinds": kinds, "name_types": name_types}
 
     def apply(self, events: pl.DataFrame, config: dict[str, Any], ctx: HookContext) -> pl.DataFrame:
         def masked(expr: pl.Expr) -> pl.Expr:
