@@ -210,6 +210,7 @@ class Settings(BaseModel):
     inbox: str  # "sqlite" or s3://bucket/prefix
     orphan_wait_s: int
     block_reject_share: float  # a rule failing more of a batch than this blocks the upsert
+    block_min_events: int  # ... if the batch has at least this many events
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -257,6 +258,7 @@ class Settings(BaseModel):
             inbox=inbox,
             orphan_wait_s=_env_int("LILY_ORPHAN_WAIT_S", 86_400, minimum=0),
             block_reject_share=_env_share("LILY_BLOCK_REJECT_SHARE", 0.5),
+            block_min_events=_env_int("LILY_BLOCK_MIN_EVENTS", 100, minimum=1),
             webhook_rate_per_s=float(
                 _env_int("LILY_WEBHOOK_RATE_PER_S", int(DEFAULT_WEBHOOK_RATE_PER_S))
             ),

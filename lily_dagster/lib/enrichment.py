@@ -8,9 +8,15 @@ import polars as pl
 def _normalise_principals(col: str) -> pl.Expr:
     # Source systems spell the same Atlan user as " JDoe", "jdoe"; Atlan usernames are
     # lower case. Keep null (attribute absent) apart from [] (explicitly no owners).
-    # One list.eval does it all: the list namespace's own sort is far slower on strings.
+    # The list namespace's own sort is far slower on strings than sorting inside eval.
     name = pl.element().str.strip_chars().str.to_lowercase()
-    return pl.col(col).list.eval(name.filter(name != "").unique().sort()).alias(col)
+    return (
+        pl.col(col)
+        .list.eval(name.filter(name != ""))
+        .list.unique()
+        .list.eval(pl.element().sort())
+        .alias(col)
+    )
 
 
 def normalise_owners(events: pl.DataFrame) -> pl.DataFrame:
@@ -25,14 +31,18 @@ def with_added_tags(
 ) -> pl.DataFrame:
     """`column` (a list of strings) plus each addition's tags on the rows where its
     condition holds, without duplicates, in order; rows no condition holds stay as they were
-    (null included). The conditions are computed once; the tags are built as one delimited
-    string and split, far cheaper in polars than concatenating many literal lists."""
+    (null included). The conditions are computed once, and only the rows that gain a tag
+    are rebuilt; row order is kept."""
     if not additions:
         return events
     flags = [f"__tag_{i}" for i in range(len(additions))]
-    flagged = events.with_columns(
+    flagged = events.with_row_index("__row").with_columns(
         cond.alias(f) for (cond, _), f in zip(additions, flags, strict=True)
     )
+    hit = pl.any_horizontal(flags)
+    hits = flagged.filter(hit)
+    if hits.is_empty():
+        return events
     joined = pl.concat_str(
         [
             pl.when(pl.col(f)).then(pl.lit("".join(t + "\x1f" for t in tags)))
@@ -41,7 +51,7 @@ def with_added_tags(
         ignore_nulls=True,
     )
     added = joined.str.strip_suffix("\x1f").str.split("\x1f")
-    merged = pl.col(column).fill_null([]).list.concat(added).list.unique(maintain_order=True)
-    return flagged.with_columns(
-        pl.when(pl.any_horizontal(flags)).then(merged).otherwise(pl.col(column)).alias(column)
-    ).drop(flags)
+    hits = hits.with_columns(
+        pl.col(column).fill_null([]).list.concat(added).list.unique(maintain_order=True)
+    )
+    return pl.concat([flagged.filter(~hit), hits]).sort("__row").drop(["__row", *flags])

@@ -288,6 +288,7 @@ def test_rule_failing_most_of_a_batch_blocks_the_upsert_and_keeps_it_pending(
     lily_home: Path, kafka_bootstrap: str, topic: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LILY_BLOCK_REJECT_SHARE", "0.1")
+    monkeypatch.setenv("LILY_BLOCK_MIN_EVENTS", "5")  # this batch has 10 events
     good = [table("acme"), column("acme", "GOOD")]
     send(kafka_bootstrap, topic, [*good, *(bad_structure("acme", f"X{i}") for i in range(8))])
     with instance_for_test() as instance:
@@ -459,3 +460,19 @@ def test_gx_suite_checks_every_tenant_hub(
         assert metadata["results"]["globex"]["failed"] == [
             "expect_column_values_to_be_in_set(status)"
         ]
+
+
+def test_a_small_batch_never_blocks_whatever_share_fails(
+    lily_home: Path, kafka_bootstrap: str, topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 8 of 10 events break a rule, but 10 < LILY_BLOCK_MIN_EVENTS (default 100): the good
+    # ones go on to the hub, the bad ones to the quarantine, the run succeeds.
+    monkeypatch.setenv("LILY_BLOCK_REJECT_SHARE", "0.1")
+    good = [table("acme"), column("acme", "GOOD")]
+    send(kafka_bootstrap, topic, [*good, *(bad_structure("acme", f"X{i}") for i in range(8))])
+    with instance_for_test() as instance:
+        (request,) = land(instance)
+        outcome = execute(instance, request)
+        assert outcome.success
+    assert len(names_in_hub(lily_home, "acme")) == 2
+    assert set(quarantined_names(lily_home, "acme").values()) == {"bad_qualified_name"}

@@ -1,8 +1,9 @@
 """validated_events: envelopes that pass every rule; the rest go to the tenant's quarantine.
 
 Each rule is also a blocking asset check: its failures are counted per batch, and when more
-than LILY_BLOCK_REJECT_SHARE of a batch fails one rule, the check fails and gates the upsert
-(the batch stays pending for an operator). Rejected rows are quarantined either way.
+than LILY_BLOCK_REJECT_SHARE of a batch of at least LILY_BLOCK_MIN_EVENTS fails one rule, the
+check fails and gates the upsert (the batch stays pending for an operator). Rejected rows are
+quarantined either way.
 """
 
 from collections.abc import Iterator
@@ -52,13 +53,22 @@ _CHECKS = [
 ]
 
 
-def _share_check(name: str, failures: int, rows: int, limit: float) -> AssetCheckResult:
+def _share_check(
+    name: str, failures: int, rows: int, limit: float, min_rows: int
+) -> AssetCheckResult:
     share = failures / rows if rows else 0.0
     return AssetCheckResult(
         check_name=name,
-        passed=share <= limit,
+        # A share of a handful of events is noise: only batches of min_rows or more block.
+        passed=rows < min_rows or share <= limit,
         severity=AssetCheckSeverity.ERROR,
-        metadata={"failures": failures, "rows": rows, "share": round(share, 4), "limit": limit},
+        metadata={
+            "failures": failures,
+            "rows": rows,
+            "share": round(share, 4),
+            "limit": limit,
+            "min_rows": min_rows,
+        },
     )
 
 
@@ -101,11 +111,11 @@ def validated_events(
             "rule_failures": MetadataValue.json(checked.failures_by_rule),
         },
     )
-    limit = settings.block_reject_share
-    yield _share_check(DECODE_CHECK, decoded.rejects.height, landed_events.height, limit)
+    limit, min_rows = settings.block_reject_share, settings.block_min_events
+    yield _share_check(DECODE_CHECK, decoded.rejects.height, landed_events.height, limit, min_rows)
     for name in rule_names():
         failures = checked.failures_by_rule.get(name, 0)
-        yield _share_check(f"rule_{name}", failures, decoded.events.height, limit)
+        yield _share_check(f"rule_{name}", failures, decoded.events.height, limit, min_rows)
     yield _parents_check(checked.valid, lily, tenant)
 
 
