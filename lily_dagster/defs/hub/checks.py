@@ -7,6 +7,7 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetSelection,
+    DefaultScheduleStatus,
     MetadataValue,
     ScheduleDefinition,
     asset_check,
@@ -63,5 +64,6 @@ data_quality_schedule = ScheduleDefinition(
     name="hourly_data_quality",
     job=data_quality_job,
     cron_schedule="0 * * * *",
+    default_status=DefaultScheduleStatus.RUNNING,
     description="Hourly GX suite on a sample of each tenant's hub records.",
 )
