@@ -1,8 +1,29 @@
-"""Pre-ingest enrichment on events frames. The hook framework (issue 4) builds on these."""
+"""Building blocks for pre-ingest hooks on events frames.
+
+Metadata repeats: millions of columns share a few thousand names, and owner lists a few
+hundred values. `on_distinct` computes an expression once per distinct key and joins it
+back, which is what makes the hooks fast on large batches.
+"""
 
 from __future__ import annotations
 
 import polars as pl
+
+_SEP = "\x1f"  # unit separator: never part of a tag or a user name
+
+
+def on_distinct(
+    events: pl.DataFrame, keys: list[pl.Expr], values: dict[str, pl.Expr]
+) -> pl.DataFrame:
+    """`events` with columns `values` computed once per distinct combination of `keys`
+    (null keys included), joined back in the original row order."""
+    key_names = [f"__key_{i}" for i in range(len(keys))]
+    keyed = events.with_columns(k.alias(n) for k, n in zip(keys, key_names, strict=True))
+    distinct = keyed.unique(key_names).with_columns(**values).select(*key_names, *values)
+    out = keyed.drop([c for c in values if c in keyed.columns]).join(
+        distinct, on=key_names, how="left", nulls_equal=True, maintain_order="left"
+    )
+    return out.select([*events.columns, *(c for c in values if c not in events.columns)])
 
 
 def _normalise_principals(col: str) -> pl.Expr:
@@ -11,47 +32,49 @@ def _normalise_principals(col: str) -> pl.Expr:
     # The list namespace's own sort is far slower on strings than sorting inside eval.
     name = pl.element().str.strip_chars().str.to_lowercase()
     return (
-        pl.col(col)
-        .list.eval(name.filter(name != ""))
-        .list.unique()
-        .list.eval(pl.element().sort())
-        .alias(col)
+        pl.col(col).list.eval(name.filter(name != "")).list.unique().list.eval(pl.element().sort())
     )
 
 
 def normalise_owners(events: pl.DataFrame) -> pl.DataFrame:
     """Owner users and groups trimmed, lower-cased, de-duplicated and sorted."""
-    return events.with_columns(
-        _normalise_principals("owner_users"), _normalise_principals("owner_groups")
+    for col in ("owner_users", "owner_groups"):
+        events = on_distinct(
+            events, [pl.col(col).list.join(_SEP)], {col: _normalise_principals(col)}
+        )
+    return events
+
+
+def tag_string(additions: list[tuple[pl.Expr, list[str]]]) -> pl.Expr:
+    """The tags of every addition whose condition holds, as one separated string (null when
+    none holds): far cheaper in polars than concatenating many literal lists."""
+    return pl.concat_str(
+        [pl.when(cond).then(pl.lit("".join(t + _SEP for t in tags))) for cond, tags in additions],
+        ignore_nulls=True,
+    ).replace("", None)
+
+
+def merge_tag_string(events: pl.DataFrame, column: str, tags: str) -> pl.DataFrame:
+    """Add the tags in string column `tags` to list column `column`, without duplicates, in
+    order; rows whose `tags` is null stay as they were (null included). Computed once per
+    distinct (current tags, added tags): tag sets repeat."""
+    added = pl.col(tags).str.strip_suffix(_SEP).str.split(_SEP)
+    merged = (
+        pl.when(pl.col(tags).is_not_null())
+        .then(pl.col(column).fill_null([]).list.concat(added).list.unique(maintain_order=True))
+        .otherwise(pl.col(column))
     )
+    keys = [pl.col(column).list.join(_SEP), pl.col(column).is_null(), pl.col(tags)]
+    return on_distinct(events, keys, {column: merged}).drop(tags)
 
 
 def with_added_tags(
     events: pl.DataFrame, column: str, additions: list[tuple[pl.Expr, list[str]]]
 ) -> pl.DataFrame:
     """`column` (a list of strings) plus each addition's tags on the rows where its
-    condition holds, without duplicates, in order; rows no condition holds stay as they were
-    (null included). The conditions are computed once, and only the rows that gain a tag
-    are rebuilt; row order is kept."""
+    condition holds (see merge_tag_string)."""
     if not additions:
         return events
-    flags = [f"__tag_{i}" for i in range(len(additions))]
-    flagged = events.with_row_index("__row").with_columns(
-        cond.alias(f) for (cond, _), f in zip(additions, flags, strict=True)
+    return merge_tag_string(
+        events.with_columns(tag_string(additions).alias("__tags")), column, "__tags"
     )
-    hit = pl.any_horizontal(flags)
-    hits = flagged.filter(hit)
-    if hits.is_empty():
-        return events
-    joined = pl.concat_str(
-        [
-            pl.when(pl.col(f)).then(pl.lit("".join(t + "\x1f" for t in tags)))
-            for f, (_, tags) in zip(flags, additions, strict=True)
-        ],
-        ignore_nulls=True,
-    )
-    added = joined.str.strip_suffix("\x1f").str.split("\x1f")
-    hits = hits.with_columns(
-        pl.col(column).fill_null([]).list.concat(added).list.unique(maintain_order=True)
-    )
-    return pl.concat([flagged.filter(~hit), hits]).sort("__row").drop(["__row", *flags])

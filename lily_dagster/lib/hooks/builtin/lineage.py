@@ -35,15 +35,16 @@ class LineageCheck:
         no_ends = (pl.col("inputs").list.len().fill_null(0) == 0) & (
             pl.col("outputs").list.len().fill_null(0) == 0
         )
-        bad = events.filter(process & no_ends).with_columns(
+        is_bad = events.select(process & no_ends).to_series()
+        bad = events.filter(is_bad).with_columns(
             pl.lit("bad_lineage").alias("reason"),
             pl.lit("a Process needs inputs or outputs").alias("detail"),
         )
-        kept = events.filter(~(process & no_ends))
+        kept = events.filter(~is_bad) if bad.height else events  # the common case: no copy
         if not config["create_references"]:
             return HookOutput(kept, bad)
         ends = (
-            kept.filter(process)
+            kept.filter(pl.col("type_name") == "Process")
             .select(
                 pl.concat_list(
                     pl.col("inputs").fill_null([]), pl.col("outputs").fill_null([])

@@ -7,7 +7,7 @@ from typing import Any
 
 import polars as pl
 
-from lily_dagster.lib.enrichment import with_added_tags
+from lily_dagster.lib.enrichment import merge_tag_string, on_distinct, tag_string
 from lily_dagster.lib.hooks import (
     HookContext,
     kinds_of,
@@ -75,12 +75,12 @@ class PiiClassify:
 
     def apply(self, events: pl.DataFrame, config: dict[str, Any], ctx: HookContext) -> pl.DataFrame:
         in_scope = pl.col("type_name").is_in(config["type_names"]) & (pl.col("op") == "upsert")
-        samples = pl.col("attributes").str.json_path_match("$.sample_values").fill_null("")
+        samples = pl.col("attributes").str.json_path_match("$.sample_values")
         found = {}
         for kind in config["kinds"]:
             by_name = pl.col("name").str.contains(_name_regex(NAME_PATTERNS[kind]))
             by_value = (
-                samples.str.contains(VALUE_PATTERNS[kind])
+                samples.fill_null("").str.contains(VALUE_PATTERNS[kind])
                 if kind in VALUE_PATTERNS
                 else pl.lit(False)
             )
@@ -94,7 +94,10 @@ class PiiClassify:
         additions = [(any_pii, config["tags"])]
         if config["by_kind_tag"]:
             additions += [(hit, [f"PII:{kind}"]) for kind, hit in found.items()]
-        return with_added_tags(events, "classifications", additions)
+        # Judged once per distinct (type, op, name, samples): names repeat across a batch.
+        keys = [pl.col("type_name"), pl.col("op"), pl.col("name"), samples]
+        tagged = on_distinct(events, keys, {"__tags": tag_string(additions)})
+        return merge_tag_string(tagged, "classifications", "__tags")
 
 
 MASKS = {
@@ -133,8 +136,11 @@ class PiiMask:
             return expr
 
         name_in_scope = pl.col("type_name").str.contains(config["name_types"])
+        # Masked once per distinct text: descriptions repeat (templates, copied docs).
+        events = on_distinct(
+            events, [pl.col("description")], {"description": masked(pl.col("description"))}
+        )
         return events.with_columns(
-            masked(pl.col("description")).alias("description"),
             pl.when(name_in_scope)
             .then(masked(pl.col("name")))
             .otherwise(pl.col("name"))
