@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import polars as pl
 
-_SEP = "\x1f"  # unit separator: never part of a tag or a user name
+SEP = "\x1f"  # unit separator: never part of a tag or a user name
 
 
 def on_distinct(
@@ -38,43 +38,27 @@ def _normalise_principals(col: str) -> pl.Expr:
 
 def normalise_owners(events: pl.DataFrame) -> pl.DataFrame:
     """Owner users and groups trimmed, lower-cased, de-duplicated and sorted."""
-    for col in ("owner_users", "owner_groups"):
-        events = on_distinct(
-            events, [pl.col(col).list.join(_SEP)], {col: _normalise_principals(col)}
-        )
-    return events
+    # Null lists join to null, [] to "": the key keeps "absent" apart from "none".
+    columns = ("owner_users", "owner_groups")
+    keys = [pl.col(c).list.join(SEP) for c in columns]
+    return on_distinct(events, keys, {c: _normalise_principals(c) for c in columns})
 
 
 def tag_string(additions: list[tuple[pl.Expr, list[str]]]) -> pl.Expr:
     """The tags of every addition whose condition holds, as one separated string (null when
     none holds): far cheaper in polars than concatenating many literal lists."""
     return pl.concat_str(
-        [pl.when(cond).then(pl.lit("".join(t + _SEP for t in tags))) for cond, tags in additions],
+        [pl.when(cond).then(pl.lit("".join(t + SEP for t in tags))) for cond, tags in additions],
         ignore_nulls=True,
     ).replace("", None)
 
 
-def merge_tag_string(events: pl.DataFrame, column: str, tags: str) -> pl.DataFrame:
-    """Add the tags in string column `tags` to list column `column`, without duplicates, in
-    order; rows whose `tags` is null stay as they were (null included). Computed once per
-    distinct (current tags, added tags): tag sets repeat."""
-    added = pl.col(tags).str.strip_suffix(_SEP).str.split(_SEP)
-    merged = (
-        pl.when(pl.col(tags).is_not_null())
+def with_tags(column: str, tags: pl.Expr) -> pl.Expr:
+    """`column` (a list of strings) plus the separated tags of `tags` (a string expression,
+    see tag_string), without duplicates, in order; unchanged where `tags` is null."""
+    added = tags.str.strip_suffix(SEP).str.split(SEP)
+    return (
+        pl.when(tags.is_not_null())
         .then(pl.col(column).fill_null([]).list.concat(added).list.unique(maintain_order=True))
         .otherwise(pl.col(column))
-    )
-    keys = [pl.col(column).list.join(_SEP), pl.col(column).is_null(), pl.col(tags)]
-    return on_distinct(events, keys, {column: merged}).drop(tags)
-
-
-def with_added_tags(
-    events: pl.DataFrame, column: str, additions: list[tuple[pl.Expr, list[str]]]
-) -> pl.DataFrame:
-    """`column` (a list of strings) plus each addition's tags on the rows where its
-    condition holds (see merge_tag_string)."""
-    if not additions:
-        return events
-    return merge_tag_string(
-        events.with_columns(tag_string(additions).alias("__tags")), column, "__tags"
     )

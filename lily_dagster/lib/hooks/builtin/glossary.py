@@ -6,7 +6,7 @@ from typing import Any
 
 import polars as pl
 
-from lily_dagster.lib.enrichment import with_added_tags
+from lily_dagster.lib.enrichment import SEP, on_distinct, tag_string, with_tags
 from lily_dagster.lib.hooks import (
     HookContext,
     only_settings,
@@ -67,7 +67,27 @@ class GlossaryTags:
                 tags.append((hit, rule["tags"]))
             if rule["terms"]:
                 terms.append((hit, rule["terms"]))
-        # with_added_tags leaves the rows no rule matched as they were: null terms stay null.
-        return with_added_tags(
-            with_added_tags(events, "classifications", tags), "glossary_terms", terms
+        # The rules run per row (qualified names are distinct); the merges once per distinct
+        # (classifications, terms, what the rules add). Rows no rule matched stay as they
+        # were: null terms stay null.
+        flagged = events.with_columns(
+            tag_string(tags).alias("__tags") if tags else pl.lit(None, pl.String).alias("__tags"),
+            tag_string(terms).alias("__terms")
+            if terms
+            else pl.lit(None, pl.String).alias("__terms"),
         )
+        keys = [
+            pl.col("classifications").list.join(SEP),
+            pl.col("glossary_terms").list.join(SEP),
+            pl.col("__tags"),
+            pl.col("__terms"),
+        ]
+        merged = on_distinct(
+            flagged,
+            keys,
+            {
+                "classifications": with_tags("classifications", pl.col("__tags")),
+                "glossary_terms": with_tags("glossary_terms", pl.col("__terms")),
+            },
+        )
+        return merged.drop("__tags", "__terms")

@@ -56,13 +56,15 @@ class LineageCheck:
         )
         # Only the ends missing from the batch reach Python (and the hub lookup).
         absent = ends.join(kept.select(pl.col("qualified_name").alias("qn")), on="qn", how="anti")
-        missing = sorted(absent.get_column("qn").to_list())
-        if missing and ctx.hub_lookup is not None:
-            missing = sorted(set(missing) - ctx.hub_lookup(missing))
-        if not missing:
+        if absent.height and ctx.hub_lookup is not None:
+            held = ctx.hub_lookup(absent.get_column("qn").to_list())
+            if held:
+                absent = absent.filter(~pl.col("qn").is_in(sorted(held)))
+        if absent.is_empty():
             return HookOutput(kept, bad)
         references = (
-            pl.DataFrame({"qualified_name": missing}, schema={"qualified_name": pl.String})
+            absent.select(pl.col("qn").alias("qualified_name"))
+            .sort("qualified_name")
             .with_columns(
                 pl.format("lineage-ref:{}", pl.col("qualified_name")).alias("event_id"),
                 pl.lit(ctx.tenant).alias("tenant"),

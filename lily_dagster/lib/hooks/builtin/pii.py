@@ -7,7 +7,7 @@ from typing import Any
 
 import polars as pl
 
-from lily_dagster.lib.enrichment import merge_tag_string, on_distinct, tag_string
+from lily_dagster.lib.enrichment import SEP, on_distinct, tag_string, with_tags
 from lily_dagster.lib.hooks import (
     HookContext,
     kinds_of,
@@ -94,10 +94,15 @@ class PiiClassify:
         additions = [(any_pii, config["tags"])]
         if config["by_kind_tag"]:
             additions += [(hit, [f"PII:{kind}"]) for kind, hit in found.items()]
-        # Judged once per distinct (type, op, name, samples): names repeat across a batch.
+        # Judged once per distinct (type, op, name, samples), merged once per distinct
+        # (current tags, added tags): names and tag sets repeat across a batch.
         keys = [pl.col("type_name"), pl.col("op"), pl.col("name"), samples]
         tagged = on_distinct(events, keys, {"__tags": tag_string(additions)})
-        return merge_tag_string(tagged, "classifications", "__tags")
+        merge_keys = [pl.col("classifications").list.join(SEP), pl.col("__tags")]
+        merged = on_distinct(
+            tagged, merge_keys, {"classifications": with_tags("classifications", pl.col("__tags"))}
+        )
+        return merged.drop("__tags")
 
 
 MASKS = {
