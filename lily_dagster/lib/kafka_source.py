@@ -18,7 +18,7 @@ from typing import Any
 import polars as pl
 
 from lily_dagster.lib.reasons import Reason
-from lily_dagster.lib.staging import LANDED_SCHEMA
+from lily_dagster.lib.staging import landed_frame
 from lily_dagster.settings import is_tenant
 
 KafkaCursor = dict[str, dict[str, int]]
@@ -121,9 +121,10 @@ def read_batch(
     """Read at most `max_events` messages from where `cursor` stands, within `max_seconds`."""
     from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-    errors: list[str] = []
     config = kafka_config(bootstrap, extra_config)
-    config["error_cb"] = lambda err: errors.append(str(err))
+    # Connection errors surface through list_topics/consume below; the callback only keeps
+    # librdkafka from logging each retry on its own.
+    config["error_cb"] = lambda err: None
     consumer = Consumer(config)
     deadline = time.monotonic() + max_seconds
     try:
@@ -221,12 +222,9 @@ def route_messages(messages: list[KafkaMessage], topic_bindings: dict[str, str])
     return RoutedMessages(by_tenant, unrouted)
 
 
-def landed_frame(messages: list[KafkaMessage]) -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            "origin": [m.origin for m in messages],
-            "value": [m.value for m in messages],
-            "received_at": [datetime.fromtimestamp(m.timestamp_ms / 1000, UTC) for m in messages],
-        },
-        schema=LANDED_SCHEMA,
+def kafka_landed_frame(messages: list[KafkaMessage]) -> pl.DataFrame:
+    return landed_frame(
+        [m.origin for m in messages],
+        [m.value for m in messages],
+        [datetime.fromtimestamp(m.timestamp_ms / 1000, UTC) for m in messages],
     )

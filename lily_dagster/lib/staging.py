@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +25,15 @@ LANDED_SCHEMA: dict[str, pl.DataType] = {
     "value": pl.Binary(),  # the payload exactly as received
     "received_at": pl.Datetime("us", "UTC"),  # broker or receiver timestamp
 }
+
+
+def landed_frame(
+    origins: Sequence[str], values: Sequence[bytes], received_at: Sequence[datetime]
+) -> pl.DataFrame:
+    """Raw payloads in the landing format (LANDED_SCHEMA); every source builds its batch here."""
+    return pl.DataFrame(
+        {"origin": origins, "value": values, "received_at": received_at}, schema=LANDED_SCHEMA
+    )
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
-from lily_dagster.lib.envelope import empty_rejects, to_rejects
+from lily_dagster.lib.envelope import decode_envelopes, empty_rejects, to_rejects
 from lily_dagster.lib.reasons import Reason
 from lily_dagster.settings import TENANT_PATTERN
 
@@ -196,3 +196,29 @@ def split_valid(
         tenant,
     )
     return ValidationResult(valid, rejects, failures)
+
+
+@dataclass(frozen=True)
+class PayloadCheck:
+    valid: pl.DataFrame  # EVENT_SCHEMA
+    rejects: pl.DataFrame  # REJECT_SCHEMA: payloads that are not envelopes, then rule failures
+    parsed: int  # payloads that are envelopes
+    unparsed: int  # payloads that are not
+    failures_by_rule: dict[str, int]
+
+
+def check_payloads(
+    payloads: Sequence[bytes | str], origins: Sequence[str], tenant: str, max_event_bytes: int
+) -> PayloadCheck:
+    """Raw payloads for `tenant` decoded and put through every rule: the one gate that Kafka,
+    webhook and replayed events all pass."""
+    decoded = decode_envelopes(payloads, origins, tenant=tenant, max_event_bytes=max_event_bytes)
+    checked = split_valid(decoded.events, all_rules(expected_tenant=tenant), tenant)
+    parts = [r for r in (decoded.rejects, checked.rejects) if r.height]
+    return PayloadCheck(
+        valid=checked.valid,
+        rejects=pl.concat(parts) if parts else decoded.rejects,
+        parsed=decoded.events.height,
+        unparsed=decoded.rejects.height,
+        failures_by_rule=checked.failures_by_rule,
+    )

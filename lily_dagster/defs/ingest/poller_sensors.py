@@ -18,7 +18,7 @@ from dagster import (
 from lily_dagster.defs.ingest.sensors import land_and_request_runs, tenant_ingest_job
 from lily_dagster.defs.resources import LilyResource
 from lily_dagster.lib.pollers import PollError, get_poller, poller_names
-from lily_dagster.lib.staging import LANDED_SCHEMA
+from lily_dagster.lib.staging import landed_frame
 
 
 def build_poller_sensor(poller_name: str) -> SensorDefinition:
@@ -55,13 +55,10 @@ def build_poller_sensor(poller_name: str) -> SensorDefinition:
                 payloads = [
                     json.dumps({**e, "tenant": tenant.name}).encode() for e in result.envelopes
                 ]
-                frames[tenant.name] = pl.DataFrame(
-                    {
-                        "origin": [f"poll:{poller_name}:{i}" for i in range(len(payloads))],
-                        "value": payloads,
-                        "received_at": [now] * len(payloads),
-                    },
-                    schema=LANDED_SCHEMA,
+                frames[tenant.name] = landed_frame(
+                    [f"poll:{poller_name}:{i}" for i in range(len(payloads))],
+                    payloads,
+                    [now] * len(payloads),
                 )
             if result.cursor is not None:
                 cursors[tenant.name] = result.cursor

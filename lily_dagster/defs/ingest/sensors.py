@@ -27,7 +27,7 @@ from lily_dagster.lib.envelope import make_rejects
 from lily_dagster.lib.kafka_source import (
     KafkaUnavailableError,
     dump_cursor,
-    landed_frame,
+    kafka_landed_frame,
     parse_cursor,
     read_batch,
     route_messages,
@@ -134,7 +134,7 @@ def kafka_events_sensor(
         lily,
         "kafka",
         batch_id,
-        {tenant: landed_frame(messages) for tenant, messages in routed.by_tenant.items()},
+        {tenant: kafka_landed_frame(messages) for tenant, messages in routed.by_tenant.items()},
         {"kafka_ranges": batch.ranges(), "kafka_lag": batch.lag},
         # Moved only once everything read is durably landed or quarantined.
         dump_cursor(batch.next_cursor),

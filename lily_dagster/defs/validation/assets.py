@@ -21,9 +21,8 @@ from dagster import (
 
 from lily_dagster.defs.partitions import tenant_partitions
 from lily_dagster.defs.resources import LilyResource
-from lily_dagster.lib.envelope import decode_envelopes
 from lily_dagster.lib.staging import batch_set_key
-from lily_dagster.lib.validation import all_rules, rule_names, split_valid
+from lily_dagster.lib.validation import check_payloads, rule_names
 
 DECODE_CHECK = "envelope_decodes"
 PARENTS_CHECK = "columns_have_parents"
@@ -85,38 +84,37 @@ def validated_events(
 ) -> Iterator[Output[pl.DataFrame] | AssetCheckResult]:
     tenant = context.partition_key
     settings = lily.settings()
-    decoded = decode_envelopes(
+    checked = check_payloads(
         landed_events.get_column("value").to_list(),
         landed_events.get_column("origin").to_list(),
-        tenant=tenant,
-        max_event_bytes=settings.max_event_bytes,
+        tenant,
+        settings.max_event_bytes,
     )
-    events = decoded.events.join(
-        landed_events.select("origin", "batch_id"), on="origin", how="left"
+    valid = checked.valid.join(
+        landed_events.select("origin", "batch_id"), on="origin", how="left", maintain_order="left"
     )
-    checked = split_valid(events, all_rules(expected_tenant=tenant), tenant)
-    rejects = pl.concat([decoded.rejects, checked.rejects], how="vertical")
+    rejects = checked.rejects
     key = batch_set_key(landed_events.get_column("batch_id"))
     kept = lily.quarantine().add(tenant, f"validation-{key}", rejects)
     by_reason = {r: int(n) for r, n in rejects.group_by("reason").len().sort("reason").iter_rows()}
     if kept:
         context.log.warning(f"{kept} events quarantined for {tenant}: {by_reason}")
     yield Output(
-        checked.valid,
+        valid,
         metadata={
             "events_in": landed_events.height,
-            "valid": checked.valid.height,
+            "valid": valid.height,
             "quarantined": kept,
             "quarantined_by_reason": MetadataValue.json(by_reason),
             "rule_failures": MetadataValue.json(checked.failures_by_rule),
         },
     )
     limit, min_rows = settings.block_reject_share, settings.block_min_events
-    yield _share_check(DECODE_CHECK, decoded.rejects.height, landed_events.height, limit, min_rows)
+    yield _share_check(DECODE_CHECK, checked.unparsed, landed_events.height, limit, min_rows)
     for name in rule_names():
         failures = checked.failures_by_rule.get(name, 0)
-        yield _share_check(f"rule_{name}", failures, decoded.events.height, limit, min_rows)
-    yield _parents_check(checked.valid, lily, tenant)
+        yield _share_check(f"rule_{name}", failures, checked.parsed, limit, min_rows)
+    yield _parents_check(valid, lily, tenant)
 
 
 def _parents_check(valid: pl.DataFrame, lily: LilyResource, tenant: str) -> AssetCheckResult:

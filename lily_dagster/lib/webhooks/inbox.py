@@ -24,7 +24,7 @@ from typing import Protocol
 
 import polars as pl
 
-from lily_dagster.lib.staging import LANDED_SCHEMA
+from lily_dagster.lib.staging import landed_frame
 from lily_dagster.settings import Settings
 
 
@@ -259,11 +259,8 @@ def inbox_exists(settings: Settings) -> bool:
 
 def landed_frame_of(events: Sequence[StoredEvent]) -> pl.DataFrame:
     """Inbox entries in the staging area's landed format."""
-    return pl.DataFrame(
-        {
-            "origin": [e.origin for e in events],
-            "value": [e.payload for e in events],
-            "received_at": [datetime.fromtimestamp(e.received_at, UTC) for e in events],
-        },
-        schema=LANDED_SCHEMA,
+    return landed_frame(
+        [e.origin for e in events],
+        [e.payload for e in events],
+        [datetime.fromtimestamp(e.received_at, UTC) for e in events],
     )

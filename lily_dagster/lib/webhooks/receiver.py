@@ -18,10 +18,9 @@ from typing import Any
 
 import polars as pl
 
-from lily_dagster.lib.envelope import decode_envelopes
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.lib.reasons import Reason
-from lily_dagster.lib.validation import all_rules, split_valid
+from lily_dagster.lib.validation import check_payloads
 from lily_dagster.lib.webhooks.errors import RequestRejectedError
 from lily_dagster.lib.webhooks.inbox import InboxEvent
 
@@ -92,11 +91,8 @@ def check_envelopes(
             )
     raws = [json.dumps(item, ensure_ascii=False, separators=(",", ":")) for item in items]
     origins = [f"webhook:{source}:{i}" for i in range(len(items))]
-    decoded = decode_envelopes(raws, origins, tenant=tenant, max_event_bytes=max_event_bytes)
-    checked = split_valid(decoded.events, all_rules(expected_tenant=tenant), tenant)
-    rejects = pl.concat(
-        [r for r in (decoded.rejects, checked.rejects) if r.height] or [decoded.rejects]
-    )
+    checked = check_payloads(raws, origins, tenant, max_event_bytes)
+    rejects = checked.rejects
     out = CheckedBody(single=single, rejects=rejects)
     for row in rejects.iter_rows(named=True):
         index = int(row["origin"].rsplit(":", 1)[1])
