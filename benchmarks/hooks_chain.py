@@ -102,7 +102,12 @@ def synthetic_batch(start: int, size: int) -> pl.DataFrame:
         pl.lit(None, dtype=pl.String).alias("certificate_status"),
         pl.when(is_column).then(table).otherwise(None).alias("parent_qualified_name"),
         pl.lit(None, dtype=pl.List(pl.String)).alias("glossary_terms"),
-        pl.lit("{}").alias("attributes"),
+        # Attributes differ per row, as in real estates (no constant column to shortcut).
+        pl.concat_str(
+            pl.lit('{"data_type":"VARCHAR","order":'),
+            (pl.col("i") % 50).cast(pl.String),
+            pl.lit("}"),
+        ).alias("attributes"),
         pl.lit([], dtype=pl.List(pl.String)).alias("classifications"),
         pl.when(is_process)
         .then(pl.concat_list([table]))

@@ -18,12 +18,15 @@ def on_distinct(
     """`events` with columns `values` computed once per distinct combination of `keys`
     (null keys included), joined back in the original row order."""
     key_names = [f"__key_{i}" for i in range(len(keys))]
-    keyed = events.with_columns(k.alias(n) for k, n in zip(keys, key_names, strict=True))
+    # Only the keys and the columns the values read take part in the join: the rest of the
+    # (wide) frame is never copied, the results are put back beside it.
+    inputs = sorted({name for v in values.values() for name in v.meta.root_names()})
+    keyed = events.select(*(k.alias(n) for k, n in zip(keys, key_names, strict=True)), *inputs)
     distinct = keyed.unique(key_names).with_columns(**values).select(*key_names, *values)
-    out = keyed.drop([c for c in values if c in keyed.columns]).join(
+    joined = keyed.select(key_names).join(
         distinct, on=key_names, how="left", nulls_equal=True, maintain_order="left"
     )
-    return out.select([*events.columns, *(c for c in values if c not in events.columns)])
+    return events.with_columns(joined.select(*values))
 
 
 def _normalise_principals(col: str) -> pl.Expr:
@@ -38,9 +41,9 @@ def _normalise_principals(col: str) -> pl.Expr:
 
 def normalise_owners(events: pl.DataFrame) -> pl.DataFrame:
     """Owner users and groups trimmed, lower-cased, de-duplicated and sorted."""
-    # Null lists join to null, [] to "": the key keeps "absent" apart from "none".
+    # Lists are join keys as they are: null (absent) and [] (explicitly none) stay apart.
     columns = ("owner_users", "owner_groups")
-    keys = [pl.col(c).list.join(SEP) for c in columns]
+    keys = [pl.col(c) for c in columns]
     return on_distinct(events, keys, {c: _normalise_principals(c) for c in columns})
 
 

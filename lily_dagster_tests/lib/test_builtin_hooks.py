@@ -189,6 +189,20 @@ def test_pii_classify_samples_are_not_mistaken_for_phone_numbers(
     assert [t for t in tags if t.startswith("PII:")] == kind_tags
 
 
+def test_pii_classify_judges_each_columns_samples_even_under_one_name() -> None:
+    # Hooks judge once per distinct name and samples: columns sharing a name must not
+    # share a verdict when their samples differ.
+    result = run(
+        [
+            envelope("VALUE", attributes={"sample_values": ["jdoe@acme.com"]}, event_id="a"),
+            envelope("VALUE", attributes={"sample_values": ["shipped"]}, event_id="b"),
+            envelope("VALUE", attributes={"order": 3}, event_id="c"),
+        ],
+        "pii-classify",
+    )
+    assert column(result, "classifications") == [[*BASE_TAGS, "PII:email"], [], []]
+
+
 def test_pii_classify_harmless_samples_stay_untagged() -> None:
     samples = {"sample_values": ["12.50", "7", "shipped", "N/A", "v1.2.3"]}
     result = run([envelope("VALUE", attributes=samples)], "pii-classify")

@@ -6,7 +6,7 @@ from typing import Any
 
 import polars as pl
 
-from lily_dagster.lib.enrichment import SEP, on_distinct, tag_string, with_tags
+from lily_dagster.lib.enrichment import on_distinct, tag_string, with_tags
 from lily_dagster.lib.hooks import (
     HookContext,
     only_settings,
@@ -77,8 +77,8 @@ class GlossaryTags:
             else pl.lit(None, pl.String).alias("__terms"),
         )
         keys = [
-            pl.col("classifications").list.join(SEP),
-            pl.col("glossary_terms").list.join(SEP),
+            pl.col("classifications"),
+            pl.col("glossary_terms"),
             pl.col("__tags"),
             pl.col("__terms"),
         ]

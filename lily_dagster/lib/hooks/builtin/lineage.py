@@ -44,7 +44,8 @@ class LineageCheck:
         if not config["create_references"]:
             return HookOutput(kept, bad)
         ends = (
-            kept.filter(pl.col("type_name") == "Process")
+            kept.lazy()
+            .filter(pl.col("type_name") == "Process")
             .select(
                 pl.concat_list(
                     pl.col("inputs").fill_null([]), pl.col("outputs").fill_null([])
@@ -53,9 +54,12 @@ class LineageCheck:
             .explode("qn")
             .drop_nulls()
             .unique()
+            .collect()
         )
-        # Only the ends missing from the batch reach Python (and the hub lookup).
-        absent = ends.join(kept.select(pl.col("qualified_name").alias("qn")), on="qn", how="anti")
+        # Only the ends missing from the batch reach Python (and the hub lookup). The semi
+        # join hashes the few ends, not every qualified name of the batch.
+        present = kept.select(pl.col("qualified_name").alias("qn")).join(ends, on="qn", how="semi")
+        absent = ends.join(present, on="qn", how="anti")
         if absent.height and ctx.hub_lookup is not None:
             held = ctx.hub_lookup(absent.get_column("qn").to_list())
             if held:

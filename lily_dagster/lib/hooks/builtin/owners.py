@@ -8,7 +8,7 @@ from typing import Any
 
 import polars as pl
 
-from lily_dagster.lib.enrichment import normalise_owners
+from lily_dagster.lib.enrichment import normalise_owners, on_distinct
 from lily_dagster.lib.hooks import HookContext, only_settings, register_hook
 from lily_dagster.settings import ConfigError
 
@@ -85,7 +85,12 @@ class OwnershipMap:
                 pl.col(col).list.eval(kept.replace(keys, values)).list.unique(maintain_order=True)
             )
 
-        return events.with_columns(
-            mapped("owner_users", config["users"]).alias("owner_users"),
-            mapped("owner_groups", config["groups"]).alias("owner_groups"),
+        # Mapped once per distinct pair of owner lists: they repeat across a batch.
+        return on_distinct(
+            events,
+            [pl.col("owner_users"), pl.col("owner_groups")],
+            {
+                "owner_users": mapped("owner_users", config["users"]),
+                "owner_groups": mapped("owner_groups", config["groups"]),
+            },
         )

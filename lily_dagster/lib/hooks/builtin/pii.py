@@ -7,7 +7,7 @@ from typing import Any
 
 import polars as pl
 
-from lily_dagster.lib.enrichment import SEP, on_distinct, tag_string, with_tags
+from lily_dagster.lib.enrichment import on_distinct, tag_string, with_tags
 from lily_dagster.lib.hooks import (
     HookContext,
     kinds_of,
@@ -75,12 +75,17 @@ class PiiClassify:
 
     def apply(self, events: pl.DataFrame, config: dict[str, Any], ctx: HookContext) -> pl.DataFrame:
         in_scope = pl.col("type_name").is_in(config["type_names"]) & (pl.col("op") == "upsert")
-        samples = pl.col("attributes").str.json_path_match("$.sample_values")
+        # Attributes are parsed only where they name sample values (a cheap substring test):
+        # parsing every row's JSON would cost more than the whole hook.
+        has_samples = in_scope & pl.col("attributes").str.contains("sample_values", literal=True)
+        samples = pl.when(has_samples).then(pl.col("attributes"))
         found = {}
         for kind in config["kinds"]:
             by_name = pl.col("name").str.contains(_name_regex(NAME_PATTERNS[kind]))
             by_value = (
-                samples.fill_null("").str.contains(VALUE_PATTERNS[kind])
+                samples.str.json_path_match("$.sample_values")
+                .fill_null("")
+                .str.contains(VALUE_PATTERNS[kind])
                 if kind in VALUE_PATTERNS
                 else pl.lit(False)
             )
@@ -96,9 +101,16 @@ class PiiClassify:
             additions += [(hit, [f"PII:{kind}"]) for kind, hit in found.items()]
         # Judged once per distinct (type, op, name, samples), merged once per distinct
         # (current tags, added tags): names and tag sets repeat across a batch.
-        keys = [pl.col("type_name"), pl.col("op"), pl.col("name"), samples]
+        # Out of scope, name and samples do not matter: they are left out of the key, so
+        # the distinct tables and processes of a batch collapse to one key per type.
+        keys = [
+            pl.col("type_name"),
+            pl.col("op"),
+            pl.when(in_scope).then(pl.col("name")),
+            samples,
+        ]
         tagged = on_distinct(events, keys, {"__tags": tag_string(additions)})
-        merge_keys = [pl.col("classifications").list.join(SEP), pl.col("__tags")]
+        merge_keys = [pl.col("classifications"), pl.col("__tags")]
         merged = on_distinct(
             tagged, merge_keys, {"classifications": with_tags("classifications", pl.col("__tags"))}
         )
@@ -145,9 +157,8 @@ class PiiMask:
         events = on_distinct(
             events, [pl.col("description")], {"description": masked(pl.col("description"))}
         )
-        return events.with_columns(
-            pl.when(name_in_scope)
-            .then(masked(pl.col("name")))
-            .otherwise(pl.col("name"))
-            .alias("name"),
-        )
+        # Names out of scope are keyed as null (they are distinct: tables, processes) and
+        # kept as they are.
+        in_scope_name = pl.when(name_in_scope).then(pl.col("name"))
+        events = on_distinct(events, [in_scope_name], {"__masked": masked(in_scope_name)})
+        return events.with_columns(pl.coalesce("__masked", "name").alias("name")).drop("__masked")
