@@ -53,6 +53,19 @@ RECORD_SCHEMA: dict[str, pl.DataType] = {
     "version": pl.Int64(),
 }
 
+# What reconciliation compares between a source snapshot and a hub listing.
+LISTING_COLUMNS = (
+    "qualified_name",
+    "type_name",
+    "name",
+    "status",
+    "description",
+    "owner_users",
+    "owner_groups",
+    "certificate_status",
+    "classifications",
+)
+
 ACTIVE = "ACTIVE"
 DELETED = "DELETED"
 
@@ -348,6 +361,17 @@ class MetadataHub(Protocol):
 
     def records(self, tenant: str) -> pl.DataFrame:
         """Every record of the tenant as users see it (RECORD_SCHEMA)."""
+        ...
+
+    def listing(self, tenant: str) -> pl.DataFrame:
+        """What the hub itself holds for the tenant (LISTING_COLUMNS of RECORD_SCHEMA), read
+        from the hub's own store: for Atlan, its search index, so reconciliation sees edits
+        made there by hand."""
+        ...
+
+    def resync(self, tenant: str, qualified_names: list[str]) -> int:
+        """Write the records of these names again as Lily holds them (repairing drift in the
+        hub's own store); how many were written. A no-op where Lily's store is the hub."""
         ...
 
 

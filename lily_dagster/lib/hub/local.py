@@ -13,6 +13,7 @@ import duckdb
 import polars as pl
 
 from lily_dagster.lib.hub.base import (
+    LISTING_COLUMNS,
     PATCH_SCHEMA,
     RECORD_SCHEMA,
     UpsertResult,
@@ -214,6 +215,12 @@ class LocalHub:
             records = con.sql("SELECT * FROM records ORDER BY qualified_name").pl()
             patches = con.sql("SELECT * FROM patches").pl()
         return effective_records(records.cast(RECORD_SCHEMA), patches.cast(PATCH_SCHEMA))
+
+    def listing(self, tenant: str) -> pl.DataFrame:
+        return self.records(tenant).select(LISTING_COLUMNS)
+
+    def resync(self, tenant: str, qualified_names: list[str]) -> int:
+        return 0  # the embedded store is the hub: there is nothing to drift from
 
     def export(self, tenant: str) -> Iterator[dict[str, Any]]:
         for row in self.records(tenant).iter_rows(named=True):
