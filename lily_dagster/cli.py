@@ -181,6 +181,41 @@ def cmd_webhook_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_atlan_emulator(args: argparse.Namespace) -> int:
+    import duckdb
+    import uvicorn
+
+    from lily_dagster.atlan_emulator import API_KEY_ENV, DEFAULT_API_KEY
+    from lily_dagster.atlan_emulator.app import create_app
+
+    if args.rate_limit_per_min is not None and args.rate_limit_per_min < 1:
+        raise CliError("--rate-limit-per-min must be at least 1")
+    if args.api_key:
+        api_key, key_source = args.api_key, "--api-key"
+    elif os.environ.get(API_KEY_ENV):
+        api_key, key_source = os.environ[API_KEY_ENV], API_KEY_ENV
+    else:
+        api_key, key_source = DEFAULT_API_KEY, f"the default, {DEFAULT_API_KEY}"
+    try:
+        app = create_app(api_key, args.state, args.rate_limit_per_min)
+    except duckdb.Error as exc:  # e.g. the --state file is locked by another emulator
+        raise CliError(f"cannot open --state {args.state}: {exc}") from None
+    print(
+        f"Atlan emulator on http://{args.host}:{args.port} (API key: {key_source}; "
+        f"state: {args.state or 'in memory'})",
+        file=sys.stderr,
+    )
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
 def _with_embedded_broker(settings: Settings) -> tuple[Settings, Callable[[], None]]:
     """Start Tansu on a free port unless LILY_KAFKA_BOOTSTRAP names a broker."""
     from lily_dagster.lib.broker import free_port, start_broker
@@ -496,6 +531,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=DEFAULT_WEBHOOK_PORT)
     serve.set_defaults(func=cmd_webhook_serve)
+
+    emulator = sub.add_parser(
+        "atlan-emulator", help="an Atlan-compatible local server for pyatlan (tests, demos)"
+    )
+    emulator.add_argument("--port", type=int, required=True)
+    emulator.add_argument("--host", default="127.0.0.1")
+    emulator.add_argument(
+        "--api-key",
+        help="the bearer token it accepts (default: $LILY_ATLAN_EMULATOR_API_KEY, "
+        "else lily-emulator-key)",
+    )
+    emulator.add_argument("--state", help="DuckDB file to keep state in (default: in memory)")
+    emulator.add_argument(
+        "--rate-limit-per-min", type=int, help="answer 429 above this many requests a minute"
+    )
+    emulator.set_defaults(func=cmd_atlan_emulator)
 
     token = sub.add_parser("token", help="mint an HS256 bearer token (local development)")
     token.add_argument("--tenant", required=True, action="append", type=_tenant_arg)

@@ -17,6 +17,11 @@ from lily_dagster.defs.ingest.sensors import (
     tenant_ingest_job,
 )
 from lily_dagster.defs.ingest.webhook_sensor import webhook_inbox_sensor
+from lily_dagster.defs.reconciliation.assets import (
+    nightly_reconciliation,
+    reconciliation,
+    reconciliation_job,
+)
 from lily_dagster.defs.resources import KafkaResource, LilyResource, PolarsParquetIOManager
 from lily_dagster.defs.validation.assets import validated_events
 from lily_dagster.defs.validation.quarantine import quarantined_events
@@ -28,10 +33,17 @@ from lily_dagster.settings import Settings
 check_hook_config(Settings.from_env().config)
 
 defs = Definitions(
-    assets=[landed_events, validated_events, enriched_events, hub_records, quarantined_events],
+    assets=[
+        landed_events,
+        validated_events,
+        enriched_events,
+        hub_records,
+        quarantined_events,
+        reconciliation,
+    ],
     asset_checks=[hub_records_gx_suite],
-    jobs=[tenant_ingest_job, quarantine_replay_job, data_quality_job],
-    schedules=[data_quality_schedule],
+    jobs=[tenant_ingest_job, quarantine_replay_job, data_quality_job, reconciliation_job],
+    schedules=[data_quality_schedule, nightly_reconciliation],
     sensors=[kafka_events_sensor, webhook_inbox_sensor, *poller_sensors],
     resources={
         "lily": LilyResource(),

@@ -103,6 +103,47 @@ class HooksConfig(BaseModel):
     post_consume: list[HookRef] | None = None
 
 
+DEFAULT_MAX_ARCHIVE_SHARE = 0.2
+# s3://bucket/prefix, for LILY_INBOX and reconciliation sources.
+_S3_URI = re.compile(r"s3://[a-z0-9][a-z0-9.-]{2,62}(/\S*)?")
+
+
+class ReconciliationConfig(BaseModel):
+    """Nightly reconciliation of one tenant's hub against a source snapshot (README:
+    Reconciliation)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Envelope files (*.jsonl, *.ndjson, *.parquet): a local file or directory (relative
+    # paths are read from the LILY_CONFIG file's directory), or s3://bucket/prefix.
+    source: str
+    # Where records missing from the snapshot are stale; empty: the connections
+    # (default/<connector>/<epoch>) the snapshot names.
+    scope_prefixes: list[str] = Field(default_factory=list)
+    # Archive nothing when more than this share of the in-scope live records would go.
+    max_archive_share: float = Field(default=DEFAULT_MAX_ARCHIVE_SHARE, gt=0, le=1)
+    # Report the diff without changing the hub.
+    dry_run: bool = False
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("source is empty: expected a path or s3://bucket/prefix")
+        if "://" in value and not _S3_URI.fullmatch(value):
+            raise ValueError(f"source {value!r}: expected a local path or s3://bucket/prefix")
+        return value
+
+    @field_validator("scope_prefixes")
+    @classmethod
+    def _prefixes(cls, value: list[str]) -> list[str]:
+        prefixes = [p.strip().rstrip("/") for p in value]
+        if not all(prefixes):
+            raise ValueError("scope_prefixes must not contain empty prefixes")
+        return prefixes
+
+
 class TenantConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -117,6 +158,8 @@ class TenantConfig(BaseModel):
     pollers: dict[str, PollerConfig] = Field(default_factory=dict)
     # Requests per second the webhook receiver accepts for this tenant (429 beyond).
     webhook_rate_per_s: float | None = Field(default=None, gt=0)
+    # Nightly reconciliation against a source snapshot; unset: not reconciled.
+    reconciliation: ReconciliationConfig | None = None
 
     @field_validator("name")
     @classmethod
@@ -231,9 +274,7 @@ class Settings(BaseModel):
             if missing:
                 raise ConfigError(f"LILY_HUB=atlan needs {' and '.join(missing)}")
         inbox = os.environ.get("LILY_INBOX") or "sqlite"
-        if inbox != "sqlite" and not re.fullmatch(
-            r"s3://[a-z0-9][a-z0-9.-]{2,62}(/[^\s]*)?", inbox
-        ):
+        if inbox != "sqlite" and not _S3_URI.fullmatch(inbox):
             raise ConfigError(f"LILY_INBOX={inbox!r}: expected 'sqlite' or s3://bucket/prefix")
         config_env = os.environ.get("LILY_CONFIG")
         config_path: Path | None

@@ -12,6 +12,7 @@ import pytest
 
 from lily_dagster.lib.broker import free_port, produce
 from lily_dagster.lib.demo import generate_demo
+from lily_dagster_tests.conftest import AtlanEmulator
 
 LILY = [sys.executable, "-m", "lily_dagster.cli"]
 
@@ -57,9 +58,22 @@ def test_demo_processes_every_tenant_to_the_contracts_state(tmp_path: Path) -> N
     assert all({"qualified_name", "status", "updated_at", "event_id"} <= set(r) for r in records)
 
 
+@pytest.mark.parametrize("hub", ["local", "atlan"])
 def test_run_until_idle_drains_kafka_with_the_real_daemon(
-    lily_home: Path, kafka_bootstrap: str, topic: str
+    lily_home: Path,
+    kafka_bootstrap: str,
+    topic: str,
+    hub: str,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if hub == "atlan":
+        # The same pipeline writing to Atlan: the emulator over HTTP, through pyatlan.
+        emulator: AtlanEmulator = request.getfixturevalue("atlan_emulator")
+        monkeypatch.setenv("LILY_HUB", "atlan")
+        monkeypatch.setenv("ATLAN_BASE_URL", emulator.base_url)
+        monkeypatch.setenv("ATLAN_API_KEY", emulator.api_key)
+        monkeypatch.setenv("LILY_ATLAN_BACKOFF_S", "0.05")
     traffic = generate_demo(
         tenants=("acme", "globex"), tables_per_tenant=2, columns_per_table=2, seed=3
     )
@@ -76,6 +90,15 @@ def test_run_until_idle_drains_kafka_with_the_real_daemon(
             k: {f: v for f, v in r.items() if f != "updated_at"} for k, r in got.items()
         } == expected[tenant]
         assert summary["tenants"][tenant]["pending_batches"] == 0
+    if hub == "atlan":
+        # Atlan holds every live record; a record deleted before Atlan ever saw it is
+        # never created there just to be archived.
+        atlan = {e["attributes"]["qualifiedName"]: e["status"] for e in emulator.entities()}
+        wanted = {qn: r["status"] for t in ("acme", "globex") for qn, r in expected[t].items()}
+        assert {q for q, s in atlan.items() if s == "ACTIVE"} == {
+            q for q, s in wanted.items() if s == "ACTIVE"
+        }
+        assert {q for q, s in atlan.items() if s != "ACTIVE"} <= set(wanted)
 
 
 @pytest.mark.parametrize(

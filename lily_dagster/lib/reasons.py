@@ -22,3 +22,4 @@ class Reason(StrEnum):
     BAD_QUALIFIED_NAME = "bad_qualified_name"  # qualified name not of its type's structure
     PARENT_MISMATCH = "parent_mismatch"  # parent_qualified_name is not a prefix of the name
     ORPHAN = "orphan"  # waited past LILY_ORPHAN_WAIT_S for a record (or parent) that never came
+    HUB_REFUSED = "hub_refused"  # the hub (Atlan) refused the entity; detail is its error

@@ -3,40 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
-from lily_dagster.lib.broker import free_port
 from lily_dagster.lib.webhooks.inbox import InboxEvent, open_inbox
 from lily_dagster.lib.webhooks.s3_inbox import S3Inbox
 from lily_dagster.settings import Settings
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
 @pytest.fixture
-def bucket(
-    s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
-) -> str:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "lily-test",
-        "AWS_SECRET_ACCESS_KEY": "lily-test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "LILY_S3_ENDPOINT_URL": s3_endpoint,
-    }.items():
-        monkeypatch.setenv(name, value)
+def bucket(s3_env: str, request: pytest.FixtureRequest) -> str:
     name = f"lily-inbox-{abs(hash(request.node.name)) % 10**8}"
-    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
+    boto3.client("s3", endpoint_url=s3_env).create_bucket(Bucket=name)
     return name
 
 

@@ -33,6 +33,9 @@ def latency_seconds(events: pl.DataFrame, now: datetime) -> dict[str, float]:
     "last-writer-wins by (event_time, event_id).",
     ins={"landed_events": AssetIn(metadata={"columns": ["batch_id"]})},
     kinds={"duckdb"},
+    # Writers to one hub share its API budget: `dagster instance concurrency set lily_hub N`
+    # caps how many tenants write at once (Atlan: 400 requests/min for all of them).
+    pool="lily_hub",
 )
 def hub_records(
     context: AssetExecutionContext,
@@ -61,6 +64,7 @@ def hub_records(
             "refused_by_hub": refused,
             "replayed_from_quarantine": replayed,
             **{f"records_{k}": v for k, v in result.as_dict().items()},
+            **{f"hub_{k}": v for k, v in sorted(result.details.items())},
             "latency_p50_s": latency["p50"],
             "latency_p95_s": latency["p95"],
             "hub_active": counts.get("ACTIVE", 0),

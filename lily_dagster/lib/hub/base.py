@@ -81,6 +81,8 @@ class UpsertResult:
     pending: int = 0
     # Events the hub refused (REJECT_SCHEMA), for the tenant's quarantine.
     rejects: pl.DataFrame | None = field(default=None, compare=False)
+    # Backend figures worth showing (Atlan: requests sent, tags skipped), summed on add.
+    details: dict[str, int] = field(default_factory=dict, compare=False)
 
     def __add__(self, other: UpsertResult) -> UpsertResult:
         frames = [r for r in (self.rejects, other.rejects) if r is not None and r.height]
@@ -92,6 +94,10 @@ class UpsertResult:
             self.unchanged + other.unchanged,
             self.pending + other.pending,
             pl.concat(frames) if frames else None,
+            {
+                k: self.details.get(k, 0) + other.details.get(k, 0)
+                for k in {*self.details, *other.details}
+            },
         )
 
     @property
