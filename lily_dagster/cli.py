@@ -162,28 +162,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if summary["runs"].get("failure") else 0
 
 
-def cmd_webhook_serve(args: argparse.Namespace) -> int:
+def _serve(app: Any, host: str, port: int, grace_s: int) -> int:
+    """Serve an ASGI app in the foreground until interrupted."""
     import uvicorn
 
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=grace_s,
+    )
+    return 0
+
+
+def cmd_webhook_serve(args: argparse.Namespace) -> int:
     from lily_dagster.webhook.app import create_app
 
     settings = _settings()
     app = create_app(settings)  # bad auth or vendor configuration fails here, before binding
     print(f"Lily webhook receiver on http://{args.host}:{args.port}", file=sys.stderr)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
-    return 0
+    return _serve(app, args.host, args.port, grace_s=10)
 
 
 def cmd_atlan_emulator(args: argparse.Namespace) -> int:
     import duckdb
-    import uvicorn
 
     from lily_dagster.atlan_emulator import API_KEY_ENV, DEFAULT_API_KEY
     from lily_dagster.atlan_emulator.app import create_app
@@ -205,15 +209,7 @@ def cmd_atlan_emulator(args: argparse.Namespace) -> int:
         f"state: {args.state or 'in memory'})",
         file=sys.stderr,
     )
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
-    return 0
+    return _serve(app, args.host, args.port, grace_s=5)
 
 
 def _with_embedded_broker(settings: Settings) -> tuple[Settings, Callable[[], None]]:

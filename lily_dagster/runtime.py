@@ -39,6 +39,7 @@ def prepare_dagster_home(settings: Settings) -> Path:
     target = home / "dagster.yaml"
     if not target.exists() or target.read_bytes() != DAGSTER_YAML.read_bytes():
         shutil.copyfile(DAGSTER_YAML, target)
+    create_storage(home)
     return home
 
 
@@ -191,6 +192,21 @@ def run_summary(instance: Any, settings: Settings, started: float) -> dict[str, 
 
 class NotIdleError(RuntimeError):
     pass
+
+
+def create_storage(dagster_home: Path) -> None:
+    """Create the instance's SQLite schemas before any Dagster process starts: a daemon and
+    a webserver (or this process) creating them at once race on alembic's version table,
+    and one of them dies."""
+    from dagster import DagsterInstance
+
+    from lily_dagster.defs.partitions import TENANTS
+
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        instance.get_runs(limit=1)
+        instance.get_dynamic_partitions(TENANTS)
+        instance.all_instigator_state()
+        instance.event_log_storage.get_asset_records()
 
 
 def run_until_idle(

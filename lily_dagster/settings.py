@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -236,6 +237,19 @@ def load_config_file(path: Path) -> LilyConfigFile:
         raise ConfigError(f"LILY_CONFIG {path}: {where}: {first['msg']}") from None
 
 
+def atlan_credentials_problem(env: Mapping[str, str]) -> str | None:
+    """What is missing for LILY_HUB=atlan, as a one-line error, or None."""
+    if not env.get("ATLAN_BASE_URL", "").strip():
+        return "LILY_HUB=atlan needs ATLAN_BASE_URL (the Atlan tenant's URL)"
+    oauth = env.get("ATLAN_OAUTH_CLIENT_ID") and env.get("ATLAN_OAUTH_CLIENT_SECRET")
+    if not env.get("ATLAN_API_KEY") and not oauth:
+        return (
+            "LILY_HUB=atlan needs ATLAN_API_KEY, or ATLAN_OAUTH_CLIENT_ID and "
+            "ATLAN_OAUTH_CLIENT_SECRET"
+        )
+    return None
+
+
 class Settings(BaseModel):
     """Resolved settings; build with `Settings.from_env()`."""
 
@@ -254,6 +268,8 @@ class Settings(BaseModel):
     orphan_wait_s: int
     block_reject_share: float  # a rule failing more of a batch than this blocks the upsert
     block_min_events: int  # ... if the batch has at least this many events
+    hub_retries: int  # times a hub_records step is retried while the hub is unavailable
+    hub_retry_wait_s: int
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -270,9 +286,9 @@ class Settings(BaseModel):
         if hub not in ("local", "atlan"):
             raise ConfigError(f"LILY_HUB={hub!r}: expected 'local' or 'atlan'")
         if hub == "atlan":
-            missing = [v for v in ("ATLAN_BASE_URL", "ATLAN_API_KEY") if not os.environ.get(v)]
-            if missing:
-                raise ConfigError(f"LILY_HUB=atlan needs {' and '.join(missing)}")
+            problem = atlan_credentials_problem(os.environ)
+            if problem:
+                raise ConfigError(problem)
         inbox = os.environ.get("LILY_INBOX") or "sqlite"
         if inbox != "sqlite" and not _S3_URI.fullmatch(inbox):
             raise ConfigError(f"LILY_INBOX={inbox!r}: expected 'sqlite' or s3://bucket/prefix")
@@ -300,6 +316,8 @@ class Settings(BaseModel):
             orphan_wait_s=_env_int("LILY_ORPHAN_WAIT_S", 86_400, minimum=0),
             block_reject_share=_env_share("LILY_BLOCK_REJECT_SHARE", 0.5),
             block_min_events=_env_int("LILY_BLOCK_MIN_EVENTS", 100, minimum=1),
+            hub_retries=_env_int("LILY_HUB_RETRIES", 3, minimum=0),
+            hub_retry_wait_s=_env_int("LILY_HUB_RETRY_WAIT_S", 30, minimum=0),
             webhook_rate_per_s=float(
                 _env_int("LILY_WEBHOOK_RATE_PER_S", int(DEFAULT_WEBHOOK_RATE_PER_S))
             ),

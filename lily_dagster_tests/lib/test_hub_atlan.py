@@ -88,6 +88,11 @@ def test_estate_lands_parents_first_and_matches_the_ledger(
     assert (result.created, result.pending, result.rejects) == (7, 0, None)
     atlan = in_atlan(atlan_emulator)
     assert set(atlan) == {r["qualified_name"] for r in hub.export("acme")}
+    # The run reports the guids Atlan gave (shown on the hub_records run page).
+    assert {s["qualified_name"]: s["guid"] for s in result.sample} == {
+        qn: e["guid"] for qn, e in atlan.items()
+    }
+    assert {s["change"] for s in result.sample} == {"created"}
     column = atlan[f"{ORDERS}/EMAIL"]
     assert column["typeName"] == "Column" and column["status"] == "ACTIVE"
     assert column["attributes"]["dataType"] == "VARCHAR"

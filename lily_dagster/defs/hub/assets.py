@@ -3,11 +3,19 @@
 from datetime import UTC, datetime
 
 import polars as pl
-from dagster import AssetExecutionContext, AssetIn, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    MaterializeResult,
+    MetadataValue,
+    RetryRequested,
+    asset,
+)
 
 from lily_dagster.defs.ingest.assets import mark_replays_applied
 from lily_dagster.defs.partitions import tenant_partitions
 from lily_dagster.defs.resources import LilyResource
+from lily_dagster.lib.hub.base import HubUnavailableError
 from lily_dagster.lib.staging import batch_set_key
 
 
@@ -24,6 +32,12 @@ def latency_seconds(events: pl.DataFrame, now: datetime) -> dict[str, float]:
         ).alias("s")
     ).get_column("s")
     return {"p50": float(lat.quantile(0.5) or 0.0), "p95": float(lat.quantile(0.95) or 0.0)}
+
+
+def changes_table(sample: list[dict[str, str]]) -> str:
+    """Records the hub wrote in this run, with the guids the hub gave them."""
+    rows = [f"| `{r['qualified_name']}` | {r['change']} | `{r['guid']}` |" for r in sample]
+    return "\n".join(["| qualified name | change | guid |", "|---|---|---|", *rows])
 
 
 @asset(
@@ -45,7 +59,15 @@ def hub_records(
 ) -> MaterializeResult:
     tenant = context.partition_key
     hub = lily.hub()
-    result = hub.upsert(tenant, enriched_events)
+    try:
+        result = hub.upsert(tenant, enriched_events)
+    except HubUnavailableError as exc:
+        # Nothing is lost (the batch stays pending, the hub's outbox keeps what it did not
+        # acknowledge): try the step again later; bad credentials and bugs fail at once.
+        settings = lily.settings()
+        raise RetryRequested(
+            max_retries=settings.hub_retries, seconds_to_wait=settings.hub_retry_wait_s
+        ) from exc
     batch_ids = sorted(landed_events.get_column("batch_id").unique().to_list())
     refused = 0
     if result.rejects is not None and result.rejects.height:
@@ -70,5 +92,10 @@ def hub_records(
             "hub_active": counts.get("ACTIVE", 0),
             "hub_deleted": counts.get("DELETED", 0),
             "hub": MetadataValue.text(hub.name),
+            **(
+                {"hub_changes": MetadataValue.md(changes_table(result.sample))}
+                if result.sample
+                else {}
+            ),
         },
     )

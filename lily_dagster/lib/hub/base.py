@@ -66,6 +66,13 @@ LISTING_COLUMNS = (
     "classifications",
 )
 
+
+class HubUnavailableError(RuntimeError):
+    """The hub could not be reached or kept failing (5xx, throttling) past its retries:
+    nothing was lost, the batch stays pending, and a later attempt may succeed."""
+
+
+SAMPLE_SIZE = 100
 ACTIVE = "ACTIVE"
 DELETED = "DELETED"
 
@@ -83,6 +90,8 @@ class UpsertResult:
     rejects: pl.DataFrame | None = field(default=None, compare=False)
     # Backend figures worth showing (Atlan: requests sent, tags skipped), summed on add.
     details: dict[str, int] = field(default_factory=dict, compare=False)
+    # Some of the records written, for the run's page: qualified_name, change, guid.
+    sample: list[dict[str, str]] = field(default_factory=list, compare=False)
 
     def __add__(self, other: UpsertResult) -> UpsertResult:
         frames = [r for r in (self.rejects, other.rejects) if r is not None and r.height]
@@ -98,6 +107,7 @@ class UpsertResult:
                 k: self.details.get(k, 0) + other.details.get(k, 0)
                 for k in {*self.details, *other.details}
             },
+            (self.sample + other.sample)[:SAMPLE_SIZE],
         )
 
     @property
@@ -342,6 +352,21 @@ def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class RecordReads:
+    """`export` and `status_counts` of a hub, from its `records`."""
+
+    def records(self, tenant: str) -> pl.DataFrame:
+        raise NotImplementedError
+
+    def export(self, tenant: str) -> Iterator[dict[str, Any]]:
+        for row in self.records(tenant).iter_rows(named=True):
+            yield record_to_export(row)
+
+    def status_counts(self, tenant: str) -> dict[str, int]:
+        frame = self.records(tenant)
+        return {s: int(n) for s, n in frame.group_by("status").len().sort("status").iter_rows()}
 
 
 class MetadataHub(Protocol):

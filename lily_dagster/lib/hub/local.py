@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import duckdb
 import polars as pl
@@ -16,12 +16,12 @@ from lily_dagster.lib.hub.base import (
     LISTING_COLUMNS,
     PATCH_SCHEMA,
     RECORD_SCHEMA,
+    RecordReads,
     UpsertResult,
     effective_records,
     merge_records,
     orphan_rejects,
     patch_rows,
-    record_to_export,
     reduce_batch,
     register_hub,
 )
@@ -72,7 +72,7 @@ class HubLockedError(RuntimeError):
 
 
 @register_hub("local")
-class LocalHub:
+class LocalHub(RecordReads):
     name = "local"
 
     def __init__(
@@ -221,14 +221,6 @@ class LocalHub:
 
     def resync(self, tenant: str, qualified_names: list[str]) -> int:
         return 0  # the embedded store is the hub: there is nothing to drift from
-
-    def export(self, tenant: str) -> Iterator[dict[str, Any]]:
-        for row in self.records(tenant).iter_rows(named=True):
-            yield record_to_export(row)
-
-    def status_counts(self, tenant: str) -> dict[str, int]:
-        frame = self.records(tenant)
-        return {s: int(n) for s, n in frame.group_by("status").len().sort("status").iter_rows()}
 
     def contains(self, tenant: str, qualified_names: list[str]) -> set[str]:
         if not qualified_names or not self._exists(tenant):

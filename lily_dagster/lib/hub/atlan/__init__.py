@@ -39,14 +39,15 @@ from lily_dagster.lib.hub.base import (
     LISTING_COLUMNS,
     PATCH_SCHEMA,
     RECORD_SCHEMA,
+    SAMPLE_SIZE,
+    RecordReads,
     UpsertResult,
     effective_records,
-    record_to_export,
     register_hub,
 )
 from lily_dagster.lib.hub.local import LocalHub
 from lily_dagster.lib.reasons import Reason
-from lily_dagster.settings import ConfigError, Settings
+from lily_dagster.settings import ConfigError, Settings, atlan_credentials_problem
 
 if TYPE_CHECKING:
     from lily_dagster.lib.hub.atlan.transport import AtlanTransport
@@ -88,16 +89,12 @@ class AtlanOptions:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> AtlanOptions:
         env = dict(os.environ if env is None else env)
-        base_url = env.get("ATLAN_BASE_URL", "").strip()
-        if not base_url:
-            raise ConfigError("LILY_HUB=atlan needs ATLAN_BASE_URL (the Atlan tenant's URL)")
+        problem = atlan_credentials_problem(env)
+        if problem:
+            raise ConfigError(problem)
+        base_url = env["ATLAN_BASE_URL"].strip()
         api_key = env.get("ATLAN_API_KEY") or None
         client_id, secret = env.get("ATLAN_OAUTH_CLIENT_ID"), env.get("ATLAN_OAUTH_CLIENT_SECRET")
-        if not api_key and not (client_id and secret):
-            raise ConfigError(
-                "LILY_HUB=atlan needs ATLAN_API_KEY, or ATLAN_OAUTH_CLIENT_ID and "
-                "ATLAN_OAUTH_CLIENT_SECRET"
-            )
 
         def number(name: str, default: float, low: float, high: float) -> float:
             raw = env.get(name)
@@ -131,10 +128,17 @@ class _Outcome:
     skipped_tags: int = 0
     published: list[dict[str, Any]] = field(default_factory=list)  # _PUBLISHED_SCHEMA rows
     refused: list[tuple[str, str]] = field(default_factory=list)  # (qualified_name, error)
+    sample: list[dict[str, str]] = field(default_factory=list)  # shown on the run's page
+
+    def note(self, qualified_name: str, change: str, guid: str | None) -> None:
+        if len(self.sample) < SAMPLE_SIZE:
+            self.sample.append(
+                {"qualified_name": qualified_name, "change": change, "guid": guid or ""}
+            )
 
 
 @register_hub("atlan")
-class AtlanHub:
+class AtlanHub(RecordReads):
     name = "atlan"
 
     def __init__(self, options: AtlanOptions, ledger_root: Path, orphan_wait_s: float = 86_400):
@@ -183,6 +187,7 @@ class AtlanHub:
             pending=merged.pending + published.pending,
             rejects=_concat_rejects(merged.rejects, published.rejects),
             details={**merged.details, **published.details},
+            sample=published.sample,
         )
 
     def resync(self, tenant: str, qualified_names: list[str]) -> int:
@@ -289,6 +294,8 @@ class AtlanHub:
             chunk = to_archive[i : i + size]
             self.transport.soft_delete([g for _, g in chunk])
             outcome.archived += len(chunk)
+            for qn, guid in chunk:
+                outcome.note(qn, "archived", guid)
         if active.is_empty():
             return now_in
         types = pl.DataFrame(
@@ -352,8 +359,10 @@ class AtlanHub:
             guid = assigned.get(temp) or by_name.get(qn)
             if guid in created:
                 outcome.created += 1
+                outcome.note(qn, "created", guid)
             elif guid in updated:
                 outcome.updated += 1
+                outcome.note(qn, "updated", guid)
             else:
                 outcome.unchanged += 1
             # Unchanged entities are not listed back; their guid is already known or is
@@ -441,6 +450,7 @@ class AtlanHub:
             pending=held.height - orphans.height,
             rejects=rejects,
             details={"skipped_tags": outcome.skipped_tags, "atlan_requests": self._requests()},
+            sample=outcome.sample,
         )
 
     def _requests(self) -> int:
@@ -468,14 +478,6 @@ class AtlanHub:
         with self._ledger(tenant) as con:
             in_atlan = con.sql("SELECT qualified_name FROM published").pl()
         return records.join(in_atlan, on="qualified_name", how="semi")
-
-    def export(self, tenant: str) -> Iterator[dict[str, Any]]:
-        for row in self.records(tenant).iter_rows(named=True):
-            yield record_to_export(row)
-
-    def status_counts(self, tenant: str) -> dict[str, int]:
-        frame = self.records(tenant)
-        return {s: int(n) for s, n in frame.group_by("status").len().sort("status").iter_rows()}
 
     def contains(self, tenant: str, qualified_names: list[str]) -> set[str]:
         return self.ledger.contains(tenant, qualified_names)

@@ -13,13 +13,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from lily_dagster.lib.hub.atlan.rate import AdaptiveRateLimiter
+from lily_dagster.lib.hub.base import HubUnavailableError
 
 
 class AtlanError(RuntimeError):
     """Base of the errors below; the message is one line an operator can act on."""
 
 
-class AtlanUnavailableError(AtlanError):
+class AtlanUnavailableError(AtlanError, HubUnavailableError):
     """5xx past the retries, or no connection: retry later; the records stay pending."""
 
 
@@ -27,7 +28,7 @@ class AtlanAuthError(AtlanError):
     """401/403: the key or client credentials are wrong or revoked; nothing can succeed."""
 
 
-class AtlanThrottledError(AtlanError):
+class AtlanThrottledError(AtlanError, HubUnavailableError):
     """Still answered 429 after every wait it asked for."""
 
 
