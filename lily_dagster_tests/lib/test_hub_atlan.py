@@ -266,3 +266,14 @@ def test_atlan_settings_errors_are_one_line(env: dict[str, str], expected: str) 
     with pytest.raises(ConfigError, match=expected) as info:
         AtlanOptions.from_env(env)
     assert "\n" not in str(info.value)
+
+
+def test_oauth_client_credentials_instead_of_an_api_key() -> None:
+    env = {
+        "ATLAN_BASE_URL": "https://acme.atlan.com",
+        "ATLAN_OAUTH_CLIENT_ID": "client",
+        "ATLAN_OAUTH_CLIENT_SECRET": "secret",
+    }
+    options = AtlanOptions.from_env(env)
+    assert (options.api_key, options.oauth_client_id, options.bulk_size) == (None, "client", 50)
+    assert options.rate_per_min == 400

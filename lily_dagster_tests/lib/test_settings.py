@@ -95,7 +95,7 @@ def test_empty_variables_mean_defaults(clean_env: Path, monkeypatch: pytest.Monk
     [
         ("LILY_HUB", "atlas", "LILY_HUB"),
         ("LILY_HUB", "LOCAL", "LILY_HUB"),
-        ("LILY_HUB", "atlan", "ATLAN_BASE_URL and ATLAN_API_KEY"),
+        ("LILY_HUB", "atlan", "LILY_HUB=atlan needs ATLAN_BASE_URL"),
         ("LILY_KAFKA_TOPICS", " , ,", "LILY_KAFKA_TOPICS"),
         ("LILY_KAFKA_TOPICS", "good,bad topic", "bad topic"),
         ("LILY_KAFKA_TOPICS", "t" * 250, "LILY_KAFKA_TOPICS"),
