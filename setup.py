@@ -31,6 +31,8 @@ setup(
         "pyjwt[crypto]>=2.9",
         "prometheus-client>=0.20",
         "httpx>=0.27",
+        # The dbt target edits schema.yml files round-trip, keeping comments and layout.
+        "ruamel.yaml>=0.18",
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-timeout", "ruff", "mypy", "types-PyYAML", "hypothesis>=6", "moto[server]>=5"],

@@ -71,6 +71,52 @@ def cmd_quarantine_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _target(settings: Settings, tenant: str, name: str) -> Any:
+    from lily_dagster.lib.propagation import configure_targets
+
+    found = [t for t in configure_targets(settings.config, tenant) if t.name == name]
+    if not found:
+        known = [t.name for t in settings.config.targets_of(tenant)]
+        raise CliError(f"no target {name!r} for tenant {tenant}; known: {known}")
+    return found[0]
+
+
+def cmd_dlq_list(args: argparse.Namespace) -> int:
+    from lily_dagster.lib.quarantine import QuarantineStore
+
+    settings = _settings()
+    _target(settings, args.tenant, args.target)
+    for line in QuarantineStore(settings.dlq_dir / args.target).export(args.tenant):
+        sys.stdout.write(line + "\n")
+    return 0
+
+
+def cmd_dlq_replay(args: argparse.Namespace) -> int:
+    from lily_dagster.lib.hub import open_hub
+    from lily_dagster.lib.propagation import Propagator
+    from lily_dagster.lib.quarantine import QuarantineStore
+
+    settings = _settings()
+    target = _target(settings, args.tenant, args.target)
+    propagator = Propagator(open_hub(settings), settings.propagation_dir, settings.dlq_dir)
+    result = propagator.replay_dlq(args.tenant, target)
+    left = QuarantineStore(settings.dlq_dir / args.target).read(args.tenant).height
+    print(
+        json.dumps(
+            {
+                "tenant": args.tenant,
+                "target": args.target,
+                "delivered": result.delivered,
+                "dead_lettered_again": result.dead_lettered,
+                "withheld_by_access_rules": result.withheld,
+                "still_dead_lettered": left,
+                "error": result.error,
+            }
+        )
+    )
+    return 1 if result.error else 0
+
+
 def cmd_quarantine_replay(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
@@ -519,6 +565,18 @@ def build_parser() -> argparse.ArgumentParser:
     q_replay.add_argument("--tenant", required=True, type=_tenant_arg)
     q_replay.add_argument("--reason", action="append", help="only this reason (repeatable)")
     q_replay.set_defaults(func=cmd_quarantine_replay)
+
+    dlq = sub.add_parser("dlq", help="changes a target refused").add_subparsers(
+        dest="dlq_command", required=True
+    )
+    for name, func, text in (
+        ("list", cmd_dlq_list, "a target's dead-lettered changes of a tenant as JSON Lines"),
+        ("replay", cmd_dlq_replay, "send a target's dead-lettered changes of a tenant again"),
+    ):
+        command = dlq.add_parser(name, help=text)
+        command.add_argument("--tenant", required=True, type=_tenant_arg)
+        command.add_argument("--target", required=True)
+        command.set_defaults(func=func)
 
     webhook = sub.add_parser("webhook", help="the webhook receiver").add_subparsers(
         dest="w_command", required=True

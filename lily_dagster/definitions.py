@@ -17,6 +17,7 @@ from lily_dagster.defs.ingest.sensors import (
     tenant_ingest_job,
 )
 from lily_dagster.defs.ingest.webhook_sensor import webhook_inbox_sensor
+from lily_dagster.defs.propagation.assets import build_propagation
 from lily_dagster.defs.reconciliation.assets import (
     nightly_reconciliation,
     reconciliation,
@@ -26,11 +27,15 @@ from lily_dagster.defs.resources import KafkaResource, LilyResource, PolarsParqu
 from lily_dagster.defs.validation.assets import validated_events
 from lily_dagster.defs.validation.quarantine import quarantined_events
 from lily_dagster.lib.hooks import check_hook_config
+from lily_dagster.lib.propagation import check_target_config
 from lily_dagster.settings import Settings
 
-# Bad configuration (LILY_CONFIG, hook settings) fails here, when the code location loads,
-# with its one-line message, not in the middle of a run.
-check_hook_config(Settings.from_env().config)
+# Bad configuration (LILY_CONFIG, hook settings, targets) fails here, when the code location
+# loads, with its one-line message, not in the middle of a run.
+_settings = Settings.from_env()
+check_hook_config(_settings.config)
+check_target_config(_settings.config)
+propagation = build_propagation(_settings)
 
 defs = Definitions(
     assets=[
@@ -40,11 +45,18 @@ defs = Definitions(
         hub_records,
         quarantined_events,
         reconciliation,
+        *propagation["assets"],
     ],
     asset_checks=[hub_records_gx_suite],
-    jobs=[tenant_ingest_job, quarantine_replay_job, data_quality_job, reconciliation_job],
+    jobs=[
+        tenant_ingest_job,
+        quarantine_replay_job,
+        data_quality_job,
+        reconciliation_job,
+        *propagation["jobs"],
+    ],
     schedules=[data_quality_schedule, nightly_reconciliation],
-    sensors=[kafka_events_sensor, webhook_inbox_sensor, *poller_sensors],
+    sensors=[kafka_events_sensor, webhook_inbox_sensor, *poller_sensors, *propagation["sensors"]],
     resources={
         "lily": LilyResource(),
         "kafka": KafkaResource(),

@@ -104,6 +104,36 @@ class HooksConfig(BaseModel):
     post_consume: list[HookRef] | None = None
 
 
+class AccessRules(BaseModel):
+    """Which changes a target may receive (ABAC on classification, type and tenant).
+    Patterns are globs (fnmatch): `PII*`, `GDPR:*`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # A public destination (e.g. a Slack channel anyone can join): personal data never
+    # goes there, whatever else is configured.
+    public: bool = False
+    deny_classifications: list[str] = Field(default_factory=list)
+    allow_types: list[str] = Field(default_factory=list)  # empty: every type
+    deny_types: list[str] = Field(default_factory=list)
+
+
+class TargetConfig(PluginConfig):
+    """One outbound target (CONTRACT.md §5); type-specific options are allowed as extras."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    type: str
+    tenants: list[str] | None = None  # None: every tenant
+    url: str | None = None
+    secret_env: str | None = None  # the NAME of the variable holding its secret
+    access: AccessRules = Field(default_factory=AccessRules)
+    batch_size: int = Field(default=100, ge=1, le=10_000)
+    timeout_s: float = Field(default=10.0, gt=0, le=600)
+    max_attempts: int = Field(default=5, ge=1, le=50)  # per batch, within one run
+    backoff_s: float = Field(default=1.0, ge=0, le=300)
+    hooks: list[HookRef] | None = None  # post-consume chain; None: the file's post_consume
+
+
 DEFAULT_MAX_ARCHIVE_SHARE = 0.2
 # s3://bucket/prefix, for LILY_INBOX and reconciliation sources.
 _S3_URI = re.compile(r"s3://[a-z0-9][a-z0-9.-]{2,62}(/\S*)?")
@@ -178,6 +208,20 @@ class LilyConfigFile(BaseModel):
     tenants: list[TenantConfig] = Field(default_factory=list)
     # Hook chains for every tenant that does not configure its own.
     hooks: HooksConfig | None = None
+    # Outbound targets (CONTRACT.md §5), each fed by the tenants it names.
+    targets: list[TargetConfig] = Field(default_factory=list)
+
+    @field_validator("targets")
+    @classmethod
+    def _unique_target_names(cls, targets: list[TargetConfig]) -> list[TargetConfig]:
+        names = [t.name for t in targets]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"target names must be unique: {dupes}")
+        return targets
+
+    def targets_of(self, tenant: str) -> list[TargetConfig]:
+        return [t for t in self.targets if t.tenants is None or tenant in t.tenants]
 
     def tenant(self, name: str) -> TenantConfig | None:
         return next((t for t in self.tenants if t.name == name), None)
@@ -270,6 +314,7 @@ class Settings(BaseModel):
     block_min_events: int  # ... if the batch has at least this many events
     hub_retries: int  # times a hub_records step is retried while the hub is unavailable
     hub_retry_wait_s: int
+    propagation_retry_s: int  # after a failed delivery run, wait this long before the next
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -318,6 +363,7 @@ class Settings(BaseModel):
             block_min_events=_env_int("LILY_BLOCK_MIN_EVENTS", 100, minimum=1),
             hub_retries=_env_int("LILY_HUB_RETRIES", 3, minimum=0),
             hub_retry_wait_s=_env_int("LILY_HUB_RETRY_WAIT_S", 30, minimum=0),
+            propagation_retry_s=_env_int("LILY_PROPAGATION_RETRY_S", 30, minimum=0),
             webhook_rate_per_s=float(
                 _env_int("LILY_WEBHOOK_RATE_PER_S", int(DEFAULT_WEBHOOK_RATE_PER_S))
             ),
@@ -340,6 +386,16 @@ class Settings(BaseModel):
     @property
     def quarantine_dir(self) -> Path:
         return self.home / "quarantine"
+
+    @property
+    def propagation_dir(self) -> Path:
+        """Each target's delivery position per tenant."""
+        return self.home / "propagation"
+
+    @property
+    def dlq_dir(self) -> Path:
+        """Each target's dead-letter queue per tenant."""
+        return self.home / "dlq"
 
     @property
     def hub_dir(self) -> Path:

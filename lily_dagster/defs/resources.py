@@ -7,6 +7,7 @@ from dagster import ConfigurableIOManager, ConfigurableResource, InputContext, O
 
 from lily_dagster.lib.hub import open_hub
 from lily_dagster.lib.hub.base import MetadataHub
+from lily_dagster.lib.propagation import Propagator
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.lib.staging import StagingArea
 from lily_dagster.settings import Settings
@@ -31,6 +32,10 @@ class LilyResource(ConfigurableResource):
 
     def hub(self) -> MetadataHub:
         return open_hub(self.settings())
+
+    def propagator(self) -> Propagator:
+        settings = self.settings()
+        return Propagator(self.hub(), settings.propagation_dir, settings.dlq_dir)
 
 
 class KafkaResource(ConfigurableResource):

@@ -91,6 +91,9 @@ def hub_records(
             "latency_p95_s": latency["p95"],
             "hub_active": counts.get("ACTIVE", 0),
             "hub_deleted": counts.get("DELETED", 0),
+            # The change log's head: propagation_sensor compares it with each target's
+            # position without opening the hub.
+            "change_seq": hub.last_change(tenant),
             "hub": MetadataValue.text(hub.name),
             **(
                 {"hub_changes": MetadataValue.md(changes_table(result.sample))}

@@ -164,6 +164,10 @@ def _newer(time_a: str, id_a: str, time_b: str, id_b: str) -> pl.Expr:
 class MergeResult:
     changed: pl.DataFrame  # RECORD_SCHEMA rows to write
     result: UpsertResult
+    # For the change log: qualified_name, change, changed (fields), before (JSON of the
+    # previous values of the changed fields), of every written row whose content or
+    # status changed.
+    log: pl.DataFrame = field(default_factory=pl.DataFrame)
 
 
 def merge_records(
@@ -235,7 +239,29 @@ def merge_records(
         restored=counts.get("restored", 0),
         unchanged=counts.get("unchanged", 0),
     )
-    return MergeResult(changed.select(list(RECORD_SCHEMA)).cast(RECORD_SCHEMA), result)  # type: ignore[arg-type]
+    compared = ("status", *CONTENT_COLUMNS)
+    differs = {c: ~pl.col(c).eq_missing(pl.col(f"{c}__old")) for c in compared}
+    log = changed.filter(pl.col("change") != "unchanged").select(
+        "qualified_name",
+        "change",
+        pl.when(pl.col("__new"))
+        .then(pl.lit([], dtype=pl.List(pl.String)))
+        .otherwise(
+            pl.concat_list(
+                [pl.when(d).then(pl.lit(c)) for c, d in differs.items()]
+            ).list.drop_nulls()
+        )
+        .alias("changed"),
+        pl.when(pl.col("__new"))
+        .then(pl.lit(None, dtype=pl.String))
+        .otherwise(pl.struct([pl.col(f"{c}__old").alias(c) for c in compared]).struct.json_encode())
+        .alias("before"),
+    )
+    return MergeResult(
+        changed.select(list(RECORD_SCHEMA)).cast(RECORD_SCHEMA),  # type: ignore[arg-type]
+        result,
+        log,
+    )
 
 
 PATCH_SCHEMA: dict[str, pl.DataType] = {
@@ -260,6 +286,14 @@ def patch_rows(events: pl.DataFrame, now: datetime) -> pl.DataFrame:
         "origin",
         pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("stored_at"),
     ).unique(["qualified_name", "event_id"], keep="first")
+
+
+def patch_fields(patch: dict[str, Any]) -> set[str]:
+    """The record fields a partial change touches."""
+    fields = {k if k in WELL_KNOWN_ATTRIBUTES else "attributes" for k in patch.get("set", {})}
+    if patch.get("add_classifications") or patch.get("remove_classifications"):
+        fields.add("classifications")
+    return fields
 
 
 def apply_patch(record: dict[str, Any], patch: dict[str, Any]) -> None:
@@ -403,6 +437,15 @@ class MetadataHub(Protocol):
     def resync(self, tenant: str, qualified_names: list[str]) -> int:
         """Write the records of these names again as Lily holds them (repairing drift in the
         hub's own store); how many were written. A no-op where Lily's store is the hub."""
+        ...
+
+    def changes(self, tenant: str, after_seq: int, limit: int) -> pl.DataFrame:
+        """Up to `limit` entries of the tenant's change log after `after_seq`, in order
+        (changelog.CHANGE_SCHEMA)."""
+        ...
+
+    def last_change(self, tenant: str) -> int:
+        """The position of the tenant's latest change (0: none)."""
         ...
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,10 +22,12 @@ from lily_dagster.lib.hub.base import (
     effective_records,
     merge_records,
     orphan_rejects,
+    patch_fields,
     patch_rows,
     reduce_batch,
     register_hub,
 )
+from lily_dagster.lib.hub.changelog import CHANGE_SCHEMA, change_rows
 from lily_dagster.settings import Settings
 
 T = TypeVar("T")
@@ -64,7 +67,30 @@ CREATE TABLE IF NOT EXISTS patches (
     PRIMARY KEY (qualified_name, event_id)
 );
 ALTER TABLE records ADD COLUMN IF NOT EXISTS glossary_terms VARCHAR[];
+CREATE TABLE IF NOT EXISTS changes (
+    seq BIGINT PRIMARY KEY,
+    qualified_name VARCHAR NOT NULL,
+    type_name VARCHAR NOT NULL,
+    change VARCHAR NOT NULL,
+    version BIGINT NOT NULL,
+    name VARCHAR,
+    status VARCHAR NOT NULL,
+    attributes VARCHAR,
+    classifications VARCHAR[],
+    changed VARCHAR[],
+    before VARCHAR,
+    changed_at TIMESTAMPTZ NOT NULL,
+    event_id VARCHAR NOT NULL,
+    raw VARCHAR NOT NULL,
+    origin VARCHAR NOT NULL
+);
 """
+_LOG_SCHEMA: dict[str, pl.DataType] = {
+    "qualified_name": pl.String(),
+    "change": pl.String(),
+    "changed": pl.List(pl.String()),
+    "before": pl.String(),
+}
 
 
 class HubLockedError(RuntimeError):
@@ -131,13 +157,18 @@ class LocalHub(RecordReads):
             con.execute("BEGIN TRANSACTION")
             try:
                 result = UpsertResult()
+                logs = [pl.DataFrame(schema=_LOG_SCHEMA)]
                 if full.height:
                     candidates = reduce_batch(full)
                     merged = merge_records(candidates, self._existing(con, candidates), now)
                     self._write(con, merged.changed)
                     result += merged.result
+                    logs.append(merged.log.cast(_LOG_SCHEMA))  # type: ignore[arg-type]
                 if patches.height:
-                    result += self._store_patches(con, patches, now)
+                    patched, patch_log = self._store_patches(con, patches, now)
+                    result += patched
+                    logs.append(patch_log)
+                self._log_changes(con, tenant, pl.concat(logs), now)
                 result += self._expire_orphans(con, now)
                 con.execute("COMMIT")
             except BaseException:
@@ -147,15 +178,16 @@ class LocalHub(RecordReads):
 
     def _store_patches(
         self, con: duckdb.DuckDBPyConnection, patches: pl.DataFrame, now: datetime | None
-    ) -> UpsertResult:
-        """Keep each new partial change; a record it changes gets a new version."""
+    ) -> tuple[UpsertResult, pl.DataFrame]:
+        """Keep each new partial change; a record it changes gets a new version. Returns
+        the counts and the change-log entries of the records whose view changed."""
         now = now or datetime.now(UTC)
         rows = patch_rows(patches, now)  # noqa: F841 (read by DuckDB by name)
         new = con.sql(
             "SELECT n.* FROM rows n ANTI JOIN patches p USING (qualified_name, event_id)"
         ).pl()
         if new.is_empty():
-            return UpsertResult(unchanged=patches.height)
+            return UpsertResult(unchanged=patches.height), pl.DataFrame(schema=_LOG_SCHEMA)
         con.execute("INSERT INTO patches BY NAME SELECT * FROM new")
         # Newer than the record's base content: the record as users see it changes.
         applied = con.sql(
@@ -171,11 +203,72 @@ class LocalHub(RecordReads):
             "SELECT count(*) FROM new n ANTI JOIN records r USING (qualified_name)"
         ).fetchall()
         waiting = int(pending[0][0])
-        return UpsertResult(
+        touched = set(applied.get_column("qualified_name").to_list())
+        fields: dict[str, set[str]] = {}
+        for qn, patch in new.select("qualified_name", "patch").iter_rows():
+            if qn in touched:
+                fields.setdefault(qn, set()).update(patch_fields(json.loads(patch)))
+        log = pl.DataFrame(
+            {
+                "qualified_name": list(fields),
+                "change": ["updated"] * len(fields),
+                "changed": [sorted(f) for f in fields.values()],
+                "before": [None] * len(fields),
+            },
+            schema=_LOG_SCHEMA,
+        )
+        counts = UpsertResult(
             updated=applied.height,
             unchanged=patches.height - applied.height - waiting,
             pending=waiting,
         )
+        return counts, log
+
+    def _log_changes(
+        self, con: duckdb.DuckDBPyConnection, tenant: str, log: pl.DataFrame, now: datetime | None
+    ) -> None:
+        """Append the batch's changes to the change log, in the same transaction as the
+        records, with the records' content as users now see it."""
+        if log.is_empty():
+            return
+        # A record both upserted and patched in one batch is one change.
+        log = log.group_by("qualified_name", maintain_order=True).agg(
+            pl.col("change").first(),
+            pl.col("changed").explode().drop_nulls().unique().sort(),
+            pl.col("before").first(),
+        )
+        names = log.select("qualified_name")  # noqa: F841 (read by DuckDB by name)
+        records = con.sql("SELECT r.* FROM records r SEMI JOIN names USING (qualified_name)").pl()
+        patches = con.sql("SELECT p.* FROM patches p SEMI JOIN names USING (qualified_name)").pl()
+        effective = effective_records(records.cast(RECORD_SCHEMA), patches.cast(PATCH_SCHEMA))
+        (last,) = con.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchall()[0]
+        rows = change_rows(  # noqa: F841 (read by DuckDB by name)
+            effective, log, tenant, int(last) + 1, now or datetime.now(UTC)
+        )
+        con.execute("INSERT INTO changes BY NAME SELECT * FROM rows")
+
+    def changes(self, tenant: str, after_seq: int, limit: int) -> pl.DataFrame:
+        """Up to `limit` changes of the tenant after position `after_seq`, in order."""
+        if not self._exists(tenant):
+            return pl.DataFrame(schema=CHANGE_SCHEMA)
+        with self._connect(tenant, read_only=True) as con:
+            if not _has_table(con, "changes"):
+                return pl.DataFrame(schema=CHANGE_SCHEMA)
+            frame = con.sql(
+                "SELECT * FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
+                params=[after_seq, limit],
+            ).pl()
+        return frame.select(list(CHANGE_SCHEMA)).cast(CHANGE_SCHEMA)
+
+    def last_change(self, tenant: str) -> int:
+        """The position of the tenant's latest change (0: none)."""
+        if not self._exists(tenant):
+            return 0
+        with self._connect(tenant, read_only=True) as con:
+            if not _has_table(con, "changes"):
+                return 0
+            (last,) = con.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchall()[0]
+        return int(last)
 
     def _expire_orphans(self, con: duckdb.DuckDBPyConnection, now: datetime | None) -> UpsertResult:
         cutoff = (now or datetime.now(UTC)) - timedelta(seconds=self.orphan_wait_s)
@@ -236,3 +329,10 @@ class LocalHub(RecordReads):
         if not self.root.is_dir():
             return []
         return sorted(p.stem for p in self.root.glob("*.duckdb"))
+
+
+def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    found = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
+    ).fetchall()
+    return bool(found[0][0])

@@ -482,6 +482,14 @@ class AtlanHub(RecordReads):
     def contains(self, tenant: str, qualified_names: list[str]) -> set[str]:
         return self.ledger.contains(tenant, qualified_names)
 
+    # The ledger's change log: what Lily decided, as soon as it is decided (propagation
+    # does not wait for Atlan to acknowledge).
+    def changes(self, tenant: str, after_seq: int, limit: int) -> pl.DataFrame:
+        return self.ledger.changes(tenant, after_seq, limit)
+
+    def last_change(self, tenant: str) -> int:
+        return self.ledger.last_change(tenant)
+
     def listing(self, tenant: str) -> pl.DataFrame:
         """What Atlan holds under the connections of the tenant's records, read through
         pyatlan's search (bulk paging), so edits made in Atlan show."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import polars as pl
 
 from lily_dagster.lib.enrichment import on_distinct
+from lily_dagster.lib.json_exprs import inner, members, value
 
 # How deep each SQL type's qualified name is: default/<connector>/<epoch>/<db>/<schema>/...
 SQL_DEPTH = {
@@ -38,23 +39,6 @@ ATTRIBUTE_NAMES = {
     "source_url": "sourceURL",
     "user_description": "userDescription",
 }
-
-_NULL_KEY = r'"[A-Za-z]+":null,?'
-
-
-def _inner(json_obj: pl.Expr) -> pl.Expr:
-    """`{...}` → `...`, null when empty: the members, to splice into another object."""
-    return json_obj.str.strip_prefix("{").str.strip_suffix("}").replace("", None)
-
-
-def _members(fields: list[pl.Expr], keep_nulls: bool) -> pl.Expr:
-    encoded = pl.struct(fields).struct.json_encode()
-    if not keep_nulls:
-        # Unset, not null: a null would clear the attribute in Atlan. Keys are ours (no
-        # quotes inside), and a quote inside a value is escaped, so the pattern only
-        # meets our own members.
-        encoded = encoded.str.replace_all(_NULL_KEY, "").str.replace(",}", "}", literal=True)
-    return _inner(encoded)
 
 
 def _ref(type_name: pl.Expr, qualified_name: pl.Expr) -> pl.Expr:
@@ -142,7 +126,7 @@ def entity_json(
         pl.col("owner_groups").alias("ownerGroups"),
         pl.col("certificate_status").alias("certificateStatus"),
     ]
-    extras = _inner(
+    extras = inner(
         pl.col("attributes")
         .fill_null("{}")
         .str.replace_many(
@@ -194,7 +178,7 @@ def entity_json(
         ],
         {
             "__shared": pl.concat_str(
-                [_members(derived, keep_nulls=False), _members(relations, keep_nulls=False)],
+                [members(derived, keep_nulls=False), members(relations, keep_nulls=False)],
                 separator=",",
                 ignore_nulls=True,
             )
@@ -202,23 +186,19 @@ def entity_json(
     )
     attributes = pl.concat_str(
         [
-            _members(core, keep_nulls=True),
+            members(core, keep_nulls=True),
             pl.col("__shared"),
-            pl.when(is_lineage).then(_members(lineage, keep_nulls=False)),
+            pl.when(is_lineage).then(members(lineage, keep_nulls=False)),
             extras,
         ],
         separator=",",
         ignore_nulls=True,
     )
-    tags = _inner(
-        pl.struct(
-            pl.col("__tags").list.eval(pl.struct(pl.element().alias("typeName"))).alias("c")
-        ).struct.json_encode()
-    ).str.strip_prefix('"c":')
+    tags = value(pl.col("__tags").list.eval(pl.struct(pl.element().alias("typeName"))))
     entity = pl.concat_str(
         [
             pl.lit('{"typeName":'),
-            _inner(pl.struct(type_name.alias("t")).struct.json_encode()).str.strip_prefix('"t":'),
+            value(type_name),
             pl.lit(',"guid":"'),
             pl.col("__guid"),
             pl.lit('","status":"ACTIVE","attributes":{'),
