@@ -13,6 +13,7 @@ timeout); the request is recorded before the wait, so timed-out attempts are cou
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -65,6 +66,7 @@ class RecordingReceiver:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._port = 0  # kept across stop/start: a stopped receiver refuses connections
+        self._connections: set[socket.socket] = set()
 
     # --- lifecycle
 
@@ -89,6 +91,12 @@ class RecordingReceiver:
         self._stopping.set()  # wakes delayed answers
         self._server.shutdown()
         self._server.server_close()
+        # A stopped receiver is down for kept-alive connections too, as a crashed one is.
+        with self._cond:
+            open_connections = list(self._connections)
+        for connection in open_connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join(5)
         self._server = None
@@ -191,6 +199,17 @@ def _handler_for(receiver: RecordingReceiver) -> type[BaseHTTPRequestHandler]:
         # Headers and body go out in two writes: with Nagle's algorithm on, the client's
         # delayed ACK adds ~40 ms to every answer.
         disable_nagle_algorithm = True
+
+        def setup(self) -> None:
+            super().setup()
+            with receiver._cond:
+                receiver._connections.add(self.connection)
+
+        def finish(self) -> None:
+            with receiver._cond:
+                receiver._connections.discard(self.connection)
+            with contextlib.suppress(OSError):
+                super().finish()
 
         def _handle(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)

@@ -188,3 +188,20 @@ def one_line(text: str) -> str:
 
 def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class ChatTarget:
+    """A chat incoming-webhook target: one message per batch, built by `message`."""
+
+    max_shown_limit: int
+
+    def message(
+        self, changes: pl.DataFrame, config: ChatConfig, ctx: DeliveryContext
+    ) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def configure(self, config: TargetConfig) -> ChatConfig:
+        return chat_config(config, self.max_shown_limit)
+
+    def deliver(self, changes: pl.DataFrame, config: ChatConfig, ctx: DeliveryContext) -> None:
+        post_chat(self.message(changes, config, ctx), config, ctx)

@@ -20,15 +20,13 @@ from lily_dagster.lib.targets import DeliveryContext, register_target
 from lily_dagster.lib.targets.render import (
     ChangeView,
     ChatConfig,
+    ChatTarget,
     change_views,
-    chat_config,
     clip,
     headline,
     more_text,
     one_line,
-    post_chat,
 )
-from lily_dagster.settings import TargetConfig
 
 # Slack's limits: 50 blocks a message, 150 characters a header, 3000 a section's text.
 MAX_SHOWN_LIMIT = 45
@@ -93,14 +91,10 @@ def _context(mrkdwn: str) -> dict[str, Any]:
 
 
 @register_target("slack")
-class SlackTarget:
+class SlackTarget(ChatTarget):
     """Options: url (the incoming webhook URL) or url_env (the name of the variable holding
     it), channel (display only), max_shown (changes listed per message, 1-45, default 20)."""
 
     name = "slack"
-
-    def configure(self, config: TargetConfig) -> ChatConfig:
-        return chat_config(config, MAX_SHOWN_LIMIT)
-
-    def deliver(self, changes: pl.DataFrame, config: ChatConfig, ctx: DeliveryContext) -> None:
-        post_chat(slack_message(changes, config, ctx), config, ctx)
+    max_shown_limit = MAX_SHOWN_LIMIT
+    message = staticmethod(slack_message)

@@ -18,15 +18,13 @@ from lily_dagster.lib.targets import DeliveryContext, register_target
 from lily_dagster.lib.targets.render import (
     ChangeView,
     ChatConfig,
+    ChatTarget,
     change_views,
-    chat_config,
     clip,
     headline,
     more_text,
     one_line,
-    post_chat,
 )
-from lily_dagster.settings import TargetConfig
 
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 CARD_SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
@@ -104,14 +102,10 @@ def teams_message(
 
 
 @register_target("teams")
-class TeamsTarget:
+class TeamsTarget(ChatTarget):
     """Options: url (the incoming webhook URL) or url_env (the name of the variable holding
     it), channel (display only), max_shown (changes listed per message, 1-40, default 20)."""
 
     name = "teams"
-
-    def configure(self, config: TargetConfig) -> ChatConfig:
-        return chat_config(config, MAX_SHOWN_LIMIT)
-
-    def deliver(self, changes: pl.DataFrame, config: ChatConfig, ctx: DeliveryContext) -> None:
-        post_chat(teams_message(changes, config, ctx), config, ctx)
+    max_shown_limit = MAX_SHOWN_LIMIT
+    message = staticmethod(teams_message)
