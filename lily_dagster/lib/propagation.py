@@ -130,7 +130,7 @@ def allowed(changes: pl.DataFrame, rules: AccessRules) -> pl.Series:
     def matches(patterns: list[str]) -> Callable[[str], bool]:
         return lambda value: any(fnmatch.fnmatchcase(value, p) for p in patterns)
 
-    ok = pl.lit(True)
+    ok = pl.repeat(True, pl.len())
     if deny:
         hit = matches(deny)
         tags = changes.get_column("classifications").to_list()

@@ -277,3 +277,24 @@ def test_oauth_client_credentials_instead_of_an_api_key() -> None:
     options = AtlanOptions.from_env(env)
     assert (options.api_key, options.oauth_client_id, options.bulk_size) == (None, "client", 50)
     assert options.rate_per_min == 400
+
+
+def test_column_level_lineage_lands_after_its_process_and_columns(
+    hub: AtlanHub, atlan_emulator: AtlanEmulator
+) -> None:
+    process = f"{CONN}/process/load"
+    column_process = f"{process}/EMAIL"
+    lineage = ev(
+        "cp", column_process, 0, type_name="ColumnProcess",
+        inputs=[f"{ORDERS}/EMAIL"], outputs=[f"{SCH}/ORDERS_COPY/EMAIL"],
+        attributes={"parent_qualified_name": process},
+    )  # fmt: skip
+    copy_column = ev("cc", f"{SCH}/ORDERS_COPY/EMAIL", 0, type_name="Column",
+                     attributes={"parent_qualified_name": f"{SCH}/ORDERS_COPY"})  # fmt: skip
+    # Sent first, the column process waits for its process and both ends.
+    assert hub.upsert("acme", frame([lineage])).pending == 1
+    result = hub.upsert("acme", frame([*estate(), copy_column]))
+    assert result.created == 9 and result.pending == 0
+    attrs = in_atlan(atlan_emulator)[column_process]["attributes"]
+    assert attrs["process"]["uniqueAttributes"]["qualifiedName"] == process
+    assert [i["typeName"] for i in attrs["inputs"]] == ["Column"]

@@ -543,7 +543,7 @@ def _references(records: pl.DataFrame) -> pl.DataFrame:
     table's parent, a lineage process's ends."""
     type_name = pl.col("type_name")
     has_parent_ref = (
-        type_name.is_in(["Column", "Schema", *TABLE_LIKE])
+        type_name.is_in(["Column", "Schema", "ColumnProcess", *TABLE_LIKE])
         & pl.col("parent_qualified_name").is_not_null()
     )
     refs = pl.concat_list(

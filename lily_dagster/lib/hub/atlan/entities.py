@@ -115,6 +115,10 @@ def entity_json(
         pl.when((type_name == "Schema") & parent.is_not_null())
         .then(_ref(pl.lit("Database"), parent))
         .alias("database"),
+        # Column-level lineage hangs off its table-level process.
+        pl.when((type_name == "ColumnProcess") & parent.is_not_null())
+        .then(_ref(pl.lit("Process"), parent))
+        .alias("process"),
     ]
     is_lineage = type_name.is_in(LINEAGE_TYPES)
     lineage = [pl.when(is_lineage).then(pl.col(f"__{c}")).alias(c) for c in ("inputs", "outputs")]
