@@ -31,6 +31,10 @@ CHANGE_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+# What the change log stores; event_id, raw and origin are derived on read.
+STORED_COLUMNS = tuple(c for c in CHANGE_SCHEMA if c not in ("event_id", "raw", "origin"))
+
+
 def attributes_json() -> pl.Expr:
     """A record's attributes object: its extras plus its non-null well-known attributes."""
     well_known = members([pl.col(c) for c in WELL_KNOWN_ATTRIBUTES], keep_nulls=False)
@@ -40,17 +44,29 @@ def attributes_json() -> pl.Expr:
 def change_rows(
     records: pl.DataFrame, log: pl.DataFrame, tenant: str, first_seq: int, now: datetime
 ) -> pl.DataFrame:
-    """Change-log rows (CHANGE_SCHEMA) for `log` (qualified_name, change, changed, before),
-    with the records' content after the change (RECORD_SCHEMA rows), numbered from
-    `first_seq` in qualified-name order."""
-    rows = (
-        log.join(records, on="qualified_name", how="inner")
-        .sort("qualified_name")
-        .with_columns(
-            (pl.int_range(pl.len()) + first_seq).cast(pl.Int64).alias("seq"),
-            attributes_json().alias("__attributes"),
-        )
-    )
+    """Change-log rows as stored (STORED_COLUMNS of CHANGE_SCHEMA) for `log`
+    (qualified_name, change, changed, before), with the records' content after the change
+    (RECORD_SCHEMA rows), numbered from `first_seq` in qualified-name order."""
+    rows = log.join(records, on="qualified_name", how="inner").sort("qualified_name")
+    return rows.select(
+        (pl.int_range(pl.len()) + first_seq).cast(pl.Int64).alias("seq"),
+        "qualified_name",
+        "type_name",
+        "change",
+        "version",
+        "name",
+        "status",
+        attributes_json().alias("attributes"),
+        pl.col("classifications").fill_null([]),
+        pl.col("changed"),
+        pl.col("before"),
+        pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("changed_at"),
+    ).cast({c: CHANGE_SCHEMA[c] for c in STORED_COLUMNS})
+
+
+def with_identity(stored: pl.DataFrame, tenant: str) -> pl.DataFrame:
+    """Stored change rows with the columns derived on read (event_id, raw, origin): built
+    only for the changes a target actually reads, not for every upsert."""
     raw = obj(
         [
             members(
@@ -63,26 +79,14 @@ def change_rows(
                 ],
                 keep_nulls=True,
             ),
-            pl.concat_str([pl.lit('"attributes":'), pl.col("__attributes")]),
+            pl.concat_str([pl.lit('"attributes":'), pl.col("attributes")]),
             pl.concat_str(
                 [pl.lit('"classifications":'), value(pl.col("classifications").fill_null([]))]
             ),
         ]
     )
-    return rows.select(
-        "seq",
-        "qualified_name",
-        "type_name",
-        "change",
-        "version",
-        "name",
-        "status",
-        pl.col("__attributes").alias("attributes"),
-        pl.col("classifications").fill_null([]),
-        pl.col("changed"),
-        pl.col("before"),
-        pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("changed_at"),
+    return stored.with_columns(
         pl.format("change:{}", pl.col("seq")).alias("event_id"),
         raw.alias("raw"),
         pl.format("hub:{}:{}", pl.lit(tenant), pl.col("seq")).alias("origin"),
-    ).cast(CHANGE_SCHEMA)  # type: ignore[arg-type]
+    ).select(list(CHANGE_SCHEMA))
