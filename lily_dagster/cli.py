@@ -117,6 +117,60 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     return 1 if result.error else 0
 
 
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from lily_dagster.lib.backfill import BackfillReport, run_backfill
+    from lily_dagster.lib.hub import open_hub
+    from lily_dagster.lib.quarantine import QuarantineStore
+
+    settings = _settings()
+    interactive = sys.stderr.isatty()
+
+    def progress(r: BackfillReport) -> None:
+        # One status line, rewritten in place on a terminal; a log line per batch otherwise.
+        line = (
+            f"{args.tenant} shard {r.shard}/{r.shards}: batch {r.batches}, "
+            f"{r.rows_read:,} rows read, {r.applied:,} applied, {r.quarantined:,} quarantined, "
+            f"{r.rows_per_s:,.0f} rows/s"
+        )
+        print(f"\r{line}" if interactive else line, end="" if interactive else "\n",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+    report = run_backfill(
+        open_hub(settings),
+        QuarantineStore(settings.quarantine_dir),
+        settings.config,
+        args.tenant,
+        args.source,
+        shards=args.shards,
+        shard=args.shard,
+        batch_rows=args.batch_rows,
+        max_event_bytes=settings.max_event_bytes,
+        progress=progress,
+    )
+    if interactive:
+        print(file=sys.stderr)
+    print(json.dumps(report.as_dict()))
+    return 0
+
+
+def cmd_bench_backfill(args: argparse.Namespace) -> int:
+    from lily_dagster.bench.backfill import run as run_bench
+
+    if args.assets < 1:
+        raise CliError("--assets must be at least 1")
+    print(json.dumps(run_bench(args.assets, batch_rows=args.batch_rows)))
+    return 0
+
+
+def cmd_bench_latency(args: argparse.Namespace) -> int:
+    from lily_dagster.bench.latency import run_latency
+
+    if args.rate <= 0 or args.seconds <= 0:
+        raise CliError("--rate and --seconds must be positive")
+    print(json.dumps(run_latency(args.rate, args.seconds, tenants=args.tenants)))
+    return 0
+
+
 def cmd_quarantine_replay(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
@@ -565,6 +619,33 @@ def build_parser() -> argparse.ArgumentParser:
     q_replay.add_argument("--tenant", required=True, type=_tenant_arg)
     q_replay.add_argument("--reason", action="append", help="only this reason (repeatable)")
     q_replay.set_defaults(func=cmd_quarantine_replay)
+
+    backfill = sub.add_parser(
+        "backfill", help="bulk load of envelope files into a tenant's hub (resumable)"
+    )
+    backfill.add_argument("--tenant", required=True, type=_tenant_arg)
+    backfill.add_argument("--source", required=True, help="a file, a directory or s3://…")
+    backfill.add_argument("--shards", type=int, default=1, help="how many shards in all")
+    backfill.add_argument("--shard", type=int, default=0, help="which one this run loads")
+    backfill.add_argument("--batch-rows", type=int, default=500_000)
+    backfill.set_defaults(func=cmd_backfill)
+
+    bench = sub.add_parser("bench", help="benchmarks; each prints one JSON object").add_subparsers(
+        dest="bench_command", required=True
+    )
+    bench_backfill = bench.add_parser(
+        "backfill", help="a synthetic estate through the backfill path, with its baselines"
+    )
+    bench_backfill.add_argument("--assets", type=int, required=True)
+    bench_backfill.add_argument("--batch-rows", type=int, default=500_000)
+    bench_backfill.set_defaults(func=cmd_bench_backfill)
+    bench_latency = bench.add_parser(
+        "latency", help="produce-to-hub latency under the daemon at a fixed rate"
+    )
+    bench_latency.add_argument("--rate", type=float, required=True, help="events per second")
+    bench_latency.add_argument("--seconds", type=float, required=True)
+    bench_latency.add_argument("--tenants", type=int, default=3)
+    bench_latency.set_defaults(func=cmd_bench_latency)
 
     dlq = sub.add_parser("dlq", help="changes a target refused").add_subparsers(
         dest="dlq_command", required=True

@@ -2,6 +2,7 @@
 
 from dagster import Definitions
 
+from lily_dagster.defs.backfill.assets import bulk_backfill, bulk_backfill_job
 from lily_dagster.defs.enrichment.assets import enriched_events
 from lily_dagster.defs.hub.assets import hub_records
 from lily_dagster.defs.hub.checks import (
@@ -45,6 +46,7 @@ defs = Definitions(
         hub_records,
         quarantined_events,
         reconciliation,
+        bulk_backfill,
         *propagation["assets"],
     ],
     asset_checks=[hub_records_gx_suite],
@@ -53,6 +55,7 @@ defs = Definitions(
         quarantine_replay_job,
         data_quality_job,
         reconciliation_job,
+        bulk_backfill_job,
         *propagation["jobs"],
     ],
     schedules=[data_quality_schedule, nightly_reconciliation],

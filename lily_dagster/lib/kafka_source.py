@@ -126,7 +126,6 @@ def read_batch(
     # librdkafka from logging each retry on its own.
     config["error_cb"] = lambda err: None
     consumer = Consumer(config)
-    deadline = time.monotonic() + max_seconds
     try:
         try:
             metadata = consumer.list_topics(timeout=5)
@@ -154,6 +153,9 @@ def read_batch(
         messages: list[KafkaMessage] = []
         if assignments:
             consumer.assign(assignments)
+            # The bound is on reading, not on connecting and looking up offsets: on a remote
+            # cluster with many partitions those alone could eat a short bound every tick.
+            deadline = time.monotonic() + max_seconds
             open_parts = {(tp.topic, tp.partition) for tp in assignments}
             while open_parts and len(messages) < max_events and time.monotonic() < deadline:
                 for msg in consumer.consume(min(10_000, max_events - len(messages)), timeout=0.5):

@@ -34,6 +34,16 @@ from lily_dagster.lib.kafka_source import (
 )
 from lily_dagster.settings import UNROUTED_TENANT
 
+# How long one tick may read Kafka (connecting and looking up the partitions' offsets
+# included, a few ms each) before it lands what it has read. A read also ends once every
+# partition has reported its end, but Tansu, whose watermarks lag, seldom reports an end while
+# producers keep writing, so under steady traffic a tick reads for this whole bound (with 20 s
+# it read for 2-20 s, and events waited that long before being landed). The whole tick (read,
+# landing, run submission) must fit in the daemon's 5 s sensor loop: a tick still running
+# when the loop comes round is skipped, and the next events wait a whole loop more. 2 s leaves
+# room for an idle partition to report its end (~1 s on Tansu) and reads a 50k backlog (0.2 s).
+KAFKA_READ_MAX_SECONDS = 2.0
+
 # In-process: a micro-batch run is a few seconds of work, so a subprocess per step
 # would double its latency.
 INGEST_ASSETS = [landed_events, validated_events, enriched_events, hub_records, quarantined_events]
@@ -95,6 +105,8 @@ def land_and_request_runs(
 
 @sensor(
     job=tenant_ingest_job,
+    # As often as the daemon allows: Dagster's sensor loop evaluates sensors every 5 s at
+    # most, so in practice a tick starts every ~5 s.
     minimum_interval_seconds=1,
     default_status=DefaultSensorStatus.RUNNING,
     description="Reads the watched Kafka topics from the offsets in its cursor, lands each "
@@ -107,7 +119,13 @@ def kafka_events_sensor(
     bootstrap, topics = kafka.resolved()
     cursor = parse_cursor(context.cursor)
     try:
-        batch = read_batch(bootstrap, topics, cursor, settings.max_batch_events, max_seconds=20)
+        batch = read_batch(
+            bootstrap,
+            topics,
+            cursor,
+            settings.max_batch_events,
+            max_seconds=KAFKA_READ_MAX_SECONDS,
+        )
     except KafkaUnavailableError as exc:
         # Cursor untouched: the next tick resumes at the same offsets.
         return SkipReason(f"{exc}; will retry from the same offsets")

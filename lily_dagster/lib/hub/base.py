@@ -408,8 +408,19 @@ class MetadataHub(Protocol):
 
     name: str
 
-    def upsert(self, tenant: str, events: pl.DataFrame) -> UpsertResult:
-        """Apply a batch of valid, enriched events (EVENT_SCHEMA) to the tenant's records."""
+    def upsert(
+        self,
+        tenant: str,
+        events: pl.DataFrame,
+        now: datetime | None = None,
+        checkpoint: tuple[str, int] | None = None,
+    ) -> UpsertResult:
+        """Apply a batch of valid, enriched events (EVENT_SCHEMA) to the tenant's records;
+        `checkpoint` (key, value) is recorded atomically with them."""
+        ...
+
+    def checkpoint(self, tenant: str, key: str) -> int | None:
+        """The value last recorded under `key` by an upsert (None: never)."""
         ...
 
     def export(self, tenant: str) -> Iterator[dict[str, Any]]:

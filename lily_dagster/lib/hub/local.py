@@ -72,6 +72,10 @@ CREATE TABLE IF NOT EXISTS patches (
     PRIMARY KEY (qualified_name, event_id)
 );
 ALTER TABLE records ADD COLUMN IF NOT EXISTS glossary_terms VARCHAR[];
+CREATE TABLE IF NOT EXISTS checkpoints (
+    key VARCHAR PRIMARY KEY,
+    value BIGINT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS changes (
     seq BIGINT NOT NULL,  -- unique by construction; no index to maintain on append
     qualified_name VARCHAR NOT NULL,
@@ -148,9 +152,15 @@ class LocalHub(RecordReads):
                 delay = min(delay * 2, 1.0)
 
     def upsert(
-        self, tenant: str, events: pl.DataFrame, now: datetime | None = None
+        self,
+        tenant: str,
+        events: pl.DataFrame,
+        now: datetime | None = None,
+        checkpoint: tuple[str, int] | None = None,
     ) -> UpsertResult:
-        if events.is_empty():
+        """Apply a batch; `checkpoint` (key, value) is recorded in the same transaction, so
+        a bulk load that resumes from it never applies a batch twice."""
+        if events.is_empty() and checkpoint is None:
             return UpsertResult()
         is_patch = pl.col("patch").is_not_null()
         full, patches = events.filter(~is_patch), events.filter(is_patch)
@@ -175,6 +185,10 @@ class LocalHub(RecordReads):
                     logs.append(patch_log)
                 self._log_changes(con, tenant, pl.concat(logs), now, written)
                 result += self._expire_orphans(con, now)
+                if checkpoint is not None:
+                    con.execute(
+                        "INSERT OR REPLACE INTO checkpoints VALUES (?, ?)", list(checkpoint)
+                    )
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -275,6 +289,16 @@ class LocalHub(RecordReads):
             ).pl()
         stored = frame.select(STORED_COLUMNS).cast({c: CHANGE_SCHEMA[c] for c in STORED_COLUMNS})
         return with_identity(stored, tenant)
+
+    def checkpoint(self, tenant: str, key: str) -> int | None:
+        """The value last recorded under `key` with an upsert (None: never)."""
+        if not self._exists(tenant):
+            return None
+        with self._connect(tenant, read_only=True) as con:
+            if not _has_table(con, "checkpoints"):
+                return None
+            found = con.execute("SELECT value FROM checkpoints WHERE key = ?", [key]).fetchall()
+        return int(found[0][0]) if found else None
 
     def last_change(self, tenant: str) -> int:
         """The position of the tenant's latest change (0: none)."""

@@ -171,12 +171,18 @@ class AtlanHub(RecordReads):
     # -- writes ---------------------------------------------------------------------------
 
     def upsert(
-        self, tenant: str, events: pl.DataFrame, now: datetime | None = None
+        self,
+        tenant: str,
+        events: pl.DataFrame,
+        now: datetime | None = None,
+        checkpoint: tuple[str, int] | None = None,
     ) -> UpsertResult:
         """Merge into the ledger, then publish every record Atlan has not received yet
         (this batch's and any a failed run left). Counts are Atlan's: what it created,
         updated, archived, restored; `pending` are children held for their parent."""
-        merged = self.ledger.upsert(tenant, events, now)
+        # A checkpoint commits with the ledger: records it covers are in the outbox, and
+        # the outbox is sent below or by the next run.
+        merged = self.ledger.upsert(tenant, events, now, checkpoint)
         published = self.publish(tenant, now)
         return UpsertResult(
             created=published.created,
@@ -489,6 +495,9 @@ class AtlanHub(RecordReads):
 
     def last_change(self, tenant: str) -> int:
         return self.ledger.last_change(tenant)
+
+    def checkpoint(self, tenant: str, key: str) -> int | None:
+        return self.ledger.checkpoint(tenant, key)
 
     def listing(self, tenant: str) -> pl.DataFrame:
         """What Atlan holds under the connections of the tenant's records, read through

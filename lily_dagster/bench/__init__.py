@@ -1,0 +1,1 @@
+"""Benchmarks behind `lily bench …` (CONTRACT.md §2)."""

@@ -1,0 +1,25 @@
+"""`run_latency` end to end: embedded broker, the real daemon and runs, LocalHub polled."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lily_dagster.bench.latency import run_latency
+
+
+@pytest.mark.timeout(60)
+def test_every_event_produced_becomes_visible_with_ordered_percentiles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LILY_KAFKA_BOOTSTRAP", raising=False)  # the embedded broker
+    result = run_latency(rate=50, seconds=5, tenants=2, home=tmp_path / "lily", drain_timeout_s=30)
+    json.dumps(result)  # JSON-ready, as `lily bench latency` prints it
+    assert abs(result["produced"] - 50 * 5) <= 0.1 * 50 * 5
+    assert result["lost"] == 0 and result["visible"] == result["produced"]
+    latency = result["latency_s"]
+    assert 0 < latency["p50"] <= latency["p95"] <= latency["max"]
+    assert result["runs"]["count"] >= 2  # at least one run per tenant
+    assert result["runs"]["by_status"].get("failure", 0) == 0
