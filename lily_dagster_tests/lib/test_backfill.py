@@ -11,9 +11,9 @@ from pathlib import Path
 
 import boto3
 import pytest
-from lily_dagster.lib.estate import write_estate
 
 from lily_dagster.lib.backfill import BackfillError, BackfillReport, run_backfill
+from lily_dagster.lib.estate import write_estate
 from lily_dagster.lib.hub.local import LocalHub
 from lily_dagster.lib.inventory import InventoryError
 from lily_dagster.lib.quarantine import QuarantineStore
