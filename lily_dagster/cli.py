@@ -72,13 +72,9 @@ def cmd_quarantine_export(args: argparse.Namespace) -> int:
 
 
 def _target(settings: Settings, tenant: str, name: str) -> Any:
-    from lily_dagster.lib.propagation import configure_targets
+    from lily_dagster.lib.propagation import configure_target
 
-    found = [t for t in configure_targets(settings.config, tenant) if t.name == name]
-    if not found:
-        known = [t.name for t in settings.config.targets_of(tenant)]
-        raise CliError(f"no target {name!r} for tenant {tenant}; known: {known}")
-    return found[0]
+    return configure_target(settings.config, tenant, name)
 
 
 def cmd_dlq_list(args: argparse.Namespace) -> int:

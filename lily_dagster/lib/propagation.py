@@ -94,21 +94,33 @@ class ConfiguredTarget:
         return self.config.name
 
 
+def _configure(config: LilyConfigFile, tenant: str, target: TargetConfig) -> ConfiguredTarget:
+    try:
+        settings = get_target(target.type).configure(target)
+        hooks = (
+            build_chain(target.hooks, "post_consume")
+            if target.hooks is not None
+            else tenant_chain(config, tenant, "post_consume")
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"target {target.name!r}: {exc}") from None
+    return ConfiguredTarget(target, settings, hooks)
+
+
 def configure_targets(config: LilyConfigFile, tenant: str) -> list[ConfiguredTarget]:
     """The tenant's targets, configured; a bad target fails here with its name."""
-    out = []
-    for target in config.targets_of(tenant):
-        try:
-            settings = get_target(target.type).configure(target)
-            hooks = (
-                build_chain(target.hooks, "post_consume")
-                if target.hooks is not None
-                else tenant_chain(config, tenant, "post_consume")
-            )
-        except ConfigError as exc:
-            raise ConfigError(f"target {target.name!r}: {exc}") from None
-        out.append(ConfiguredTarget(target, settings, hooks))
-    return out
+    return [_configure(config, tenant, t) for t in config.targets_of(tenant)]
+
+
+def configure_target(config: LilyConfigFile, tenant: str, name: str) -> ConfiguredTarget:
+    """One target of the tenant, configured (the others are left alone); ConfigError naming
+    the known ones when the tenant has no target of that name."""
+    targets = config.targets_of(tenant)
+    for target in targets:
+        if target.name == name:
+            return _configure(config, tenant, target)
+    known = [t.name for t in targets]
+    raise ConfigError(f"no target {name!r} for tenant {tenant}; known: {known}")
 
 
 def check_target_config(config: LilyConfigFile) -> None:
@@ -146,6 +158,11 @@ def allowed(changes: pl.DataFrame, rules: AccessRules) -> pl.Series:
     )
 
 
+def position_path(root: Path, tenant: str, target: str) -> Path:
+    """Where a target's delivery position for a tenant is kept."""
+    return root / tenant / f"{target}.json"
+
+
 def idempotency_key(tenant: str, target: str, first: int, last: int) -> str:
     return hashlib.sha256(f"lily|{tenant}|{target}|{first}|{last}".encode()).hexdigest()[:32]
 
@@ -167,7 +184,7 @@ class Propagator:
         self.sleep = sleep
 
     def position_path(self, tenant: str, target: str) -> Path:
-        return self.root / tenant / f"{target}.json"
+        return position_path(self.root, tenant, target)
 
     def position(self, tenant: str, target: str) -> Position:
         return Position.load(self.position_path(tenant, target))

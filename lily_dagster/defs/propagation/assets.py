@@ -39,8 +39,13 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 
 from lily_dagster.defs.partitions import TENANTS, tenant_partitions
 from lily_dagster.defs.resources import LilyResource
-from lily_dagster.lib.propagation import DispatchResult, Position, configure_targets
-from lily_dagster.settings import Settings, TargetConfig
+from lily_dagster.lib.propagation import (
+    DispatchResult,
+    Position,
+    configure_target,
+    position_path,
+)
+from lily_dagster.settings import ConfigError, Settings, TargetConfig
 
 GROUP = "propagation"
 TENANT_TAG = "lily/propagation"
@@ -72,11 +77,11 @@ def propagation_asset(target: TargetConfig) -> AssetsDefinition:
     def _propagation(context: AssetExecutionContext, lily: LilyResource) -> MaterializeResult:
         tenant = context.partition_key
         settings = lily.settings()
-        mine = [t for t in configure_targets(settings.config, tenant) if t.name == target.name]
-        if not mine:
+        if target.tenants is not None and tenant not in target.tenants:
             return MaterializeResult(metadata={"configured_for_tenant": False})
+        configured = configure_target(settings.config, tenant, target.name)
         propagator = lily.propagator()
-        result: DispatchResult = propagator.dispatch(tenant, mine[0])
+        result: DispatchResult = propagator.dispatch(tenant, configured)
         last = propagator.hub.last_change(tenant)
         metadata = {
             "delivered": result.delivered,
@@ -199,7 +204,7 @@ def _latest_change(context: SensorEvaluationContext, tenant: str) -> int:
 
 
 def _delivered(root: Path, tenant: str, target: str) -> int:
-    return Position.load(root / tenant / f"{target}.json").delivered
+    return Position.load(position_path(root, tenant, target)).delivered
 
 
 class DlqReplayConfig(Config):
@@ -211,12 +216,11 @@ def replay_dead_letters(
     context: OpExecutionContext, config: DlqReplayConfig, lily: LilyResource
 ) -> None:
     tenant = context.partition_key
-    targets = [
-        t for t in configure_targets(lily.settings().config, tenant) if t.name == config.target
-    ]
-    if not targets:
-        raise Failure(f"no target {config.target!r} for tenant {tenant}")
-    result = lily.propagator().replay_dlq(tenant, targets[0])
+    try:
+        target = configure_target(lily.settings().config, tenant, config.target)
+    except ConfigError as exc:
+        raise Failure(str(exc)) from None
+    result = lily.propagator().replay_dlq(tenant, target)
     context.log.info(
         f"replayed to {config.target}: {result.delivered} delivered, "
         f"{result.dead_lettered} dead-lettered again"
