@@ -152,7 +152,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 def cmd_bench_backfill(args: argparse.Namespace) -> int:
     from lily_dagster.bench.backfill import run as run_bench
 
-    if args.assets < 1:
+    if min(args.assets) < 1:
         raise CliError("--assets must be at least 1")
     print(json.dumps(run_bench(args.assets, batch_rows=args.batch_rows)))
     return 0
@@ -632,7 +632,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench_backfill = bench.add_parser(
         "backfill", help="a synthetic estate through the backfill path, with its baselines"
     )
-    bench_backfill.add_argument("--assets", type=int, required=True)
+    bench_backfill.add_argument(
+        "--assets", type=int, nargs="+", required=True, help="one estate size or several"
+    )
     bench_backfill.add_argument("--batch-rows", type=int, default=500_000)
     bench_backfill.set_defaults(func=cmd_bench_backfill)
     bench_latency = bench.add_parser(

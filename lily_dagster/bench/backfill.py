@@ -1,12 +1,20 @@
-"""`lily bench backfill --assets N`: a synthetic estate of N assets written to Parquet,
-then loaded by the backfill path (decode, gates, the default pre-ingest hooks, LocalHub)
-into a fresh hub, with the baselines measured in the same run: a raw polars scan of the same
-files (the floor) and the naive path (one pyatlan asset object per row, on a sample)."""
+"""`lily bench backfill --assets N [N ...]`: for each N, a synthetic estate of N assets
+written to Parquet, then loaded by the backfill path (decode, gates, the default pre-ingest
+hooks, LocalHub) into a fresh hub, with the baselines measured in the same run: a raw
+polars scan of the same files (the floor) and the naive path (one pyatlan asset object per
+row, on a sample).
+
+Each load runs in a child process, so its peak RSS is the backfill's own (not the
+generator's, nor an earlier load's). A shard's run (1 of `--pods` shards: it reads the
+whole input and writes its share) gives the per-pod figure behind the billion estimate.
+"""
 
 from __future__ import annotations
 
 import json
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -14,17 +22,7 @@ from typing import Any
 
 import polars as pl
 
-from lily_dagster.lib.backfill import run_backfill
-from lily_dagster.lib.estate import write_estate
-from lily_dagster.lib.hub.local import LocalHub
-from lily_dagster.lib.quarantine import QuarantineStore
-from lily_dagster.settings import LilyConfigFile
-
 BILLION = 1_000_000_000
-
-
-def _peak_rss_mib() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def floor_scan(files: list[Path]) -> float:
@@ -71,49 +69,102 @@ def naive_rate(files: list[Path], sample: int) -> float:
     return built / (time.perf_counter() - started)
 
 
-def run(assets: int, batch_rows: int = 500_000, naive_sample: int = 2_000) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        started = time.perf_counter()
-        manifest = write_estate(root / "estate", assets, tenant="acme")
-        generate_s = time.perf_counter() - started
-        files = sorted((root / "estate").glob("*.parquet"))
-        floor = floor_scan(files)
-        hub = LocalHub(root / "hub")
-        report = run_backfill(
-            hub,
-            QuarantineStore(root / "quarantine"),
-            LilyConfigFile(),
-            "acme",
-            str(root / "estate"),
-            batch_rows=batch_rows,
-        )
-        naive = naive_rate(files, naive_sample)
-        counts = hub.status_counts("acme")
-    rate = report.rows_per_s
+def load(
+    root: Path, source: Path, batch_rows: int, shards: int = 1, shard: int = 0
+) -> dict[str, Any]:
+    """One backfill of `source` into a fresh hub under `root`, in this process."""
+    from lily_dagster.lib.backfill import run_backfill
+    from lily_dagster.lib.hub.local import LocalHub
+    from lily_dagster.lib.quarantine import QuarantineStore
+    from lily_dagster.settings import LilyConfigFile
+
+    hub = LocalHub(root / "hub")
+    report = run_backfill(
+        hub, QuarantineStore(root / "quarantine"), LilyConfigFile(), "acme", str(source),
+        shards=shards, shard=shard, batch_rows=batch_rows,
+    )  # fmt: skip
+    counts = hub.status_counts("acme")
     return {
-        "benchmark": "backfill",
-        "assets": assets,
-        "batch_rows": batch_rows,
-        "generate_s": round(generate_s, 2),
-        "files": len(files),
-        "estate": getattr(manifest, "counts", None) or str(manifest),
-        "backfill": {
-            "seconds": round(report.seconds, 2),
-            "assets_per_s": round(rate),
-            "stage_seconds": report.stage_seconds,
-            "applied": report.applied,
-            "quarantined": report.quarantined,
-            "hub_active": counts.get("ACTIVE", 0),
-        },
-        "floor_polars_scan_rows_per_s": round(floor),
-        "naive_pyatlan_rows_per_s": round(naive),
-        "speedup_over_naive": round(rate / naive, 1) if naive else None,
-        "peak_rss_mib": _peak_rss_mib(),
-        "billion_hours_one_node": round(BILLION / rate / 3600, 1) if rate else None,
-        "billion_hours_on_pods": {
-            str(n): round(BILLION / (rate * n) / 3600, 1) if rate else None for n in (8, 32)
-        },
-        "billion_note": "pods scale only where the hub takes one writer per shard "
-        "(Atlan; LocalHub serialises writers on its file)",
+        "seconds": round(report.seconds, 2),
+        "assets_per_s": round(report.rows_per_s),
+        "stage_seconds": report.stage_seconds,  # stages overlap: hub writes run in a thread
+        "rows_in_shard": report.rows_in_shard,
+        "applied": report.applied,
+        "quarantined": report.quarantined,
+        "hub_active": counts.get("ACTIVE", 0),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
+
+
+def load_in_child(
+    root: Path, source: Path, batch_rows: int, shards: int = 1, shard: int = 0
+) -> dict[str, Any]:
+    args = json.dumps([str(root), str(source), batch_rows, shards, shard])
+    done = subprocess.run(
+        [sys.executable, "-m", "lily_dagster.bench.backfill", args],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode:
+        raise RuntimeError(f"backfill child failed: {done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def run(
+    totals: list[int],
+    batch_rows: int = 500_000,
+    naive_sample: int = 2_000,
+    pods: tuple[int, ...] = (8, 32),
+) -> dict[str, Any]:
+    from lily_dagster.lib.estate import write_estate
+
+    out: dict[str, Any] = {"benchmark": "backfill", "batch_rows": batch_rows, "runs": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for total in totals:
+            root = Path(tmp) / str(total)
+            started = time.perf_counter()
+            manifest = write_estate(root / "estate", total, tenant="acme")
+            generate_s = time.perf_counter() - started
+            files = sorted((root / "estate").glob("*.parquet"))
+            floor = floor_scan(files)
+            result = load_in_child(root / "whole", root / "estate", batch_rows)
+            rate = result["assets_per_s"]
+            out["runs"].append(
+                {
+                    "assets": total,
+                    "generate_s": round(generate_s, 2),
+                    "estate": getattr(manifest, "counts", None) or str(manifest),
+                    "backfill": result,
+                    "floor_polars_scan_rows_per_s": round(floor),
+                    "billion_hours_one_node": round(BILLION / rate / 3600, 2),
+                }
+            )
+        # Baselines and the per-shard figure on the smallest estate.
+        smallest = Path(tmp) / str(totals[0])
+        files = sorted((smallest / "estate").glob("*.parquet"))
+        naive = naive_rate(files, naive_sample)
+        out["naive_pyatlan_rows_per_s"] = round(naive)
+        rate = out["runs"][0]["backfill"]["assets_per_s"]
+        out["speedup_over_naive"] = round(rate / naive, 1) if naive else None
+        shard_runs = {}
+        for n in pods:
+            shard = load_in_child(smallest / f"shard-{n}", smallest / "estate", batch_rows, n, 0)
+            # A pod reads the whole input and writes its share: a billion on n pods takes
+            # what this shard took, scaled from the estate to a billion rows.
+            shard_runs[str(n)] = {
+                "shard_seconds": shard["seconds"],
+                "rows_in_shard": shard["rows_in_shard"],
+                "billion_hours": round(shard["seconds"] * BILLION / totals[0] / 3600, 2),
+            }
+        out["billion_on_pods"] = shard_runs
+        out["billion_note"] = (
+            "pods write in parallel only where the hub takes one writer per shard (Atlan, "
+            "within its rate limit); LocalHub serialises writers on its file"
+        )
+    out["peak_rss_mib_max"] = max(r["backfill"]["peak_rss_mib"] for r in out["runs"])
+    return out
+
+
+if __name__ == "__main__":
+    root, source, batch_rows, shards, shard = json.loads(sys.argv[1])
+    print(json.dumps(load(Path(root), Path(source), batch_rows, shards, shard)))

@@ -15,15 +15,16 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import polars as pl
 
-from lily_dagster.lib.bulk_decode import decode_frame, scan_envelopes
+from lily_dagster.lib.bulk_decode import decode_frame, fill_raw, scan_envelopes
 from lily_dagster.lib.hooks import HookContext, run_chain, tenant_chain
-from lily_dagster.lib.hub.base import MetadataHub
+from lily_dagster.lib.hub.base import MetadataHub, UpsertResult
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.lib.validation import all_rules, split_valid
 from lily_dagster.settings import ConfigError, LilyConfigFile
@@ -113,32 +114,57 @@ def run_backfill(
         yield
         timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
 
-    for index, (frame, origin) in enumerate(scan_envelopes(source, batch_rows)):
-        report.rows_read += frame.height
-        if done is not None and index <= done:
-            continue  # committed by an earlier run
-        with clock("decode"):
-            decoded = decode_frame(frame, tenant, origin, max_event_bytes)
-        events = decoded.events.filter(in_shard(shards, shard))
-        report.rows_in_shard += events.height
-        with clock("validate"):
-            checked = split_valid(events, rules, tenant)
-        ctx = HookContext(tenant=tenant, hub_lookup=lambda names: hub.contains(tenant, names))
-        with clock("hooks"):
-            chained = run_chain(checked.valid, chain, ctx)
-        # Rows that did not decode have no trustworthy name to shard by: shard 0 keeps them.
-        rejects = [r for r in (checked.rejects, chained.rejects) if r.height]
-        if shard == 0 and decoded.rejects.height:
-            rejects.insert(0, decoded.rejects)
-        name = f"{key.replace(':', '-')}-{index}"
-        if rejects:
-            report.quarantined += quarantine.add(tenant, name, pl.concat(rejects))
-        with clock("hub"):
-            result = hub.upsert(tenant, chained.events, checkpoint=(key, index))
+    def prepared() -> Iterator[tuple[int, pl.DataFrame]]:
+        """Each batch not yet committed, gated and enriched, its rejects quarantined."""
+        for index, (frame, origin) in enumerate(scan_envelopes(source, batch_rows)):
+            report.rows_read += frame.height
+            if done is not None and index <= done:
+                continue  # committed by an earlier run
+            with clock("decode"):
+                decoded = decode_frame(frame, tenant, origin, max_event_bytes, lazy_raw=True)
+            events = decoded.events.filter(in_shard(shards, shard))
+            report.rows_in_shard += events.height
+            with clock("validate"):
+                checked = split_valid(events, rules, tenant)
+            ctx = HookContext(tenant=tenant, hub_lookup=lookup)
+            with clock("hooks"):
+                chained = run_chain(checked.valid, chain, ctx)
+            # Rows that did not decode have no trustworthy name to shard by: shard 0 keeps
+            # them.
+            rejects = [r for r in (checked.rejects, chained.rejects) if r.height]
+            if shard == 0 and decoded.rejects.height:
+                rejects.insert(0, decoded.rejects)
+            if rejects:
+                kept = fill_raw(pl.concat(rejects), frame, origin, max_event_bytes)
+                report.quarantined += quarantine.add(tenant, batch_name(index), kept)
+            yield index, chained.events
+
+    def lookup(names: list[str]) -> set[str]:
+        """Names the hub holds once the batch being written commits: the lineage check of
+        batch i+1 runs while batch i is written, and must see batch i as a sequential load
+        would."""
+        writing = (
+            set(in_flight[1].join(pl.DataFrame({"qualified_name": names}), on="qualified_name",
+                                  how="semi").get_column("qualified_name").to_list())
+            if in_flight is not None
+            else set()
+        )  # fmt: skip
+        return writing | hub.contains(tenant, [n for n in names if n not in writing])
+
+    def batch_name(index: int) -> str:
+        return f"{key.replace(':', '-')}-{index}"
+
+    def write(index: int, events: pl.DataFrame) -> UpsertResult:
+        t0 = time.perf_counter()
+        result = hub.upsert(tenant, events, checkpoint=(key, index))
+        timings["hub"] = timings.get("hub", 0.0) + time.perf_counter() - t0
+        return result
+
+    def committed(index: int, events: pl.DataFrame, result: UpsertResult) -> None:
         if result.rejects is not None and result.rejects.height:
-            report.quarantined += quarantine.add(tenant, f"{name}-hub", result.rejects)
+            report.quarantined += quarantine.add(tenant, f"{batch_name(index)}-hub", result.rejects)
         report.batches += 1
-        report.applied += chained.events.height
+        report.applied += events.height
         report.created += result.created
         report.updated += result.updated
         report.unchanged += result.unchanged
@@ -146,6 +172,18 @@ def run_backfill(
         report.stage_seconds = {k: round(v, 2) for k, v in timings.items()}
         if progress is not None:
             progress(report)
+
+    # The hub writes batch i in a thread while this one prepares batch i+1 (DuckDB and
+    # polars both release the GIL): one write in flight at a time, in order, and progress is
+    # reported for batch i before batch i+1 is written, so memory holds two batches at most.
+    in_flight: tuple[int, pl.DataFrame, Future[UpsertResult]] | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="backfill-hub") as writer:
+        for index, events in prepared():
+            if in_flight is not None:
+                committed(in_flight[0], in_flight[1], in_flight[2].result())
+            in_flight = (index, events, writer.submit(write, index, events))
+        if in_flight is not None:
+            committed(in_flight[0], in_flight[1], in_flight[2].result())
     report.seconds = time.perf_counter() - started
     report.stage_seconds = {k: round(v, 2) for k, v in timings.items()}
     return report

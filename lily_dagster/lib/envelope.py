@@ -164,8 +164,9 @@ def quarantine_id(raw: str) -> str:
 def to_rejects(frame: pl.DataFrame, tenant: str | None) -> pl.DataFrame:
     """Rejects frame (REJECT_SCHEMA) from a frame of event_id, reason, detail, raw, origin."""
     return frame.select(
+        # A raw left out by a lazy bulk decode is filled in, and its id made, by fill_raw.
         pl.col("raw")
-        .map_elements(quarantine_id, return_dtype=pl.String, skip_nulls=False)
+        .map_elements(quarantine_id, return_dtype=pl.String, skip_nulls=True)
         .alias("quarantine_id"),
         pl.lit(tenant, dtype=pl.String).alias("tenant"),
         pl.col("event_id").cast(pl.String),

@@ -7,17 +7,22 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import boto3
+import polars as pl
 import pytest
 
 from lily_dagster.lib.backfill import BackfillError, BackfillReport, run_backfill
 from lily_dagster.lib.estate import write_estate
+from lily_dagster.lib.hub.base import UpsertResult
 from lily_dagster.lib.hub.local import LocalHub
 from lily_dagster.lib.inventory import InventoryError
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.settings import LilyConfigFile
+from lily_dagster_tests.builders import ev
 
 ASSETS = 3_000
 
@@ -64,6 +69,53 @@ def test_a_killed_backfill_resumes_and_applies_no_batch_twice(estate: Path, tmp_
     assert set(created) == {r["qualified_name"] for r in hub.export("acme")}
 
 
+class SlowLocalHub(LocalHub):
+    """A real LocalHub whose writes hold their transaction a while: the next batch is
+    prepared (and looks names up in the hub) meanwhile."""
+
+    def _expire_orphans(self, *args: Any, **kwargs: Any) -> UpsertResult:
+        time.sleep(0.3)
+        return super()._expire_orphans(*args, **kwargs)
+
+
+def test_lineage_ends_written_by_the_batch_in_flight_are_not_made_placeholders(
+    tmp_path: Path,
+) -> None:
+    # Batch 0: ten tables. Batch 1: processes reading them (and one reading a table found
+    # nowhere), prepared (lineage check included) while batch 0 is still being written.
+    schema = "default/snowflake/1/DB/S"
+    parent = {"parent_qualified_name": schema}
+    tables = [ev(f"t{i}", f"{schema}/T{i}", 0, attributes=parent) for i in range(10)]
+    processes = [
+        ev(
+            f"p{i}",
+            f"{schema}/P{i}",
+            0,
+            type_name="Process",
+            inputs=[f"{schema}/T{i}"],
+            outputs=[f"{schema}/T{(i + 1) % 10}"],
+        )
+        for i in range(9)
+    ] + [ev("p9", f"{schema}/P9", 0, type_name="Process", inputs=[f"{schema}/ELSEWHERE"])]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "events.jsonl").write_text(
+        "".join(json.dumps(e) + "\n" for e in tables + processes)
+    )
+    hub = SlowLocalHub(tmp_path / "hub")
+    config = LilyConfigFile.model_validate({"hooks": {"pre_ingest": ["lineage-check"]}})
+    report = run_backfill(
+        hub, QuarantineStore(tmp_path / "q"), config, "acme", str(tmp_path / "in"),
+        batch_rows=10,
+    )  # fmt: skip
+    # The one end found nowhere (looked up in the hub while batch 0 was being written)
+    # gets its placeholder; the ends batch 0 wrote get none.
+    assert report.batches == 2 and report.applied == 21
+    records = hub.records("acme")
+    placeholders = records.filter(pl.col("attributes").str.contains("lily_reference"))
+    assert records.height == 21
+    assert placeholders["qualified_name"].to_list() == [f"{schema}/ELSEWHERE"]
+
+
 def test_shards_split_the_input_and_never_write_the_same_record(
     estate: Path, tmp_path: Path
 ) -> None:
@@ -107,6 +159,29 @@ def test_invalid_rows_are_quarantined_with_reasons_the_rest_land(tmp_path: Path)
     assert report.applied == 1 and report.quarantined == 3
     reasons = sorted(QuarantineStore(tmp_path / "quarantine").read("acme")["reason"].to_list())
     assert reasons == ["malformed_json", "tenant_mismatch", "unknown_op"]
+
+
+def test_parquet_rows_refused_by_a_later_gate_are_kept_with_their_envelope(
+    estate: Path, tmp_path: Path
+) -> None:
+    """Parquet is decoded without each row's JSON; the rows validation refuses still reach
+    the quarantine with it, as the row-by-row reader writes it (replayable)."""
+    first = pl.read_parquet(sorted(estate.glob("*.parquet"))[0]).head(20)
+    bad = first.with_columns(
+        pl.when(pl.int_range(pl.len()) == 3)
+        .then(pl.col("asset").struct.with_fields(pl.lit("").alias("name")))
+        .otherwise(pl.col("asset"))
+        .alias("asset")
+    )
+    (tmp_path / "in").mkdir()
+    bad.write_parquet(tmp_path / "in" / "part.parquet")
+    _, report = load(tmp_path, str(tmp_path / "in"))
+    assert report.applied == 19 and report.quarantined == 1
+    kept = QuarantineStore(tmp_path / "quarantine").read("acme")
+    assert kept["reason"].to_list() == ["empty_field"]
+    envelope = json.loads(kept["raw"][0])
+    assert envelope["asset"]["name"] == "" and envelope["event_id"] == bad["event_id"][3]
+    assert kept["quarantine_id"][0] is not None
 
 
 def test_a_truncated_parquet_file_is_refused_naming_it(estate: Path, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from lily_dagster.lib.bulk_decode import decode_frame, scan_envelopes
+from lily_dagster.lib.bulk_decode import decode_frame, fill_raw, scan_envelopes
 from lily_dagster.lib.envelope import (
     EVENT_SCHEMA,
     REJECT_SCHEMA,
@@ -25,7 +25,7 @@ from lily_dagster.lib.envelope import (
 )
 from lily_dagster.lib.inventory import InventoryError, _json_value, parquet_envelope
 from lily_dagster.lib.reasons import Reason
-from lily_dagster.lib.validation import envelope_rules, split_valid
+from lily_dagster.lib.validation import all_rules, envelope_rules, split_valid
 
 MAX = 1 << 20
 CONN = "default/snowflake/1700000000"
@@ -158,10 +158,25 @@ def reference(
     return DecodeResult(checked.valid, rejects if rejects.height else empty_rejects())
 
 
-def assert_same(got: DecodeResult, want: DecodeResult) -> None:
+def assert_same(got: DecodeResult, want: DecodeResult, lazy_raw: bool = False) -> None:
+    """Row for row the reference's result; with `lazy_raw`, Parquet events decoded
+    column-wise carry no raw (those the reference decodes, patches among them, do), and
+    rejects still carry theirs."""
     assert got.events.schema == pl.Schema(EVENT_SCHEMA)
     assert got.rejects.schema == pl.Schema(REJECT_SCHEMA)
     assert got.events.height == want.events.height
+    if lazy_raw:
+        assert got.events.filter(pl.col("patch").is_not_null())["raw"].null_count() == 0
+        if got.events.height:
+            assert got.events.get_column("raw").null_count() > got.events.height // 2
+        raws = got.events.get_column("raw")
+        got = DecodeResult(
+            got.events.with_columns(
+                pl.when(raws.is_null()).then(want.events.get_column("raw")).otherwise(raws)
+                .alias("raw")
+            ),
+            got.rejects,
+        )  # fmt: skip
     for column in EVENT_SCHEMA:
         a, b = got.events.get_column(column), want.events.get_column(column)
         if not a.equals(b):
@@ -178,18 +193,19 @@ def origins_of(n: int, prefix: str = "file:x.parquet#") -> list[str]:
 # --- parity on valid envelopes ---------------------------------------------------------------
 
 
+@pytest.mark.parametrize("lazy_raw", [False, True], ids=["raw", "lazy-raw"])
 @pytest.mark.parametrize("layout", ["nested", "flat-struct", "flat-json"])
-def test_parquet_layouts_decode_as_the_reference_does(layout: str) -> None:
+def test_parquet_layouts_decode_as_the_reference_does(layout: str, lazy_raw: bool) -> None:
     envelopes = with_patches(varied_envelopes(400, seed=1))
     frame = {
         "nested": lambda: nested_frame(envelopes),
         "flat-struct": lambda: flat_frame(envelopes, json_attributes=False),
         "flat-json": lambda: flat_frame(envelopes, json_attributes=True),
     }[layout]()
-    got = decode_frame(frame, "acme", "file:x.parquet#1", MAX)
+    got = decode_frame(frame, "acme", "file:x.parquet#1", MAX, lazy_raw=lazy_raw)
     want = reference(parquet_texts(frame), origins_of(frame.height), "acme")
     assert got.rejects.is_empty() and got.events.height == 400
-    assert_same(got, want)
+    assert_same(got, want, lazy_raw)
     assert got.events.get_column("patch").drop_nulls().len() == 45  # patches came through
 
 
@@ -345,15 +361,16 @@ INVALID: dict[str, tuple[Callable[[dict[str, Any]], object], Reason]] = {
 }
 
 
+@pytest.mark.parametrize("lazy_raw", [False, True], ids=["raw", "lazy-raw"])
 @pytest.mark.parametrize("case", list(INVALID))
-def test_invalid_parquet_rows_get_the_reference_reason(case: str) -> None:
+def test_invalid_parquet_rows_get_the_reference_reason(case: str, lazy_raw: bool) -> None:
     """A Parquet column has one type: the change is made to every row (a wrong type is a
     column's dtype), between rows of a valid frame."""
     change, reason = INVALID[case]
     frame = nested_frame([mutated(change) for _ in range(3)])
-    got = decode_frame(frame, "acme", "o#1", MAX)
+    got = decode_frame(frame, "acme", "o#1", MAX, lazy_raw=lazy_raw)
     want = reference(parquet_texts(frame), origins_of(3, "o#"), "acme")
-    assert_same(got, want)
+    assert_same(got, want, lazy_raw)
     assert got.rejects.get_column("reason").to_list() == [reason] * 3
     assert got.rejects.get_column("detail").to_list() == want.rejects.get_column("detail").to_list()
 
@@ -417,15 +434,16 @@ def test_missing_columns_are_missing_fields() -> None:
     assert_same(got, reference(parquet_texts(frame), origins_of(5, "o#"), "acme"))
 
 
-def test_oversized_rows_are_measured_on_their_json() -> None:
+@pytest.mark.parametrize("lazy_raw", [False, True], ids=["raw", "lazy-raw"])
+def test_oversized_rows_are_measured_on_their_json(lazy_raw: bool) -> None:
     envelopes = varied_envelopes(20, seed=13)
     envelopes[4]["asset"]["attributes"] = {"description": "é" * 3000}
     frame = nested_frame(envelopes)
     texts = parquet_texts(frame)
     limit = len(texts[4]) - 1
-    got = decode_frame(frame, "acme", "o#1", limit)
+    got = decode_frame(frame, "acme", "o#1", limit, lazy_raw=lazy_raw)
     want = reference(texts, origins_of(20, "o#"), "acme", limit)
-    assert_same(got, want)
+    assert_same(got, want, lazy_raw)
     assert Reason.OVERSIZED in got.rejects.get_column("reason").to_list()
     assert got.rejects.filter(pl.col("origin") == "o#5").get_column("raw")[0] == texts[4]
 
@@ -433,16 +451,19 @@ def test_oversized_rows_are_measured_on_their_json() -> None:
 # --- tenant binding and origins ----------------------------------------------------------------
 
 
-def test_tenant_binding_and_filing() -> None:
+@pytest.mark.parametrize("lazy_raw", [False, True], ids=["raw", "lazy-raw"])
+def test_tenant_binding_and_filing(lazy_raw: bool) -> None:
     envelopes = varied_envelopes(6, seed=14)
     envelopes[1]["tenant"] = "globex"
     envelopes[2]["tenant"] = "-bad"
     frame = nested_frame(envelopes)
-    bound = decode_frame(frame, "acme", "o#1", MAX)
+    bound = decode_frame(frame, "acme", "o#1", MAX, lazy_raw=lazy_raw)
     assert bound.rejects.select("origin", "reason", "tenant").rows() == [
         ("o#2", Reason.TENANT_MISMATCH, "acme"),
         ("o#3", Reason.BAD_TENANT, "acme"),
     ]
+    texts = parquet_texts(frame)
+    assert bound.rejects.get_column("raw").to_list() == [texts[1], texts[2]]
     unbound = decode_frame(frame, None, "o#1", MAX)
     assert unbound.rejects.select("origin", "reason", "tenant").rows() == [
         ("o#3", Reason.BAD_TENANT, None)
@@ -569,3 +590,23 @@ def test_scan_reads_an_s3_prefix(tmp_path: Path, s3_env: str) -> None:
     assert pl.concat([d.rejects for d in decoded]).get_column("origin").to_list() == [
         "file:s3://snapshots/acme/c-lines.jsonl#4"
     ]
+
+
+def test_rejects_of_later_gates_get_the_raw_a_lazy_decode_left_out() -> None:
+    """A bulk load decodes without raw; the rows a later gate refuses get the same raw and
+    quarantine id as an eager decode gives them."""
+    envelopes = varied_envelopes(50, seed=16, nulls=False)
+    envelopes[7]["asset"]["name"] = ""  # refused by validation, not by decoding
+    frame = nested_frame(envelopes)
+    lazy = decode_frame(frame, "acme", "o#1", MAX, lazy_raw=True)
+    eager = decode_frame(frame, "acme", "o#1", MAX)
+    refused = split_valid(lazy.events, all_rules("acme"), "acme").rejects
+    assert refused.get_column("origin").to_list() == ["o#8"]
+    assert refused.get_column("raw").to_list() == [None]
+    filled = fill_raw(refused, frame, "o#1", MAX)
+    want = split_valid(eager.events, all_rules("acme"), "acme").rejects
+    assert (
+        filled.select("origin", "reason", "raw", "quarantine_id").rows()
+        == want.select("origin", "reason", "raw", "quarantine_id").rows()
+    )
+    assert filled.get_column("raw")[0] == parquet_texts(frame)[7]

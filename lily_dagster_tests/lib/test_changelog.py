@@ -47,3 +47,48 @@ def test_a_partial_change_is_logged_as_an_update_of_the_fields_it_touches(tmp_pa
     ]
     assert last[0]["classifications"] == ["PII"]
     assert json.loads(last[0]["attributes"])["certificate_status"] == "VERIFIED"
+
+
+# The tables as the first releases made them: records keyed by a primary key, the change
+# log holding the whole attributes object.
+_FIRST_RELEASE_DDL = """
+CREATE TABLE records (
+    qualified_name VARCHAR PRIMARY KEY, type_name VARCHAR NOT NULL, name VARCHAR NOT NULL,
+    status VARCHAR NOT NULL, description VARCHAR, owner_users VARCHAR[],
+    owner_groups VARCHAR[], certificate_status VARCHAR, parent_qualified_name VARCHAR,
+    glossary_terms VARCHAR[], attributes VARCHAR, classifications VARCHAR[],
+    inputs VARCHAR[], outputs VARCHAR[], content_upsert BOOLEAN NOT NULL,
+    content_time TIMESTAMPTZ NOT NULL, content_id VARCHAR NOT NULL,
+    event_time TIMESTAMPTZ NOT NULL, event_id VARCHAR NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL, version BIGINT NOT NULL
+);
+CREATE TABLE changes (
+    seq BIGINT NOT NULL, qualified_name VARCHAR NOT NULL, type_name VARCHAR NOT NULL,
+    change VARCHAR NOT NULL, version BIGINT NOT NULL, name VARCHAR, status VARCHAR NOT NULL,
+    attributes VARCHAR, classifications VARCHAR[], changed VARCHAR[], before VARCHAR,
+    changed_at TIMESTAMPTZ NOT NULL
+);
+INSERT INTO changes VALUES (1, 'default/x/OLD', 'Table', 'created', 1, 'OLD', 'ACTIVE',
+    '{"description":"kept","owner_users":["ann"],"rows":3}', [], [], NULL, now());
+"""
+
+
+def test_a_hub_made_by_an_earlier_release_keeps_working(tmp_path: Path) -> None:
+    """Its old change rows read back as they were written, and records under its primary
+    key are still replaced, not duplicated, by later changes."""
+    import duckdb
+
+    with duckdb.connect(str(tmp_path / "acme.duckdb")) as con:
+        con.execute(_FIRST_RELEASE_DDL)
+    hub = LocalHub(tmp_path)
+    hub.upsert("acme", frame([ev("a", QN, 0, attributes={"description": "x"})]))
+    hub.upsert("acme", frame([ev("b", QN, 5, attributes={"description": "y", "rows": 2})]))
+    log = hub.changes("acme", 0, 10)
+    assert log["seq"].to_list() == [1, 2, 3]
+    assert json.loads(log["attributes"][0]) == {
+        "description": "kept", "owner_users": ["ann"], "rows": 3,
+    }  # fmt: skip
+    assert json.loads(log["attributes"][2]) == {"rows": 2, "description": "y"}
+    assert json.loads(log["raw"][2])["attributes"] == {"rows": 2, "description": "y"}
+    records = hub.records("acme")
+    assert records.height == 1 and records["version"].to_list() == [2]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ from lily_dagster.lib.hub.base import (
 )
 from lily_dagster.lib.hub.changelog import (
     CHANGE_SCHEMA,
-    STORED_COLUMNS,
+    STORED_SCHEMA,
     change_rows,
     with_identity,
 )
@@ -38,8 +39,12 @@ from lily_dagster.settings import Settings
 T = TypeVar("T")
 
 _DDL = """
+-- No primary key: DuckDB's index cost ~60 % of a bulk load's record writes, and every
+-- lookup here is a hash join on a batch's names, which scans anyway. Names stay unique
+-- because each batch is reduced to one row per name and replaces the stored ones
+-- (databases made with the key keep it; the writes below serve both).
 CREATE TABLE IF NOT EXISTS records (
-    qualified_name VARCHAR PRIMARY KEY,
+    qualified_name VARCHAR NOT NULL,
     type_name VARCHAR NOT NULL,
     name VARCHAR NOT NULL,
     status VARCHAR NOT NULL,
@@ -90,6 +95,12 @@ CREATE TABLE IF NOT EXISTS changes (
     before VARCHAR,
     changed_at TIMESTAMPTZ NOT NULL
 );
+ALTER TABLE changes ADD COLUMN IF NOT EXISTS description VARCHAR;
+ALTER TABLE changes ADD COLUMN IF NOT EXISTS owner_users VARCHAR[];
+ALTER TABLE changes ADD COLUMN IF NOT EXISTS owner_groups VARCHAR[];
+ALTER TABLE changes ADD COLUMN IF NOT EXISTS certificate_status VARCHAR;
+ALTER TABLE changes ADD COLUMN IF NOT EXISTS parent_qualified_name VARCHAR;
+ALTER TABLE changes ADD COLUMN IF NOT EXISTS glossary_terms VARCHAR[];
 """
 _LOG_SCHEMA: dict[str, pl.DataType] = {
     "qualified_name": pl.String(),
@@ -114,6 +125,8 @@ class LocalHub(RecordReads):
         self.lock_timeout_s = lock_timeout_s
         # How long a partial change waits for its record before it is quarantined as orphan.
         self.orphan_wait_s = orphan_wait_s
+        self._guard = threading.Lock()
+        self._writers: dict[Path, int] = {}  # files this process has open read-write
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalHub:
@@ -125,13 +138,28 @@ class LocalHub(RecordReads):
     @contextmanager
     def _connect(self, tenant: str, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
         self.root.mkdir(parents=True, exist_ok=True)
-        con = self._with_lock_retry(
-            lambda: duckdb.connect(str(self.path(tenant)), read_only=read_only)
-        )
+        path = self.path(tenant)
+        with self._guard:
+            # A read while this process writes the file (a backfill looks names up while
+            # its previous batch is written) joins the writer's database: DuckDB refuses a
+            # read-only connection beside a read-write one, and reads the last commit.
+            read_only = read_only and not self._writers.get(path)
+            if not read_only:
+                self._writers[path] = self._writers.get(path, 0) + 1
         try:
-            yield con
+            con = self._with_lock_retry(
+                lambda: duckdb.connect(
+                    str(path), read_only=read_only, config={"memory_limit": "512MB"}
+                )
+            )
+            try:
+                yield con
+            finally:
+                con.close()
         finally:
-            con.close()
+            if not read_only:
+                with self._guard:
+                    self._writers[path] -= 1
 
     def _with_lock_retry(self, fn: Callable[[], T]) -> T:
         # DuckDB allows one writing process per file; runs of one tenant are serialised by
@@ -141,8 +169,10 @@ class LocalHub(RecordReads):
         while True:
             try:
                 return fn()
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower():
+            except (duckdb.IOException, duckdb.ConnectionException) as exc:
+                # Another process holds the file, or a read of this process opened it
+                # read-only a moment before this write.
+                if not any(m in str(exc).lower() for m in ("lock", "different configuration")):
                     raise
                 if time.monotonic() > deadline:
                     raise HubLockedError(
@@ -162,14 +192,17 @@ class LocalHub(RecordReads):
         a bulk load that resumes from it never applies a batch twice."""
         if events.is_empty() and checkpoint is None:
             return UpsertResult()
-        is_patch = pl.col("patch").is_not_null()
-        full, patches = events.filter(~is_patch), events.filter(is_patch)
+        if events.get_column("patch").null_count() == events.height:
+            full, patches = events, events.clear()  # bulk loads: no copy of the batch
+        else:
+            is_patch = pl.col("patch").is_not_null()
+            full, patches = events.filter(~is_patch), events.filter(is_patch)
         with self._connect(tenant, read_only=False) as con:
             con.execute(_DDL)
             con.execute("BEGIN TRANSACTION")
             try:
                 result = UpsertResult()
-                logs = [pl.DataFrame(schema=_LOG_SCHEMA)]
+                logs: list[pl.DataFrame] = []
                 written: pl.DataFrame | None = None
                 if full.height:
                     candidates = reduce_batch(full)
@@ -183,7 +216,7 @@ class LocalHub(RecordReads):
                     written = None  # versions moved: read the records back
                     result += patched
                     logs.append(patch_log)
-                self._log_changes(con, tenant, pl.concat(logs), now, written)
+                self._log_changes(con, tenant, logs, now, written)
                 result += self._expire_orphans(con, now)
                 if checkpoint is not None:
                     con.execute(
@@ -247,34 +280,47 @@ class LocalHub(RecordReads):
         self,
         con: duckdb.DuckDBPyConnection,
         tenant: str,
-        log: pl.DataFrame,
+        logs: list[pl.DataFrame],
         now: datetime | None,
         written: pl.DataFrame | None,
     ) -> None:
-        """Append the batch's changes to the change log, in the same transaction as the
-        records, with the records' content as users now see it."""
-        if log.is_empty():
+        """Append the batch's changes (the log entries of its upserts and of its partial
+        changes) to the change log, in the same transaction as the records, with the
+        records' content as users now see it."""
+        parts = [part for part in logs if part.height]
+        if not parts:
             return
-        # A record both upserted and patched in one batch is one change.
-        log = log.group_by("qualified_name", maintain_order=True).agg(
-            pl.col("change").first(),
-            pl.col("changed").explode().drop_nulls().unique().sort(),
-            pl.col("before").first(),
-        )
+        log = parts[0]
+        if len(parts) > 1:
+            # A record both upserted and patched in one batch is one change.
+            log = (
+                pl.concat(parts)
+                .group_by("qualified_name", maintain_order=True)
+                .agg(
+                    pl.col("change").first(),
+                    pl.col("changed").explode().drop_nulls().unique().sort(),
+                    pl.col("before").first(),
+                )
+            )
         names = log.select("qualified_name")  # noqa: F841 (read by DuckDB by name)
-        patches = con.sql("SELECT p.* FROM patches p SEMI JOIN names USING (qualified_name)").pl()
+        (any_patch,) = con.execute("SELECT EXISTS (SELECT 1 FROM patches)").fetchall()[0]
+        patches = (
+            con.sql("SELECT p.* FROM patches p SEMI JOIN names USING (qualified_name)")
+            .pl()
+            .cast(PATCH_SCHEMA)
+            if any_patch
+            else pl.DataFrame(schema=PATCH_SCHEMA)
+        )
         if patches.is_empty() and written is not None:
             effective = written  # just written, and no partial change applies to them
         else:
             records = con.sql(
                 "SELECT r.* FROM records r SEMI JOIN names USING (qualified_name)"
             ).pl()
-            effective = effective_records(records.cast(RECORD_SCHEMA), patches.cast(PATCH_SCHEMA))
+            effective = effective_records(records.cast(RECORD_SCHEMA), patches)
         (last,) = con.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchall()[0]
-        rows = change_rows(  # noqa: F841 (read by DuckDB by name)
-            effective, log, tenant, int(last) + 1, now or datetime.now(UTC)
-        )
-        con.execute("INSERT INTO changes BY NAME SELECT * FROM rows")
+        rows = change_rows(effective, log, tenant, int(last) + 1, now or datetime.now(UTC))
+        _append(con, "changes", rows)
 
     def changes(self, tenant: str, after_seq: int, limit: int) -> pl.DataFrame:
         """Up to `limit` changes of the tenant after position `after_seq`, in order."""
@@ -287,7 +333,7 @@ class LocalHub(RecordReads):
                 "SELECT * FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
                 params=[after_seq, limit],
             ).pl()
-        stored = frame.select(STORED_COLUMNS).cast({c: CHANGE_SCHEMA[c] for c in STORED_COLUMNS})
+        stored = frame.select(list(STORED_SCHEMA)).cast(STORED_SCHEMA)
         return with_identity(stored, tenant)
 
     def checkpoint(self, tenant: str, key: str) -> int | None:
@@ -336,8 +382,8 @@ class LocalHub(RecordReads):
     def _write(
         con: duckdb.DuckDBPyConnection, changed: pl.DataFrame, log: pl.DataFrame | None = None
     ) -> None:
-        """Write merged rows; records created by this batch are plain appends (an upsert
-        costs DuckDB ~75 % more per row: bulk loads are mostly new records)."""
+        """Write merged rows: those of records this batch created are plain appends (bulk
+        loads are mostly new records); the others replace their stored rows."""
         if changed.is_empty():
             return
         created = (
@@ -345,12 +391,12 @@ class LocalHub(RecordReads):
             if log is not None
             else pl.DataFrame(schema={"qualified_name": pl.String})
         )
-        new = changed.join(created, on="qualified_name", how="semi")
         rest = changed.join(created, on="qualified_name", how="anti")
-        if new.height:
-            con.execute("INSERT INTO records BY NAME SELECT * FROM new")
         if rest.height:
-            con.execute("INSERT OR REPLACE INTO records BY NAME SELECT * FROM rest")
+            con.execute(
+                "DELETE FROM records WHERE qualified_name IN (SELECT qualified_name FROM rest)"
+            )
+        _append(con, "records", changed)
 
     def _exists(self, tenant: str) -> bool:
         return self.path(tenant).exists()
@@ -384,6 +430,17 @@ class LocalHub(RecordReads):
         if not self.root.is_dir():
             return []
         return sorted(p.stem for p in self.root.glob("*.duckdb"))
+
+
+def _append(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+    """Append `frame` to `table` by column name. Handed over as Arrow with string views,
+    which DuckDB reads as they are: the default conversion copied every string (~0.2 s per
+    1M rows)."""
+    con.register("__append", frame.to_arrow(compat_level=pl.CompatLevel.newest()))
+    try:
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM __append")
+    finally:
+        con.unregister("__append")
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:

@@ -1,0 +1,21 @@
+"""Bulk backfill: assets/s and peak RSS at 1M and 10M assets to the embedded hub, with the
+naive path (one pyatlan object per row) and a raw polars scan (the floor) measured in the
+same run, and the time a billion would take on one node and on N pods. Prints one JSON
+object (the same as `lily bench backfill`).
+
+    .venv/bin/python benchmarks/backfill.py [--assets 1000000 10000000] [--batch-rows N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from lily_dagster.bench.backfill import run
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--assets", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--batch-rows", type=int, default=500_000)
+    args = parser.parse_args()
+    print(json.dumps(run(args.assets, batch_rows=args.batch_rows)))

@@ -1,0 +1,21 @@
+"""Streaming latency: events produced to Kafka (the embedded broker) at a fixed rate across
+several tenants with the Dagster daemon running; p50/p95/max from produce to visible in the
+hub, and events lost. Prints one JSON object (the same as `lily bench latency`).
+
+    .venv/bin/python benchmarks/streaming_latency.py [--rate 1000] [--seconds 30] [--tenants 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from lily_dagster.bench.latency import run_latency
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--tenants", type=int, default=3)
+    args = parser.parse_args()
+    print(json.dumps(run_latency(args.rate, args.seconds, tenants=args.tenants)))
