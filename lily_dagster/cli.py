@@ -145,6 +145,12 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     )
     if interactive:
         print(file=sys.stderr)
+    if report.shards_left:
+        print(
+            f"{args.tenant}: not whole yet, shards still to run: {report.shards_left} "
+            f"(of --shards {report.shards})",
+            file=sys.stderr,
+        )
     print(json.dumps(report.as_dict()))
     return 0
 

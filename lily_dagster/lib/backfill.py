@@ -23,6 +23,7 @@ from typing import Any
 import polars as pl
 
 from lily_dagster.lib.bulk_decode import decode_frame, fill_raw, scan_envelopes
+from lily_dagster.lib.envelope import empty_events
 from lily_dagster.lib.hooks import HookContext, run_chain, tenant_chain
 from lily_dagster.lib.hub.base import MetadataHub, UpsertResult
 from lily_dagster.lib.quarantine import QuarantineStore
@@ -55,6 +56,9 @@ class BackfillReport:
     unchanged: int = 0
     seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    # Shards of this shard count not finished yet (after this run): the tenant's estate is
+    # whole once none is left.
+    shards_left: list[int] = field(default_factory=list)
 
     @property
     def rows_per_s(self) -> float:
@@ -64,9 +68,46 @@ class BackfillReport:
         return {**asdict(self), "rows_per_s": round(self.rows_per_s)}
 
 
+def source_prefix(source: str) -> str:
+    return f"backfill:{hashlib.sha256(source.encode()).hexdigest()[:16]}:"
+
+
 def checkpoint_key(source: str, shards: int, shard: int) -> str:
-    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
-    return f"backfill:{digest}:{shards}:{shard}"
+    """The key of a shard's last committed batch; `<key>:done` holds its batch count once
+    the shard has read the whole source."""
+    return f"{source_prefix(source)}{shards}:{shard}"
+
+
+def shard_progress(hub: MetadataHub, tenant: str, source: str) -> dict[int, dict[int, bool]]:
+    """For each shard count `source` was loaded with: shard → whether it finished."""
+    progress: dict[int, dict[int, bool]] = {}
+    for key in hub.checkpoints(tenant, source_prefix(source)):
+        shards, shard, *done = key.removeprefix(source_prefix(source)).split(":")
+        finished = progress.setdefault(int(shards), {}).get(int(shard), False)
+        progress[int(shards)][int(shard)] = finished or bool(done)
+    return progress
+
+
+def shards_left(progress: dict[int, dict[int, bool]], shards: int) -> list[int]:
+    """The shards of a `shards`-way load not finished yet."""
+    done = progress.get(shards, {})
+    return [s for s in range(shards) if not done.get(s, False)]
+
+
+def check_coverage(hub: MetadataHub, tenant: str, source: str, shards: int) -> None:
+    """Refuse a shard spec that would not line up with a load of the same source still
+    under way with another: their shards split the records differently, so finishing
+    neither would leave records out while each looked partly done."""
+    progress = shard_progress(hub, tenant, source)
+    for other, done in sorted(progress.items()):
+        left = shards_left(progress, other)
+        if other != shards and left:
+            finished = sorted(s for s, ok in done.items() if ok)
+            raise BackfillError(
+                f"{source} is being loaded for {tenant} in {other} shards (finished: "
+                f"{finished or 'none'}; still to run: {left}); run those with --shards "
+                f"{other}, then load it again in {shards} shards if needed"
+            )
 
 
 def in_shard(shards: int, shard: int) -> pl.Expr:
@@ -98,6 +139,7 @@ def run_backfill(
 ) -> BackfillReport:
     """Load `source` into the tenant's hub, resuming after the shard's checkpoint."""
     check_shards(shards, shard)
+    check_coverage(hub, tenant, source, shards)
     key = checkpoint_key(source, shards, shard)
     done = hub.checkpoint(tenant, key)
     report = BackfillReport(
@@ -184,6 +226,10 @@ def run_backfill(
             in_flight = (index, events, writer.submit(write, index, events))
         if in_flight is not None:
             committed(in_flight[0], in_flight[1], in_flight[2].result())
+    # The whole source is read: the shard is finished (a rerun applies nothing).
+    batches = report.resumed_after + 1 + report.batches
+    hub.upsert(tenant, empty_events(), checkpoint=(f"{key}:done", batches))
+    report.shards_left = shards_left(shard_progress(hub, tenant, source), shards)
     report.seconds = time.perf_counter() - started
     report.stage_seconds = {k: round(v, 2) for k, v in timings.items()}
     return report

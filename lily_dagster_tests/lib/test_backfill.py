@@ -184,6 +184,22 @@ def test_parquet_rows_refused_by_a_later_gate_are_kept_with_their_envelope(
     assert kept["quarantine_id"][0] is not None
 
 
+def test_a_shard_spec_that_does_not_line_up_with_a_load_under_way_is_refused(
+    estate: Path, tmp_path: Path
+) -> None:
+    _, first = load(tmp_path, str(estate), shards=3, shard=0)
+    assert first.shards_left == [1, 2]
+    changes = LocalHub(tmp_path / "hub").last_change("acme")
+    with pytest.raises(BackfillError, match=r"in 3 shards .*still to run: \[1, 2\]"):
+        load(tmp_path, str(estate), shards=4, shard=0)
+    assert LocalHub(tmp_path / "hub").last_change("acme") == changes  # nothing applied
+    assert load(tmp_path, str(estate), shards=3, shard=2)[1].shards_left == [1]
+    assert load(tmp_path, str(estate), shards=3, shard=1)[1].shards_left == []
+    # The 3-way load is whole: loading the source again another way is allowed.
+    _, again = load(tmp_path, str(estate), shards=4, shard=0)
+    assert again.shards_left == [1, 2, 3] and again.created == 0
+
+
 def test_a_truncated_parquet_file_is_refused_naming_it(estate: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     broken.mkdir()

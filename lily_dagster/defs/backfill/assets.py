@@ -89,6 +89,8 @@ def bulk_backfill(
             **{k: v for k, v in report.as_dict().items() if isinstance(v, int | float)},
             "stage_seconds": MetadataValue.json(report.stage_seconds),
             "source": MetadataValue.text(config.source),
+            # The tenant's estate is whole once every shard has finished.
+            "shards_left": MetadataValue.json(report.shards_left),
         }
     )
 

@@ -437,6 +437,10 @@ class MetadataHub(Protocol):
         """The value last recorded under `key` by an upsert (None: never)."""
         ...
 
+    def checkpoints(self, tenant: str, prefix: str) -> dict[str, int]:
+        """Every value recorded by an upsert under a key starting with `prefix`."""
+        ...
+
     def export(self, tenant: str) -> Iterator[dict[str, Any]]:
         """Every record of the tenant as CONTRACT.md §2 hub export records."""
         ...

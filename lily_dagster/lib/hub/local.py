@@ -338,13 +338,19 @@ class LocalHub(RecordReads):
 
     def checkpoint(self, tenant: str, key: str) -> int | None:
         """The value last recorded under `key` with an upsert (None: never)."""
+        return self.checkpoints(tenant, key).get(key)
+
+    def checkpoints(self, tenant: str, prefix: str) -> dict[str, int]:
+        """Every value recorded with an upsert under a key starting with `prefix`."""
         if not self._exists(tenant):
-            return None
+            return {}
         with self._connect(tenant, read_only=True) as con:
             if not _has_table(con, "checkpoints"):
-                return None
-            found = con.execute("SELECT value FROM checkpoints WHERE key = ?", [key]).fetchall()
-        return int(found[0][0]) if found else None
+                return {}
+            found = con.execute(
+                "SELECT key, value FROM checkpoints WHERE starts_with(key, ?)", [prefix]
+            ).fetchall()
+        return {str(k): int(v) for k, v in found}
 
     def last_change(self, tenant: str) -> int:
         """The position of the tenant's latest change (0: none)."""

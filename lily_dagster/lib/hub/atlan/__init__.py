@@ -499,6 +499,9 @@ class AtlanHub(RecordReads):
     def checkpoint(self, tenant: str, key: str) -> int | None:
         return self.ledger.checkpoint(tenant, key)
 
+    def checkpoints(self, tenant: str, prefix: str) -> dict[str, int]:
+        return self.ledger.checkpoints(tenant, prefix)
+
     def listing(self, tenant: str) -> pl.DataFrame:
         """What Atlan holds under the connections of the tenant's records, read through
         pyatlan's search (bulk paging), so edits made in Atlan show."""
