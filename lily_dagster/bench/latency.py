@@ -207,7 +207,11 @@ def pipeline_settings() -> dict[str, Any]:
     """The settings that decide the latency: sensor cadence, executor, run queue."""
     from dagster._daemon import sensor as sensor_daemon
 
-    from lily_dagster.defs.ingest.sensors import kafka_events_sensor, tenant_ingest_job
+    from lily_dagster.defs.ingest.sensors import (
+        KAFKA_READ_MAX_SECONDS,
+        kafka_events_sensor,
+        tenant_ingest_job,
+    )
     from lily_dagster.runtime import DAGSTER_YAML
 
     instance_yaml = yaml.safe_load(DAGSTER_YAML.read_text()) or {}
@@ -223,6 +227,10 @@ def pipeline_settings() -> dict[str, Any]:
         "dequeue_use_threads": coordinator.get("dequeue_use_threads", False),
         "max_concurrent_runs": coordinator.get("max_concurrent_runs"),
         "runs_per_tenant": 1,
+        # A tenant with a run not started yet gets no second one: that run takes the batch.
+        "queued_runs_per_tenant": 1,
+        "kafka_read_max_s": KAFKA_READ_MAX_SECONDS,
+        "sensor_submit_workers": (instance_yaml.get("sensors") or {}).get("num_submit_workers"),
         "cpus": os.cpu_count(),
     }
 

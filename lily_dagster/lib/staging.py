@@ -3,6 +3,10 @@
 A batch is a Parquet file of raw payloads plus a JSON manifest, both under
 `staging/{tenant}/pending/`. The manifest is written last, so a batch exists exactly when
 its manifest does. Once the hub holds the batch, it moves to `applied/`.
+
+A run that takes a batch claims it (`{batch_id}.claim`, naming the run, or the first run
+of a re-execution chain): a run that takes every unclaimed pending batch of its tenant (a
+coalescing run) leaves alone the batches a failed run took, which wait for an operator.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -88,6 +93,38 @@ class StagingArea:
             return []
         return sorted(p.stem for p in directory.glob("*.json"))
 
+    def claim(self, tenant: str, batch_ids: Iterable[str], owner: str) -> None:
+        """Record that the run `owner` took these pending batches."""
+        pending = self._dir(tenant, "pending")
+        for batch_id in batch_ids:
+            if (pending / f"{batch_id}.json").exists():
+                write_text_atomic(pending / f"{batch_id}.claim", owner)
+
+    def claimed_by(self, tenant: str, batch_id: str) -> str | None:
+        try:
+            return (self._dir(tenant, "pending") / f"{batch_id}.claim").read_text()
+        except FileNotFoundError:
+            return None
+
+    def unclaimed(self, tenant: str, owner: str | None = None, min_age_s: float = 0) -> list[str]:
+        """Pending batches that no run took (or only `owner`), landed at least `min_age_s`
+        ago, sorted by id."""
+        pending = self._dir(tenant, "pending")
+        now = time.time()
+        found: list[str] = []
+        for batch_id in self.pending(tenant):
+            if self.claimed_by(tenant, batch_id) not in (None, owner):
+                continue
+            if min_age_s > 0:
+                try:
+                    landed = (pending / f"{batch_id}.json").stat().st_mtime
+                except FileNotFoundError:  # applied meanwhile
+                    continue
+                if now - landed < min_age_s:
+                    continue
+            found.append(batch_id)
+        return found
+
     def tenants_with_pending(self) -> list[str]:
         if not self.root.is_dir():
             return []
@@ -124,5 +161,6 @@ class StagingArea:
             data = pending / f"{batch_id}.parquet"
             if data.exists():
                 os.replace(data, applied / data.name)
+            (pending / f"{batch_id}.claim").unlink(missing_ok=True)
         fsync_dir(applied)
         fsync_dir(pending)

@@ -314,6 +314,35 @@ def test_rule_failing_most_of_a_batch_blocks_the_upsert_and_keeps_it_pending(
     assert hub(lily_home, "acme") == {}
 
 
+def test_a_blocked_batch_is_left_to_the_operator_by_later_runs_of_its_tenant(
+    lily_home: Path, kafka_bootstrap: str, topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LILY_BLOCK_REJECT_SHARE", "0.1")
+    monkeypatch.setenv("LILY_BLOCK_MIN_EVENTS", "5")
+    send(
+        kafka_bootstrap, topic, [table("acme"), *(bad_structure("acme", f"X{i}") for i in range(8))]
+    )
+    with instance_for_test() as instance:
+        first = harness.tick(kafka_events_sensor, instance, None)
+        assert isinstance(first, SensorResult) and first.cursor
+        harness.run_requested(
+            instance, SensorResult(dynamic_partitions_requests=first.dynamic_partitions_requests)
+        )
+        (blocked,) = first.run_requests or []
+        assert isinstance(blocked, RunRequest)
+        assert not execute(instance, blocked).success
+        # The next batch's run takes every pending batch no run took: not the blocked one.
+        send(kafka_bootstrap, topic, [column("acme", "GOOD")])
+        second = harness.tick(kafka_events_sensor, instance, first.cursor)
+        assert isinstance(second, SensorResult)
+        (request,) = second.run_requests or []
+        assert isinstance(request, RunRequest)
+        assert execute(instance, request).success
+        assert materialisation(instance, "landed_events", "acme")["events_in"] == 1
+    assert StagingArea(lily_home / "staging").pending("acme") == [blocked.tags["lily/batch"]]
+    assert names_in_hub(lily_home, "acme") == {"GOOD"}
+
+
 # --- quarantine replay --------------------------------------------------------------------
 
 WITH_FAILING_HOOK = (

@@ -10,18 +10,28 @@ import pytest
 from dagster import (
     AssetKey,
     DagsterInstance,
+    DagsterRunStatus,
     RunRequest,
     SensorResult,
     SkipReason,
     instance_for_test,
 )
+from dagster._core.remote_origin import (
+    InProcessCodeLocationOrigin,
+    RemoteJobOrigin,
+    RemoteRepositoryOrigin,
+)
+from dagster._core.test_utils import create_run_for_test
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
+from lily_dagster.defs.ingest import sensors
 from lily_dagster.defs.ingest.sensors import kafka_events_sensor
 from lily_dagster.lib.broker import produce
 from lily_dagster.lib.demo import DemoTraffic, generate_demo
 from lily_dagster.lib.hub.local import LocalHub
 from lily_dagster.lib.kafka_source import parse_cursor
 from lily_dagster.lib.quarantine import QuarantineStore
+from lily_dagster.lib.staging import StagingArea
 from lily_dagster.settings import UNROUTED_TENANT
 from lily_dagster_tests import sensor_harness as harness
 
@@ -184,3 +194,123 @@ def test_topic_bound_to_a_tenant_quarantines_other_tenants_events(
     assert reasons == ["malformed_json", "tenant_mismatch"]
     assert list(hub_state(lily_home, "acme")) == [good["asset"]["qualified_name"]]
     assert hub_state(lily_home, "globex") == {}
+
+
+# --- coalescing: one queued run per tenant takes every batch landed meanwhile ---------------
+
+
+def _table_events(tenant: str, names: list[str]) -> list[tuple[bytes, bytes]]:
+    events = []
+    for name in names:
+        qualified_name = f"default/snowflake/1700000000/DB/SCH/{name}"
+        envelope = {
+            "event_id": f"{tenant}-{name}",
+            "tenant": tenant,
+            "source": "snowflake",
+            "op": "upsert",
+            "event_time": "2026-11-23T10:00:00Z",
+            "asset": {"type_name": "Table", "qualified_name": qualified_name, "name": name},
+        }
+        events.append((qualified_name.encode(), json.dumps(envelope).encode()))
+    return events
+
+
+def _queue(instance: DagsterInstance, request: RunRequest, status: DagsterRunStatus) -> str:
+    """The run the daemon would create for `request`, left in `status` (no daemon here)."""
+    origin = RemoteJobOrigin(
+        repository_origin=RemoteRepositoryOrigin(
+            code_location_origin=InProcessCodeLocationOrigin(
+                LoadableTargetOrigin(module_name="lily_dagster.definitions")
+            ),
+            repository_name="__repository__",
+        ),
+        job_name="tenant_ingest_job",
+    )
+    run = create_run_for_test(
+        instance,
+        job_name="tenant_ingest_job",
+        run_config=request.run_config,
+        tags={**request.tags, "dagster/partition": request.partition_key or ""},
+        status=status,
+        remote_job_origin=origin,
+    )
+    stored = instance.get_run_by_id(run.run_id)
+    assert stored is not None and stored.status == status
+    return run.run_id
+
+
+def _staging(home: Path) -> StagingArea:
+    return StagingArea(home / "staging")
+
+
+@pytest.mark.parametrize(
+    "status", [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING]
+)
+def test_a_tenant_with_a_queued_run_gets_no_second_run_and_that_run_takes_the_new_batch(
+    lily_home: Path, kafka_bootstrap: str, topic: str, status: DagsterRunStatus
+) -> None:
+    produce(kafka_bootstrap, topic, _table_events("acme", ["A1", "A2"]))
+    with instance_for_test() as instance:
+        first = tick(instance, None)
+        assert isinstance(first, SensorResult) and first.cursor
+        harness.run_requested(
+            instance, SensorResult(dynamic_partitions_requests=first.dynamic_partitions_requests)
+        )
+        (queued,) = first.run_requests or []
+        _queue(instance, queued, status)
+        # Landed while acme's run waits in the queue: no second run, the queued one takes it.
+        produce(
+            kafka_bootstrap,
+            topic,
+            [*_table_events("acme", ["A3"]), *_table_events("globex", ["G1"])],
+        )
+        second = tick(instance, first.cursor)
+        assert isinstance(second, SensorResult) and second.cursor
+        assert [r.partition_key for r in second.run_requests or []] == ["globex"]
+        assert len(_staging(lily_home).pending("acme")) == 2
+        harness.execute(instance, queued)
+    assert sorted(r["name"] for r in hub_state(lily_home, "acme").values()) == ["A1", "A2", "A3"]
+    assert _staging(lily_home).pending("acme") == []
+
+
+def test_a_batch_landed_once_the_run_has_started_gets_a_run_of_its_own(
+    lily_home: Path, kafka_bootstrap: str, topic: str
+) -> None:
+    produce(kafka_bootstrap, topic, _table_events("acme", ["A1"]))
+    with instance_for_test() as instance:
+        first = tick(instance, None)
+        assert isinstance(first, SensorResult) and first.cursor
+        (started,) = first.run_requests or []
+        # Its landed_events may have listed the pending batches already: it cannot be relied on.
+        _queue(instance, started, DagsterRunStatus.STARTED)
+        produce(kafka_bootstrap, topic, _table_events("acme", ["A2"]))
+        second = tick(instance, first.cursor)
+        assert isinstance(second, SensorResult)
+        assert [r.partition_key for r in second.run_requests or []] == ["acme"]
+
+
+def test_pending_batches_no_run_took_get_a_run_after_a_while(
+    lily_home: Path, kafka_bootstrap: str, topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    produce(kafka_bootstrap, topic, _table_events("acme", ["A1"]))
+    with instance_for_test() as instance:
+        first = tick(instance, None)
+        assert isinstance(first, SensorResult) and first.cursor
+        harness.run_requested(
+            instance, SensorResult(dynamic_partitions_requests=first.dynamic_partitions_requests)
+        )
+        # Its run was cancelled while queued, before it took the batch.
+        _queue(instance, (first.run_requests or [])[0], DagsterRunStatus.CANCELED)
+        idle = tick(instance, first.cursor)
+        assert isinstance(idle, SensorResult) and not idle.run_requests  # too recent yet
+        monkeypatch.setattr(sensors, "SWEEP_AFTER_S", 0.0)
+        swept = tick(instance, first.cursor)
+        assert isinstance(swept, SensorResult)
+        (request,) = swept.run_requests or []
+        assert request.partition_key == "acme" and request.tags["lily/source"] == "sweep"
+        harness.execute(instance, request)
+        assert _staging(lily_home).pending("acme") == []
+        assert [r["name"] for r in hub_state(lily_home, "acme").values()] == ["A1"]
+        # Nothing left: the next tick requests nothing.
+        again = tick(instance, first.cursor)
+        assert isinstance(again, SensorResult) and not again.run_requests

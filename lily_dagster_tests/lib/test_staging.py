@@ -138,3 +138,24 @@ def test_binary_payloads_survive_exactly(tmp_path: Path) -> None:
     area.land("acme", "b1", "webhook", frame, {})
     read, _ = area.read("acme", ["b1"])
     assert read["value"].to_list() == values
+
+
+def test_claims_keep_a_run_s_batches_from_other_runs_until_applied(tmp_path: Path) -> None:
+    area = StagingArea(tmp_path / "staging")
+    for batch_id in ("b1", "b2", "b3"):
+        area.land("acme", batch_id, "kafka", batch(1, batch_id), {})
+    area.claim("acme", ["b1", "nope"], "run-a")  # a batch not pending is not claimed
+    assert area.claimed_by("acme", "b1") == "run-a"
+    assert area.claimed_by("acme", "nope") is None
+    assert area.pending("acme") == ["b1", "b2", "b3"]  # still pending, only taken
+    assert area.unclaimed("acme") == ["b2", "b3"]
+    assert area.unclaimed("acme", owner="run-a") == ["b1", "b2", "b3"]  # its re-execution
+    assert area.unclaimed("acme", min_age_s=3600) == []  # landed just now
+    area.mark_applied("acme", ["b1"])
+    assert area.claimed_by("acme", "b1") is None
+    assert sorted(p.name for p in (tmp_path / "staging" / "acme" / "pending").iterdir()) == [
+        "b2.json",
+        "b2.parquet",
+        "b3.json",
+        "b3.parquet",
+    ]

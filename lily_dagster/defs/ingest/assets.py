@@ -14,10 +14,14 @@ from lily_dagster.lib.staging import LANDED_SCHEMA, StagingArea
 
 class LandedEventsConfig(Config):
     """Which landed batches to process; empty means every pending batch of the tenant.
+    With `coalesce` (the sensors' runs), also every pending batch of the tenant that no other
+    run took: batches landed while this run was queued ride along, so the sensors request no
+    second run for a tenant whose run is still queued.
     With `replay`, the tenant's quarantined events (of `replay_reasons`, or all) are landed
     as a new batch first and go through every gate again."""
 
     batch_ids: list[str] = []
+    coalesce: bool = False
     replay: bool = False
     replay_reasons: list[str] = []
 
@@ -77,6 +81,7 @@ def landed_events(
     tenant = context.partition_key
     staging = lily.staging()
     batch_ids = list(config.batch_ids)
+    owner = context.run.root_run_id or context.run_id
     replayed = 0
     if config.replay:
         replay_batch, replayed = land_replay(lily, tenant, config.replay_reasons)
@@ -84,6 +89,10 @@ def landed_events(
         context.log.info(f"replaying {replayed} quarantined events of {tenant}")
     elif not batch_ids:
         batch_ids = staging.pending(tenant)
+    elif config.coalesce:
+        batch_ids = sorted(set(batch_ids) | set(staging.unclaimed(tenant, owner)))
+    # A re-execution of this run takes the same batches again; other coalescing runs do not.
+    staging.claim(tenant, batch_ids, owner)
     frame, manifests = staging.read(tenant, batch_ids)
     ids = [m.batch_id for m in manifests]
     skipped = sorted(set(batch_ids) - set(ids))

@@ -1,12 +1,17 @@
 """kafka_events_sensor: Kafka → durable per-tenant landing → one run per tenant per tick."""
 
+from collections.abc import Mapping
 from typing import Any
 
 import polars as pl
 from dagster import (
     AssetSelection,
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
+    RunsFilter,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -32,6 +37,7 @@ from lily_dagster.lib.kafka_source import (
     read_batch,
     route_messages,
 )
+from lily_dagster.lib.staging import StagingArea, batch_set_key
 from lily_dagster.settings import UNROUTED_TENANT
 
 # How long one tick may read Kafka (connecting and looking up the partitions' offsets
@@ -40,9 +46,12 @@ from lily_dagster.settings import UNROUTED_TENANT
 # producers keep writing, so under steady traffic a tick reads for this whole bound (with 20 s
 # it read for 2-20 s, and events waited that long before being landed). The whole tick (read,
 # landing, run submission) must fit in the daemon's 5 s sensor loop: a tick still running
-# when the loop comes round is skipped, and the next events wait a whole loop more. 2 s leaves
-# room for an idle partition to report its end (~1 s on Tansu) and reads a 50k backlog (0.2 s).
-KAFKA_READ_MAX_SECONDS = 2.0
+# when the loop comes round is skipped, and the next events wait a whole loop more. With 2 s,
+# plus creating the tick's runs (0.4-2 s each on 2 busy cores), ticks ran past 5 s under
+# 1,000 events/s across 3 tenants and every other one was skipped; 1 s still reads a 50k
+# backlog (0.2 s), and an idle partition that has not reported its end (~1 s on Tansu) only
+# ends the read at the bound, which nothing but `drained` depends on.
+KAFKA_READ_MAX_SECONDS = 1.0
 
 # In-process: a micro-batch run is a few seconds of work, so a subprocess per step
 # would double its latency.
@@ -66,14 +75,92 @@ quarantine_replay_job = define_asset_job(
 )
 
 
+# A pending batch that no run took this long after it landed, while no run of its tenant is
+# in flight, gets a run of its own: the run it was left to was cancelled or failed before
+# taking it. Long enough that a run another sensor requested for it exists by then.
+SWEEP_AFTER_S = 30.0
+
+# Runs whose process has not listed the pending batches yet (it does so in landed_events,
+# after the run's PIPELINE_START), so a batch landed now is still taken by them.
+NOT_YET_TAKING = (
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.STARTING,
+)
+IN_FLIGHT = (*NOT_YET_TAKING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING)
+
+
 def ingest_run_request(tenant: str, batch_id: str, source: str) -> RunRequest:
-    """The run that processes one landed batch of one tenant; shared by every source."""
+    """The run that processes one landed batch of one tenant, and every other pending batch
+    of the tenant that no other run took when it starts; shared by every source."""
     return RunRequest(
         run_key=f"{batch_id}:{tenant}",
         partition_key=tenant,
-        run_config={"ops": {"landed_events": {"config": {"batch_ids": [batch_id]}}}},
+        run_config={
+            "ops": {"landed_events": {"config": {"batch_ids": [batch_id], "coalesce": True}}}
+        },
         tags={"lily/tenant": tenant, "lily/batch": batch_id, "lily/source": source},
     )
+
+
+def _takes_new_batches(run: DagsterRun) -> bool:
+    """Whether the run's landed_events takes pending batches it was not requested for."""
+    config: Any = run.run_config
+    for key in ("ops", "landed_events", "config"):
+        config = config.get(key) if isinstance(config, Mapping) else None
+    config = config or {}
+    if config.get("replay"):
+        return False
+    return bool(config.get("coalesce")) or not config.get("batch_ids")
+
+
+def ingest_runs_in_flight(instance: DagsterInstance) -> dict[str, list[DagsterRun]]:
+    """Runs of the ingest jobs not yet ended, by tenant."""
+    jobs = {tenant_ingest_job.name, quarantine_replay_job.name}
+    by_tenant: dict[str, list[DagsterRun]] = {}
+    for run in instance.get_runs(RunsFilter(statuses=list(IN_FLIGHT))):
+        tenant = run.tags.get("dagster/partition") or run.tags.get("lily/tenant")
+        if run.job_name in jobs and tenant:
+            by_tenant.setdefault(tenant, []).append(run)
+    return by_tenant
+
+
+def tenants_with_waiting_run(runs: dict[str, list[DagsterRun]]) -> set[str]:
+    """Tenants with a run that will take a batch landed now (see NOT_YET_TAKING)."""
+    return {
+        tenant
+        for tenant, tenant_runs in runs.items()
+        if any(r.status in NOT_YET_TAKING and _takes_new_batches(r) for r in tenant_runs)
+    }
+
+
+def sweep_run_requests(
+    instance: DagsterInstance,
+    staging: StagingArea,
+    runs: dict[str, list[DagsterRun]],
+    exclude: set[str],
+) -> list[RunRequest]:
+    """A run for each tenant (not in `exclude`) whose pending batches no run took and no run
+    will take (SWEEP_AFTER_S); its run key names the batches, so each set is tried once."""
+    known = set(instance.get_dynamic_partitions(TENANTS))
+    requests: list[RunRequest] = []
+    for tenant in staging.tenants_with_pending():
+        if tenant in exclude or tenant in runs or tenant not in known:
+            continue
+        stranded = staging.unclaimed(tenant, min_age_s=SWEEP_AFTER_S)
+        if not stranded:
+            continue
+        requests.append(
+            RunRequest(
+                run_key=f"sweep-{batch_set_key(stranded)}:{tenant}",
+                partition_key=tenant,
+                run_config={
+                    "ops": {"landed_events": {"config": {"batch_ids": stranded, "coalesce": True}}}
+                },
+                tags={"lily/tenant": tenant, "lily/batch": stranded[0], "lily/source": "sweep"},
+            )
+        )
+    return requests
 
 
 def land_and_request_runs(
@@ -92,12 +179,24 @@ def land_and_request_runs(
         staging.land(tenant, batch_id, source, frame, details)
     known = set(context.instance.get_dynamic_partitions(TENANTS))
     added = sorted(set(frames) - known)
+    # Looked up only once the batches are landed: a run that has not started its steps yet
+    # will take them (landed_events with `coalesce`), so its tenant needs no second run.
+    runs = ingest_runs_in_flight(context.instance)
+    waiting = tenants_with_waiting_run(runs)
+    coalesced = sorted(set(frames) & waiting)
     context.log.info(
         f"landed {sum(f.height for f in frames.values())} {source} events as {batch_id} "
         f"for {sorted(frames)}"
+        + (f"; left to the runs already queued for {coalesced}" if coalesced else "")
     )
+    requests = [
+        *(ingest_run_request(t, batch_id, source) for t in sorted(set(frames) - waiting)),
+        *sweep_run_requests(context.instance, staging, runs, exclude=set(frames)),
+    ]
     return SensorResult(
-        run_requests=[ingest_run_request(t, batch_id, source) for t in sorted(frames)],
+        run_requests=requests,
+        # The tick shows why it requested no run (else Dagster says "empty result").
+        skip_reason=None if requests else f"landed {batch_id}; the queued runs take it",
         cursor=cursor,
         dynamic_partitions_requests=[tenant_partitions.build_add_request(added)] if added else [],
     )
@@ -132,6 +231,14 @@ def kafka_events_sensor(
     if batch.missing_topics:
         context.log.warning(f"topics not on the broker yet: {batch.missing_topics}")
     if not batch.messages:
+        sweep = sweep_run_requests(
+            context.instance, lily.staging(), ingest_runs_in_flight(context.instance), set()
+        )
+        if sweep:
+            context.log.warning(
+                f"pending batches no run took: runs for {[r.partition_key for r in sweep]}"
+            )
+            return SensorResult(run_requests=sweep, cursor=dump_cursor(batch.next_cursor))
         return SensorResult(
             skip_reason=f"no new events (lag {batch.lag})", cursor=dump_cursor(batch.next_cursor)
         )
