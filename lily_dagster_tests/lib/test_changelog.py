@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import duckdb
+
 from lily_dagster.lib.hub.local import LocalHub
 from lily_dagster_tests.builders import ev, frame
 
@@ -49,6 +51,57 @@ def test_a_partial_change_is_logged_as_an_update_of_the_fields_it_touches(tmp_pa
     assert json.loads(last[0]["attributes"])["certificate_status"] == "VERIFIED"
 
 
+def test_each_change_keeps_the_content_it_had_as_its_record_moves_on(tmp_path: Path) -> None:
+    """A change written with its record's row is kept on that row; the row being replaced,
+    or its version moving, moves the change into the change log first, content included."""
+    hub = LocalHub(tmp_path)
+    other = QN + "_2"
+    owners = {"owner_users": ["ann"], "description": "first", "rows": 1}
+    hub.upsert(
+        "acme",
+        frame(
+            [
+                ev("a", QN, 0, attributes=owners, classifications=["PII"]),
+                ev("a2", other, 0, attributes={"description": "other first"}),
+            ]
+        ),
+    )
+    assert references(tmp_path) == [1, 2]  # both kept on their records' rows
+    patch = {"set": {"certificate_status": "VERIFIED"}}
+    hub.upsert("acme", frame([ev("p", QN, 5, attributes={"lily_patch": patch})]))
+    assert references(tmp_path) == [2]  # the version moved: change 1 went to the log
+    hub.upsert(
+        "acme",
+        frame(
+            [
+                ev("b", QN, 9, attributes={"description": "second"}),
+                ev("b2", other, 9, attributes={"description": "other second"}),
+            ]
+        ),
+    )
+    log = {c["seq"]: c for c in hub.changes("acme", 0, 10).to_dicts()}
+    assert [(c["qualified_name"], c["change"]) for c in log.values()] == [
+        (QN, "created"), (other, "created"), (QN, "updated"), (QN, "updated"),
+        (other, "updated"),
+    ]  # fmt: skip
+    assert json.loads(log[1]["attributes"]) == owners and log[1]["classifications"] == ["PII"]
+    assert json.loads(log[2]["attributes"]) == {"description": "other first"}
+    assert json.loads(log[3]["attributes"])["certificate_status"] == "VERIFIED"
+    assert json.loads(log[3]["attributes"])["description"] == "first"
+    assert json.loads(log[4]["attributes"]) == {"description": "second"}
+    assert json.loads(log[5]["attributes"]) == {"description": "other second"}
+    assert log[5]["classifications"] == []
+
+
+def references(hub_dir: Path) -> list[int]:
+    """The changes kept on their record's own row (not copied into the change log)."""
+    with duckdb.connect(str(hub_dir / "acme.duckdb"), read_only=True) as con:
+        found = con.sql(
+            "SELECT change_seq FROM records WHERE change_seq IS NOT NULL ORDER BY 1"
+        ).fetchall()
+    return [int(seq) for (seq,) in found]
+
+
 # The tables as the first releases made them: records keyed by a primary key, the change
 # log holding the whole attributes object.
 _FIRST_RELEASE_DDL = """
@@ -76,11 +129,12 @@ INSERT INTO changes VALUES (1, 'default/x/OLD', 'Table', 'created', 1, 'OLD', 'A
 def test_a_hub_made_by_an_earlier_release_keeps_working(tmp_path: Path) -> None:
     """Its old change rows read back as they were written, and records under its primary
     key are still replaced, not duplicated, by later changes."""
-    import duckdb
-
     with duckdb.connect(str(tmp_path / "acme.duckdb")) as con:
         con.execute(_FIRST_RELEASE_DDL)
     hub = LocalHub(tmp_path)
+    # Read before anything is written with this release: the old log as it is.
+    assert hub.last_change("acme") == 1
+    assert json.loads(hub.changes("acme", 0, 10)["attributes"][0])["rows"] == 3
     hub.upsert("acme", frame([ev("a", QN, 0, attributes={"description": "x"})]))
     hub.upsert("acme", frame([ev("b", QN, 5, attributes={"description": "y", "rows": 2})]))
     log = hub.changes("acme", 0, 10)

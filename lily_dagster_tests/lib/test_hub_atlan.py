@@ -173,6 +173,11 @@ def test_entity_atlan_refuses_is_quarantined_with_its_error_the_rest_land(
     assert reject["reason"] == "hub_refused" and "NoSuchAtlanType" in reject["detail"]
     assert reject["event_id"] == "bad"
     assert f"{CONN}/x/NOPE" not in {r["qualified_name"] for r in hub.export("acme")}
+    # The ledger let the refused record go; the change that created it keeps its content.
+    log = hub.changes("acme", 0, 100).filter(pl.col("qualified_name") == f"{CONN}/x/NOPE")
+    assert log.select("change", "name", "type_name").rows() == [
+        ("created", "NOPE", "NoSuchAtlanType")
+    ]
 
 
 def test_tags_attached_only_where_their_typedef_exists(

@@ -41,6 +41,10 @@ STORED_SCHEMA: dict[str, pl.DataType] = {
     **{c: t for c, t in CHANGE_SCHEMA.items() if c not in ("event_id", "raw", "origin")},
     **{c: EVENT_SCHEMA[c] for c in WELL_KNOWN_ATTRIBUTES},
 }
+# A record's latest change, kept on the record's own row while no partial change applies:
+# a bulk load then writes each record once, not once more into the change log (~0.5 s per
+# 1M records). The change moves to the change log (materialised) before the row changes.
+LATEST_CHANGE = ("change_seq", "change", "changed", "before", "changed_at")
 
 
 def attributes_json() -> pl.Expr:
@@ -55,7 +59,10 @@ def change_rows(
     """Change-log rows as stored (STORED_SCHEMA) for `log` (qualified_name, change,
     changed, before), with the records' content after the change (RECORD_SCHEMA rows),
     numbered from `first_seq` in qualified-name order."""
-    rows = log.join(records, on="qualified_name", how="inner")
+    if log.height == records.height and log["qualified_name"].equals(records["qualified_name"]):
+        rows = records.with_columns(log.drop("qualified_name"))  # aligned: no join needed
+    else:
+        rows = log.join(records, on="qualified_name", how="inner")
     # Numbered by rank, not sorted: the log is read by seq, and moving every column of the
     # rows into order cost ~0.3 s per 1M changes.
     seq = pl.col("qualified_name").rank("ordinal") - 1 + first_seq

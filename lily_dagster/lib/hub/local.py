@@ -30,6 +30,7 @@ from lily_dagster.lib.hub.base import (
 )
 from lily_dagster.lib.hub.changelog import (
     CHANGE_SCHEMA,
+    LATEST_CHANGE,
     STORED_SCHEMA,
     change_rows,
     with_identity,
@@ -101,7 +102,54 @@ ALTER TABLE changes ADD COLUMN IF NOT EXISTS owner_groups VARCHAR[];
 ALTER TABLE changes ADD COLUMN IF NOT EXISTS certificate_status VARCHAR;
 ALTER TABLE changes ADD COLUMN IF NOT EXISTS parent_qualified_name VARCHAR;
 ALTER TABLE changes ADD COLUMN IF NOT EXISTS glossary_terms VARCHAR[];
+ALTER TABLE records ADD COLUMN IF NOT EXISTS change_seq BIGINT;
+ALTER TABLE records ADD COLUMN IF NOT EXISTS change VARCHAR;
+ALTER TABLE records ADD COLUMN IF NOT EXISTS changed VARCHAR[];
+ALTER TABLE records ADD COLUMN IF NOT EXISTS before VARCHAR;
+ALTER TABLE records ADD COLUMN IF NOT EXISTS changed_at TIMESTAMPTZ;
 """
+
+
+# The stored columns of a change, from the change log or from a record's own row (its
+# latest change, while kept there): the change log in order is their union.
+_CHANGE_FROM_RECORD = ", ".join(
+    "change_seq AS seq" if c == "seq"
+    else "coalesce(classifications, []) AS classifications" if c == "classifications"
+    else c
+    for c in STORED_SCHEMA
+)  # fmt: skip
+_READ_CHANGES = (
+    f"SELECT {', '.join(STORED_SCHEMA)} FROM changes WHERE seq > $after "
+    f"UNION ALL SELECT {_CHANGE_FROM_RECORD} FROM records WHERE change_seq > $after "
+    "ORDER BY seq LIMIT $limit"
+)
+_LAST_SEQ = (
+    "SELECT greatest((SELECT coalesce(max(seq), 0) FROM changes), "
+    "(SELECT coalesce(max(change_seq), 0) FROM records))"
+)
+_RECORD_COLUMNS = ", ".join(RECORD_SCHEMA)
+
+
+def materialise_changes(con: duckdb.DuckDBPyConnection, names: pl.DataFrame) -> None:
+    """Move the latest change kept on the rows of the records named in `names` (its
+    qualified_name column) into the change log; call before changing those rows."""
+    con.register("__changing", names.select("qualified_name"))
+    try:
+        kept = (
+            "change_seq IS NOT NULL AND qualified_name IN (SELECT qualified_name FROM __changing)"
+        )
+        con.execute(
+            f"INSERT INTO changes BY NAME SELECT {_CHANGE_FROM_RECORD} FROM records WHERE {kept}"
+        )
+        con.execute(
+            "UPDATE records SET "
+            + ", ".join(f"{c} = NULL" for c in LATEST_CHANGE)
+            + f" WHERE {kept}"
+        )
+    finally:
+        con.unregister("__changing")
+
+
 _LOG_SCHEMA: dict[str, pl.DataType] = {
     "qualified_name": pl.String(),
     "change": pl.String(),
@@ -192,6 +240,7 @@ class LocalHub(RecordReads):
         a bulk load that resumes from it never applies a batch twice."""
         if events.is_empty() and checkpoint is None:
             return UpsertResult()
+        now_ = now or datetime.now(UTC)
         if events.get_column("patch").null_count() == events.height:
             full, patches = events, events.clear()  # bulk loads: no copy of the batch
         else:
@@ -203,20 +252,23 @@ class LocalHub(RecordReads):
             try:
                 result = UpsertResult()
                 logs: list[pl.DataFrame] = []
-                written: pl.DataFrame | None = None
                 if full.height:
                     candidates = reduce_batch(full)
                     merged = merge_records(candidates, self._existing(con, candidates), now)
-                    self._write(con, merged.changed, merged.log)
-                    written = merged.changed
+                    log = merged.log.cast(_LOG_SCHEMA)  # type: ignore[arg-type]
+                    if patches.is_empty() and not _any_patch_of(con, log):
+                        # The records' content is what users see: each keeps its change.
+                        kept = change_rows(merged.changed, log, tenant, _next_seq(con), now_)
+                        self._write(con, merged.changed, merged.log, kept)
+                    else:
+                        self._write(con, merged.changed, merged.log)
+                        logs.append(log)
                     result += merged.result
-                    logs.append(merged.log.cast(_LOG_SCHEMA))  # type: ignore[arg-type]
                 if patches.height:
                     patched, patch_log = self._store_patches(con, patches, now)
-                    written = None  # versions moved: read the records back
                     result += patched
                     logs.append(patch_log)
-                self._log_changes(con, tenant, logs, now, written)
+                self._log_changes(con, tenant, logs, now_)
                 result += self._expire_orphans(con, now)
                 if checkpoint is not None:
                     con.execute(
@@ -246,6 +298,7 @@ class LocalHub(RecordReads):
             "SELECT DISTINCT r.qualified_name FROM records r JOIN new n USING (qualified_name) "
             "WHERE (n.event_time, n.event_id) > (r.content_time, r.content_id)"
         ).pl()
+        materialise_changes(con, applied)
         con.execute(
             "UPDATE records SET version = version + 1, updated_at = ? "
             "WHERE qualified_name IN (SELECT qualified_name FROM applied)",
@@ -281,11 +334,10 @@ class LocalHub(RecordReads):
         con: duckdb.DuckDBPyConnection,
         tenant: str,
         logs: list[pl.DataFrame],
-        now: datetime | None,
-        written: pl.DataFrame | None,
+        now: datetime,
     ) -> None:
-        """Append the batch's changes (the log entries of its upserts and of its partial
-        changes) to the change log, in the same transaction as the records, with the
+        """Append to the change log the batch's changes not kept on their records' rows
+        (partial changes apply to them), in the same transaction as the records, with the
         records' content as users now see it."""
         parts = [part for part in logs if part.height]
         if not parts:
@@ -303,24 +355,12 @@ class LocalHub(RecordReads):
                 )
             )
         names = log.select("qualified_name")  # noqa: F841 (read by DuckDB by name)
-        (any_patch,) = con.execute("SELECT EXISTS (SELECT 1 FROM patches)").fetchall()[0]
-        patches = (
-            con.sql("SELECT p.* FROM patches p SEMI JOIN names USING (qualified_name)")
-            .pl()
-            .cast(PATCH_SCHEMA)
-            if any_patch
-            else pl.DataFrame(schema=PATCH_SCHEMA)
-        )
-        if patches.is_empty() and written is not None:
-            effective = written  # just written, and no partial change applies to them
-        else:
-            records = con.sql(
-                "SELECT r.* FROM records r SEMI JOIN names USING (qualified_name)"
-            ).pl()
-            effective = effective_records(records.cast(RECORD_SCHEMA), patches)
-        (last,) = con.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchall()[0]
-        rows = change_rows(effective, log, tenant, int(last) + 1, now or datetime.now(UTC))
-        _append(con, "changes", rows)
+        patches = con.sql("SELECT p.* FROM patches p SEMI JOIN names USING (qualified_name)").pl()
+        records = con.sql(
+            f"SELECT {_RECORD_COLUMNS} FROM records SEMI JOIN names USING (qualified_name)"
+        ).pl()
+        effective = effective_records(records.cast(RECORD_SCHEMA), patches.cast(PATCH_SCHEMA))
+        _append(con, "changes", change_rows(effective, log, tenant, _next_seq(con), now))
 
     def changes(self, tenant: str, after_seq: int, limit: int) -> pl.DataFrame:
         """Up to `limit` changes of the tenant after position `after_seq`, in order."""
@@ -329,11 +369,16 @@ class LocalHub(RecordReads):
         with self._connect(tenant, read_only=True) as con:
             if not _has_table(con, "changes"):
                 return pl.DataFrame(schema=CHANGE_SCHEMA)
-            frame = con.sql(
-                "SELECT * FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
-                params=[after_seq, limit],
-            ).pl()
-        stored = frame.select(list(STORED_SCHEMA)).cast(STORED_SCHEMA)
+            if _has_column(con, "records", "change_seq"):
+                frame = con.sql(_READ_CHANGES, params={"after": after_seq, "limit": limit}).pl()
+            else:  # made by an earlier release, not written since: its log is all there
+                frame = con.sql(
+                    "SELECT * FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
+                    params=[after_seq, limit],
+                ).pl()
+        stored = frame.select(
+            pl.col(c) if c in frame.columns else pl.lit(None).alias(c) for c in STORED_SCHEMA
+        ).cast(STORED_SCHEMA)
         return with_identity(stored, tenant)
 
     def checkpoint(self, tenant: str, key: str) -> int | None:
@@ -359,8 +404,10 @@ class LocalHub(RecordReads):
         with self._connect(tenant, read_only=True) as con:
             if not _has_table(con, "changes"):
                 return 0
-            (last,) = con.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchall()[0]
-        return int(last)
+            if not _has_column(con, "records", "change_seq"):  # an earlier release's
+                (last,) = con.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchall()[0]
+                return int(last)
+            return _next_seq(con) - 1
 
     def _expire_orphans(self, con: duckdb.DuckDBPyConnection, now: datetime | None) -> UpsertResult:
         cutoff = (now or datetime.now(UTC)) - timedelta(seconds=self.orphan_wait_s)
@@ -381,15 +428,21 @@ class LocalHub(RecordReads):
     @staticmethod
     def _existing(con: duckdb.DuckDBPyConnection, keyed: pl.DataFrame) -> pl.DataFrame:
         keys = keyed.select("qualified_name").unique()  # noqa: F841 (read by DuckDB by name)
-        found = con.sql("SELECT r.* FROM records r SEMI JOIN keys k USING (qualified_name)").pl()
+        found = con.sql(
+            f"SELECT {_RECORD_COLUMNS} FROM records SEMI JOIN keys USING (qualified_name)"
+        ).pl()
         return found.cast(RECORD_SCHEMA)
 
     @staticmethod
     def _write(
-        con: duckdb.DuckDBPyConnection, changed: pl.DataFrame, log: pl.DataFrame | None = None
+        con: duckdb.DuckDBPyConnection,
+        changed: pl.DataFrame,
+        log: pl.DataFrame | None = None,
+        kept: pl.DataFrame | None = None,
     ) -> None:
-        """Write merged rows: those of records this batch created are plain appends (bulk
-        loads are mostly new records); the others replace their stored rows."""
+        """Write merged rows, with their change (`kept`: change rows) where given. Rows of
+        records this batch created are plain appends (bulk loads are mostly new records);
+        the others replace their stored rows, whose kept change moves to the change log."""
         if changed.is_empty():
             return
         created = (
@@ -399,9 +452,20 @@ class LocalHub(RecordReads):
         )
         rest = changed.join(created, on="qualified_name", how="anti")
         if rest.height:
+            materialise_changes(con, rest)
             con.execute(
                 "DELETE FROM records WHERE qualified_name IN (SELECT qualified_name FROM rest)"
             )
+        if kept is not None and kept.height:
+            latest = kept.select(
+                "qualified_name", pl.col("seq").alias("change_seq"), *LATEST_CHANGE[1:]
+            )
+            if latest.height == changed.height and latest["qualified_name"].equals(
+                changed["qualified_name"]
+            ):
+                changed = changed.with_columns(latest.drop("qualified_name"))  # aligned
+            else:
+                changed = changed.join(latest, on="qualified_name", how="left")
         _append(con, "records", changed)
 
     def _exists(self, tenant: str) -> bool:
@@ -412,7 +476,7 @@ class LocalHub(RecordReads):
         if not self._exists(tenant):
             return pl.DataFrame(schema=RECORD_SCHEMA)
         with self._connect(tenant, read_only=True) as con:
-            records = con.sql("SELECT * FROM records ORDER BY qualified_name").pl()
+            records = con.sql(f"SELECT {_RECORD_COLUMNS} FROM records ORDER BY qualified_name").pl()
             patches = con.sql("SELECT * FROM patches").pl()
         return effective_records(records.cast(RECORD_SCHEMA), patches.cast(PATCH_SCHEMA))
 
@@ -438,6 +502,24 @@ class LocalHub(RecordReads):
         return sorted(p.stem for p in self.root.glob("*.duckdb"))
 
 
+def _next_seq(con: duckdb.DuckDBPyConnection) -> int:
+    """The change log's next position."""
+    (last,) = con.execute(_LAST_SEQ).fetchall()[0]
+    return int(last) + 1
+
+
+def _any_patch_of(con: duckdb.DuckDBPyConnection, log: pl.DataFrame) -> bool:
+    """Whether a stored partial change names one of the log's records."""
+    (any_patch,) = con.execute("SELECT EXISTS (SELECT 1 FROM patches)").fetchall()[0]
+    if not any_patch or log.is_empty():
+        return False
+    names = log.select("qualified_name")  # noqa: F841 (read by DuckDB by name)
+    (found,) = con.execute(
+        "SELECT EXISTS (SELECT 1 FROM patches SEMI JOIN names USING (qualified_name))"
+    ).fetchall()[0]
+    return bool(found)
+
+
 def _append(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
     """Append `frame` to `table` by column name. Handed over as Arrow with string views,
     which DuckDB reads as they are: the default conversion copied every string (~0.2 s per
@@ -447,6 +529,14 @@ def _append(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> 
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM __append")
     finally:
         con.unregister("__append")
+
+
+def _has_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool:
+    found = con.execute(
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = ? AND column_name = ?",
+        [table, column],
+    ).fetchall()
+    return bool(found[0][0])
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:

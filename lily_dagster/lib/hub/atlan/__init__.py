@@ -45,7 +45,7 @@ from lily_dagster.lib.hub.base import (
     effective_records,
     register_hub,
 )
-from lily_dagster.lib.hub.local import LocalHub
+from lily_dagster.lib.hub.local import LocalHub, materialise_changes
 from lily_dagster.lib.reasons import Reason
 from lily_dagster.settings import ConfigError, Settings, atlan_credentials_problem
 
@@ -214,8 +214,9 @@ class AtlanHub(RecordReads):
         if not self.ledger.path(tenant).exists():
             return UpsertResult()
         with self._ledger(tenant) as con:
+            columns = ", ".join(f"r.{c}" for c in RECORD_SCHEMA)
             pending = con.sql(
-                "SELECT r.* FROM records r LEFT JOIN published p USING (qualified_name) "
+                f"SELECT {columns} FROM records r LEFT JOIN published p USING (qualified_name) "
                 "WHERE p.version IS NULL OR r.version > p.version"
             ).pl()
             if pending.is_empty():
@@ -418,6 +419,7 @@ class AtlanHub(RecordReads):
             con.register("gone", gone)
             # What Atlan never received leaves the ledger with its quarantine entry; what
             # it holds stays, at the version it holds.
+            materialise_changes(con, gone)
             con.execute(
                 "DELETE FROM records WHERE qualified_name IN (SELECT qualified_name FROM gone) "
                 "AND qualified_name NOT IN (SELECT qualified_name FROM published)"
