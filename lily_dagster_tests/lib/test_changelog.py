@@ -123,6 +123,9 @@ CREATE TABLE changes (
 );
 INSERT INTO changes VALUES (1, 'default/x/OLD', 'Table', 'created', 1, 'OLD', 'ACTIVE',
     '{"description":"kept","owner_users":["ann"],"rows":3}', [], [], NULL, now());
+INSERT INTO records VALUES ('default/x/OLD', 'Table', 'OLD', 'ACTIVE', 'kept', ['ann'], [],
+    NULL, NULL, [], '{"rows":3}', [], [], [], true, '2026-01-01T00:00:00Z', 'o',
+    '2026-01-01T00:00:00Z', 'o', now(), 1);
 """
 
 
@@ -144,5 +147,9 @@ def test_a_hub_made_by_an_earlier_release_keeps_working(tmp_path: Path) -> None:
     }  # fmt: skip
     assert json.loads(log["attributes"][2]) == {"rows": 2, "description": "y"}
     assert json.loads(log["raw"][2])["attributes"] == {"rows": 2, "description": "y"}
-    records = hub.records("acme")
-    assert records.height == 1 and records["version"].to_list() == [2]
+    # Its record, stored before records had keys, is found and replaced, not duplicated.
+    hub.upsert("acme", frame([ev("c", "default/x/OLD", 5, attributes={"rows": 4})]))
+    records = hub.records("acme").sort("qualified_name")
+    assert records["qualified_name"].to_list() == [QN, "default/x/OLD"]
+    assert records["version"].to_list() == [2, 2]
+    assert json.loads(records["attributes"][1]) == {"rows": 4}
