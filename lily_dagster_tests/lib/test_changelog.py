@@ -147,7 +147,7 @@ def test_a_hub_made_by_an_earlier_release_keeps_working(tmp_path: Path) -> None:
     }  # fmt: skip
     assert json.loads(log["attributes"][2]) == {"rows": 2, "description": "y"}
     assert json.loads(log["raw"][2])["attributes"] == {"rows": 2, "description": "y"}
-    # Its record, stored before records had keys, is found and replaced, not duplicated.
+    # Its record, stored under the primary key, is found and replaced, not duplicated.
     hub.upsert("acme", frame([ev("c", "default/x/OLD", 5, attributes={"rows": 4})]))
     records = hub.records("acme").sort("qualified_name")
     assert records["qualified_name"].to_list() == [QN, "default/x/OLD"]
