@@ -42,6 +42,13 @@ def execute(instance: DagsterInstance, request: RunRequest) -> None:
     assert outcome.success
 
 
+def tenants_of(request: RunRequest) -> list[str]:
+    """The tenants a run request of the ingest job processes (one, or a multi-tenant run's)."""
+    if request.tags.get("lily/tenants"):
+        return request.tags["lily/tenants"].split(",")
+    return [request.partition_key] if request.partition_key else []
+
+
 def run_requested(instance: DagsterInstance, result: SensorResult) -> list[RunRequest]:
     """Add the tick's new partitions, then execute each run it requested."""
     for request in result.dynamic_partitions_requests or []:

@@ -81,7 +81,8 @@ def test_run_until_idle_drains_kafka_with_the_real_daemon(
     proc = lily("run", "--until-idle", "--timeout", "240")
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout)
-    assert summary["runs"]["success"] >= 2 and summary["runs"]["failure"] == 0
+    # Both tenants' events in one run per tick (a run over their range of tenant partitions).
+    assert summary["runs"]["success"] >= 1 and summary["runs"]["failure"] == 0
     expected = traffic.expected_state()
     for tenant in ("acme", "globex"):
         exported = lily("hub", "export", "--tenant", tenant)

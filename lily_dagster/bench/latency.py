@@ -226,7 +226,9 @@ def pipeline_settings() -> dict[str, Any]:
         "dequeue_interval_s": coordinator.get("dequeue_interval_seconds"),
         "dequeue_use_threads": coordinator.get("dequeue_use_threads", False),
         "max_concurrent_runs": coordinator.get("max_concurrent_runs"),
-        "runs_per_tenant": 1,
+        # One run per tick for every tenant with new events (a run over the range of their
+        # tenant partitions), multi-tenant runs one at a time.
+        "runs_per_tick": 1,
         # A tenant with a run not started yet gets no second one: that run takes the batch.
         "queued_runs_per_tenant": 1,
         "kafka_read_max_s": KAFKA_READ_MAX_SECONDS,

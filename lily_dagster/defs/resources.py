@@ -53,7 +53,8 @@ class KafkaResource(ConfigurableResource):
 
 
 class PolarsParquetIOManager(ConfigurableIOManager):
-    """Stores polars frames as Parquet under $LILY_HOME/io/{asset}/{partition}.parquet.
+    """Stores polars frames as Parquet under $LILY_HOME/io/{asset}/{partition}.parquet
+    ({first}...{last}.parquet for a run over a range of partitions).
 
     An input may ask for a subset of columns with `AssetIn(metadata={"columns": [...]})`.
     """
@@ -62,7 +63,8 @@ class PolarsParquetIOManager(ConfigurableIOManager):
 
     def _path(self, context: InputContext | OutputContext) -> Path:
         base = Path(self.base_dir) if self.base_dir else Settings.from_env().io_dir
-        name = context.asset_partition_key if context.has_asset_partitions else "__all__"
+        keys = list(context.asset_partition_keys) if context.has_asset_partitions else []
+        name = "__all__" if not keys else keys[0] if len(keys) == 1 else f"{keys[0]}...{keys[-1]}"
         return base.joinpath(*context.asset_key.path) / f"{name}.parquet"
 
     def handle_output(self, context: OutputContext, obj: pl.DataFrame) -> None:

@@ -7,6 +7,9 @@ its manifest does. Once the hub holds the batch, it moves to `applied/`.
 A run that takes a batch claims it (`{batch_id}.claim`, naming the run, or the first run
 of a re-execution chain): a run that takes every unclaimed pending batch of its tenant (a
 coalescing run) leaves alone the batches a failed run took, which wait for an operator.
+A run of several tenants that finds a tenant's batches would fail a blocking check does not
+fail for everyone: it leaves them to a run of that tenant alone, claimed as
+`isolate:{run_id}` (see `isolate` and `isolated`).
 """
 
 from __future__ import annotations
@@ -41,6 +44,11 @@ def landed_frame(
     )
 
 
+def empty_landed() -> pl.DataFrame:
+    """No landed events: what `StagingArea.read` gives plus the `tenant` column of runs."""
+    return pl.DataFrame(schema={**LANDED_SCHEMA, "batch_id": pl.String(), "tenant": pl.String()})
+
+
 @dataclass(frozen=True)
 class BatchManifest:
     batch_id: str
@@ -50,6 +58,10 @@ class BatchManifest:
     landed_at: str
     # Source position information, e.g. Kafka offset ranges and lag at landing time.
     details: dict[str, Any] = field(default_factory=dict)
+
+
+# Claim owner prefix of batches a multi-tenant run left to a run of their tenant alone.
+ISOLATE_PREFIX = "isolate:"
 
 
 def batch_set_key(batch_ids: Iterable[str]) -> str:
@@ -99,6 +111,18 @@ class StagingArea:
         for batch_id in batch_ids:
             if (pending / f"{batch_id}.json").exists():
                 write_text_atomic(pending / f"{batch_id}.claim", owner)
+
+    def isolate(self, tenant: str, batch_ids: Iterable[str], run_id: str) -> None:
+        """Leave these batches to a run of their tenant alone (no coalescing run takes them)."""
+        self.claim(tenant, batch_ids, f"{ISOLATE_PREFIX}{run_id}")
+
+    def isolated(self, tenant: str) -> list[str]:
+        """Pending batches a multi-tenant run left to a run of their tenant alone, by id."""
+        return [
+            batch_id
+            for batch_id in self.pending(tenant)
+            if (self.claimed_by(tenant, batch_id) or "").startswith(ISOLATE_PREFIX)
+        ]
 
     def claimed_by(self, tenant: str, batch_id: str) -> str | None:
         try:

@@ -222,3 +222,22 @@ def check_payloads(
         unparsed=decoded.rejects.height,
         failures_by_rule=checked.failures_by_rule,
     )
+
+
+def blocking_counts(checked: PayloadCheck, events_in: int) -> dict[str, tuple[int, int]]:
+    """(failures, rows) of each blocking check of a tenant's batch: `decode_check` for the
+    payloads that do not parse, `rule_<name>` for each rule on the parsed ones."""
+    return {
+        "envelope_decodes": (checked.unparsed, events_in),
+        **{
+            f"rule_{name}": (checked.failures_by_rule.get(name, 0), checked.parsed)
+            for name in rule_names()
+        },
+    }
+
+
+def share_passes(failures: int, rows: int, limit: float, min_rows: int) -> bool:
+    """Whether a blocking check passes: a share of a handful of events is noise, so only
+    batches of `min_rows` or more block, when more than `limit` of them fail."""
+    share = failures / rows if rows else 0.0
+    return rows < min_rows or share <= limit

@@ -217,7 +217,8 @@ def test_pii_chain_and_a_failing_tenant_hook(
     )
     with instance_for_test() as instance:
         _, runs = harness.drain(kafka_events_sensor, instance, None)
-        assert sorted(r.partition_key or "" for r in runs) == ["acme", "globex"]
+        # One run for both tenants, each with its own chain and materialisations.
+        assert [sorted(harness.tenants_of(r)) for r in runs] == [["acme", "globex"]]
 
         acme = hub(lily_home, "acme")
         email = acme[f"{TABLE}/EMAIL"]
@@ -341,6 +342,64 @@ def test_a_blocked_batch_is_left_to_the_operator_by_later_runs_of_its_tenant(
         assert materialisation(instance, "landed_events", "acme")["events_in"] == 1
     assert StagingArea(lily_home / "staging").pending("acme") == [blocked.tags["lily/batch"]]
     assert names_in_hub(lily_home, "acme") == {"GOOD"}
+
+
+def test_a_tenant_failing_a_blocking_check_does_not_hold_back_the_others_in_a_shared_run(
+    lily_home: Path, kafka_bootstrap: str, topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LILY_BLOCK_REJECT_SHARE", "0.1")
+    monkeypatch.setenv("LILY_BLOCK_MIN_EVENTS", "5")
+    send(
+        kafka_bootstrap,
+        topic,
+        [
+            table("acme"),
+            *(bad_structure("acme", f"X{i}") for i in range(8)),
+            table("globex"),
+            *(column("globex", f"G{i}") for i in range(6)),
+        ],
+    )
+    staging = StagingArea(lily_home / "staging")
+    with instance_for_test() as instance:
+        first = harness.tick(kafka_events_sensor, instance, None)
+        assert isinstance(first, SensorResult) and first.cursor
+        harness.run_requested(
+            instance, SensorResult(dynamic_partitions_requests=first.dynamic_partitions_requests)
+        )
+        # One run for both tenants' batches, over their range of tenant partitions.
+        (shared,) = first.run_requests or []
+        assert isinstance(shared, RunRequest)
+        assert sorted(harness.tenants_of(shared)) == ["acme", "globex"]
+        outcome = execute(instance, shared)
+        assert outcome.success
+        # globex reached the hub; acme's batch, which would fail a blocking check, was left
+        # untouched (not quarantined, not applied) to a run of acme alone.
+        assert names_in_hub(lily_home, "globex") == {"ORDERS", *(f"G{i}" for i in range(6))}
+        assert hub(lily_home, "acme") == {}
+        assert quarantine(lily_home, "acme").is_empty()
+        batch = shared.tags["lily/batch"]
+        assert staging.isolated("acme") == [batch] and staging.pending("globex") == []
+        isolated = materialisation(instance, "validated_events", "acme")
+        assert isolated["isolated_by_checks"] == "rule_qualified_name_structure"
+        assert materialisation(instance, "hub_records", "globex")["events_applied"] == 7
+        assert all(e.passed for e in outcome.get_asset_check_evaluations())
+        # The next tick requests that run; it fails the check and blocks, as a run of acme
+        # alone always did, and its batch waits for an operator.
+        second = harness.tick(kafka_events_sensor, instance, first.cursor)
+        assert isinstance(second, SensorResult)
+        (alone,) = second.run_requests or []
+        assert isinstance(alone, RunRequest)
+        assert alone.partition_key == "acme" and alone.tags["lily/source"] == "isolate"
+        blocked = execute(instance, alone)
+        assert not blocked.success
+        _, evaluation = check_result(instance, "rule_qualified_name_structure")
+        assert not evaluation.passed and evaluation.metadata["failures"].value == 8
+        again = harness.tick(kafka_events_sensor, instance, first.cursor)
+        assert isinstance(again, SensorResult) and not again.run_requests
+    assert staging.pending("acme") == [batch] and staging.isolated("acme") == []
+    assert staging.claimed_by("acme", batch) == blocked.run_id
+    assert len(quarantined_names(lily_home, "acme")) == 8
+    assert hub(lily_home, "acme") == {}
 
 
 # --- quarantine replay --------------------------------------------------------------------

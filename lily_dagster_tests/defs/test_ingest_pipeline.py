@@ -73,7 +73,9 @@ def test_three_tenants_end_to_end_match_contract_and_replay_changes_nothing(
 ) -> None:
     with instance_for_test() as instance:
         cursor, runs = drain(instance, None)
-        assert {r.partition_key for r in runs} == set(TENANTS)
+        # One run per tick for every tenant with new events.
+        assert [set(harness.tenants_of(r)) for r in runs] == [set(TENANTS)]
+        assert all(r.partition_key is None for r in runs)
         assert set(instance.get_dynamic_partitions("tenants")) == set(TENANTS)
         expected = demo_traffic.expected_state()
         expected_q = demo_traffic.expected_quarantine()
@@ -314,3 +316,56 @@ def test_pending_batches_no_run_took_get_a_run_after_a_while(
         # Nothing left: the next tick requests nothing.
         again = tick(instance, first.cursor)
         assert isinstance(again, SensorResult) and not again.run_requests
+
+
+def test_one_run_per_tick_skips_the_tenants_of_its_range_whose_queued_run_takes_their_batch(
+    lily_home: Path, kafka_bootstrap: str, topic: str
+) -> None:
+    produce(kafka_bootstrap, topic, [*_table_events("acme", ["A1"])])
+    with instance_for_test() as instance:
+        instance.add_dynamic_partitions("tenants", ["acme", "globex", "initech"])
+        produce(kafka_bootstrap, topic, _table_events("globex", ["G1"]))
+        first = tick(instance, None)
+        assert isinstance(first, SensorResult) and first.cursor
+        (shared,) = first.run_requests or []
+        harness.execute(instance, shared)
+        # globex's next run waits in the queue: the tick's one run spans acme..initech but
+        # leaves globex's new batch to it.
+        waiting = sensors.ingest_run_request("globex", "queued-batch", "kafka")
+        _queue(instance, waiting, DagsterRunStatus.QUEUED)
+        produce(
+            kafka_bootstrap,
+            topic,
+            [
+                *_table_events("acme", ["A2"]),
+                *_table_events("globex", ["G2"]),
+                *_table_events("initech", ["I1"]),
+            ],
+        )
+        second = tick(instance, first.cursor)
+        assert isinstance(second, SensorResult)
+        (request,) = second.run_requests or []
+        assert request.partition_key is None
+        assert request.tags["dagster/asset_partition_range_start"] == "acme"
+        assert request.tags["dagster/asset_partition_range_end"] == "initech"
+        assert harness.tenants_of(request) == ["acme", "initech"]
+        harness.execute(instance, request)
+        landed = _latest(instance, "landed_events", "globex")
+        assert landed["events_in"] == 0 and landed["batch_ids"] == "none (not in this run)"
+        # Its hub materialisation still gives the change log's head (propagation reads it).
+        left_alone = _latest(instance, "hub_records", "globex")
+        assert left_alone["events_applied"] == 0 and left_alone["change_seq"] == 1
+        assert _latest(instance, "hub_records", "initech")["events_applied"] == 1
+        assert _latest(instance, "hub_records", "acme")["events_applied"] == 1
+    assert len(_staging(lily_home).pending("globex")) == 1
+    assert sorted(r["name"] for r in hub_state(lily_home, "acme").values()) == ["A1", "A2"]
+    assert [r["name"] for r in hub_state(lily_home, "initech").values()] == ["I1"]
+    assert [r["name"] for r in hub_state(lily_home, "globex").values()] == ["G1"]
+
+
+def _latest(instance: DagsterInstance, asset: str, tenant: str) -> dict[str, Any]:
+    for record in instance.fetch_materializations(AssetKey(asset), limit=1000).records:
+        mat = record.asset_materialization  # newest first
+        if mat is not None and mat.partition == tenant:
+            return {k: v.value for k, v in mat.metadata.items()}
+    raise AssertionError(f"no materialisation of {asset} for {tenant}")

@@ -1,6 +1,7 @@
 """hub_records: the enriched events applied to the tenant's hub records."""
 
 from datetime import UTC, datetime
+from typing import Any
 
 import polars as pl
 from dagster import (
@@ -15,7 +16,7 @@ from dagster import (
 from lily_dagster.defs.ingest.assets import mark_replays_applied
 from lily_dagster.defs.partitions import tenant_partitions
 from lily_dagster.defs.resources import LilyResource
-from lily_dagster.lib.hub.base import HubUnavailableError
+from lily_dagster.lib.hub.base import HubUnavailableError, MetadataHub
 from lily_dagster.lib.staging import batch_set_key
 
 
@@ -45,7 +46,7 @@ def changes_table(sample: list[dict[str, str]]) -> str:
     group_name="hub",
     description="The tenant's records in the metadata hub (LocalHub or Atlan), upserted "
     "last-writer-wins by (event_time, event_id).",
-    ins={"landed_events": AssetIn(metadata={"columns": ["batch_id"]})},
+    ins={"landed_events": AssetIn(metadata={"columns": ["batch_id", "tenant"]})},
     kinds={"duckdb"},
     # Writers to one hub share its API budget: `dagster instance concurrency set lily_hub N`
     # caps how many tenants write at once (Atlan: 400 requests/min for all of them).
@@ -57,18 +58,60 @@ def hub_records(
     landed_events: pl.DataFrame,
     lily: LilyResource,
 ) -> MaterializeResult:
-    tenant = context.partition_key
     hub = lily.hub()
+    staging = lily.staging()
+    for tenant in context.partition_keys:
+        landed = landed_events.filter(pl.col("tenant") == tenant)
+        # Batches a multi-tenant run left to a run of their tenant alone (validated_events).
+        isolated = set(staging.isolated(tenant))
+        batch_ids = sorted(set(landed.get_column("batch_id").to_list()) - isolated)
+        # The change log's head goes with every materialisation: propagation_sensor reads
+        # it from the latest one of the tenant's partition.
+        if not batch_ids and landed.height:
+            context.add_asset_metadata(
+                {
+                    "events_applied": 0,
+                    "isolated_batches": ", ".join(sorted(isolated)),
+                    "change_seq": hub.last_change(tenant),
+                },
+                partition_key=tenant,
+            )
+            continue
+        if landed.is_empty() and len(context.partition_keys) > 1:
+            # A tenant of the range with nothing in this run: its hub is left alone.
+            context.add_asset_metadata(
+                {"events_applied": 0, "change_seq": hub.last_change(tenant)},
+                partition_key=tenant,
+            )
+            continue
+        events = enriched_events.filter(pl.col("tenant") == tenant)
+        context.add_asset_metadata(
+            apply_to_hub(context, lily, hub, tenant, events, batch_ids), partition_key=tenant
+        )
+    return MaterializeResult()
+
+
+def apply_to_hub(
+    context: AssetExecutionContext,
+    lily: LilyResource,
+    hub: MetadataHub,
+    tenant: str,
+    enriched_events: pl.DataFrame,
+    batch_ids: list[str],
+) -> dict[str, Any]:
+    """Upsert a tenant's events, then mark its batches applied; the materialisation's
+    metadata for the tenant's partition."""
     try:
         result = hub.upsert(tenant, enriched_events)
     except HubUnavailableError as exc:
         # Nothing is lost (the batch stays pending, the hub's outbox keeps what it did not
         # acknowledge): try the step again later; bad credentials and bugs fail at once.
+        # The hub's upsert is idempotent, so tenants applied before this one are harmless
+        # to apply again.
         settings = lily.settings()
         raise RetryRequested(
             max_retries=settings.hub_retries, seconds_to_wait=settings.hub_retry_wait_s
         ) from exc
-    batch_ids = sorted(landed_events.get_column("batch_id").unique().to_list())
     refused = 0
     if result.rejects is not None and result.rejects.height:
         refused = lily.quarantine().add(tenant, f"hub-{batch_set_key(batch_ids)}", result.rejects)
@@ -79,26 +122,22 @@ def hub_records(
     lily.staging().mark_applied(tenant, batch_ids)
     latency = latency_seconds(enriched_events, datetime.now(UTC))
     counts = hub.status_counts(tenant)
-    return MaterializeResult(
-        metadata={
-            "events_applied": enriched_events.height,
-            "upserted": result.changed,
-            "refused_by_hub": refused,
-            "replayed_from_quarantine": replayed,
-            **{f"records_{k}": v for k, v in result.as_dict().items()},
-            **{f"hub_{k}": v for k, v in sorted(result.details.items())},
-            "latency_p50_s": latency["p50"],
-            "latency_p95_s": latency["p95"],
-            "hub_active": counts.get("ACTIVE", 0),
-            "hub_deleted": counts.get("DELETED", 0),
-            # The change log's head: propagation_sensor compares it with each target's
-            # position without opening the hub.
-            "change_seq": hub.last_change(tenant),
-            "hub": MetadataValue.text(hub.name),
-            **(
-                {"hub_changes": MetadataValue.md(changes_table(result.sample))}
-                if result.sample
-                else {}
-            ),
-        },
-    )
+    return {
+        "events_applied": enriched_events.height,
+        "upserted": result.changed,
+        "refused_by_hub": refused,
+        "replayed_from_quarantine": replayed,
+        **{f"records_{k}": v for k, v in result.as_dict().items()},
+        **{f"hub_{k}": v for k, v in sorted(result.details.items())},
+        "latency_p50_s": latency["p50"],
+        "latency_p95_s": latency["p95"],
+        "hub_active": counts.get("ACTIVE", 0),
+        "hub_deleted": counts.get("DELETED", 0),
+        # The change log's head: propagation_sensor compares it with each target's
+        # position without opening the hub.
+        "change_seq": hub.last_change(tenant),
+        "hub": MetadataValue.text(hub.name),
+        **(
+            {"hub_changes": MetadataValue.md(changes_table(result.sample))} if result.sample else {}
+        ),
+    }

@@ -9,7 +9,7 @@ from dagster import AssetExecutionContext, Config, Output, asset
 from lily_dagster.defs.partitions import tenant_partitions
 from lily_dagster.defs.resources import LilyResource
 from lily_dagster.lib.envelope import quarantine_id
-from lily_dagster.lib.staging import LANDED_SCHEMA, StagingArea
+from lily_dagster.lib.staging import LANDED_SCHEMA, StagingArea, empty_landed
 
 
 class LandedEventsConfig(Config):
@@ -18,12 +18,15 @@ class LandedEventsConfig(Config):
     run took: batches landed while this run was queued ride along, so the sensors request no
     second run for a tenant whose run is still queued.
     With `replay`, the tenant's quarantined events (of `replay_reasons`, or all) are landed
-    as a new batch first and go through every gate again."""
+    as a new batch first and go through every gate again.
+    A run over a range of tenant partitions (the sensors' multi-tenant runs) processes only
+    the partitions in `tenants` (all of the range when empty); the others are no-ops."""
 
     batch_ids: list[str] = []
     coalesce: bool = False
     replay: bool = False
     replay_reasons: list[str] = []
+    tenants: list[str] = []
 
 
 def land_replay(lily: LilyResource, tenant: str, reasons: list[str]) -> tuple[str | None, int]:
@@ -72,40 +75,52 @@ def mark_replays_applied(lily: LilyResource, tenant: str, batch_ids: list[str]) 
     partitions_def=tenant_partitions,
     group_name="ingest",
     description="Raw event payloads landed durably by a source (Kafka, webhook inbox, "
-    "poller, quarantine replay) for one tenant, not yet applied to the hub.",
+    "poller, quarantine replay) for a tenant, not yet applied to the hub. A run may cover "
+    "several tenant partitions (the sensors' multi-tenant runs): each gets its own "
+    "materialisation and metadata.",
     kinds={"polars", "kafka"},
 )
 def landed_events(
     context: AssetExecutionContext, config: LandedEventsConfig, lily: LilyResource
 ) -> Output[pl.DataFrame]:
-    tenant = context.partition_key
     staging = lily.staging()
-    batch_ids = list(config.batch_ids)
     owner = context.run.root_run_id or context.run_id
-    replayed = 0
-    if config.replay:
-        replay_batch, replayed = land_replay(lily, tenant, config.replay_reasons)
-        batch_ids = [replay_batch] if replay_batch else []
-        context.log.info(f"replaying {replayed} quarantined events of {tenant}")
-    elif not batch_ids:
-        batch_ids = staging.pending(tenant)
-    elif config.coalesce:
-        batch_ids = sorted(set(batch_ids) | set(staging.unclaimed(tenant, owner)))
-    # A re-execution of this run takes the same batches again; other coalescing runs do not.
-    staging.claim(tenant, batch_ids, owner)
-    frame, manifests = staging.read(tenant, batch_ids)
-    ids = [m.batch_id for m in manifests]
-    skipped = sorted(set(batch_ids) - set(ids))
-    if skipped:
-        context.log.info(f"batches already applied, skipped: {skipped}")
-    lag = max((int(m.details.get("kafka_lag", 0)) for m in manifests), default=0)
-    return Output(
-        frame,
-        metadata={
-            "events_in": frame.height,
-            "batches": len(manifests),
-            "batch_ids": ", ".join(ids) or "none",
-            "kafka_lag": lag,
-            "replayed_from_quarantine": replayed,
-        },
-    )
+    frames: list[pl.DataFrame] = []
+    for tenant in context.partition_keys:
+        if config.tenants and tenant not in config.tenants:
+            context.add_asset_metadata(
+                {"events_in": 0, "batches": 0, "batch_ids": "none (not in this run)"},
+                partition_key=tenant,
+            )
+            continue
+        batch_ids = list(config.batch_ids)
+        replayed = 0
+        if config.replay:
+            replay_batch, replayed = land_replay(lily, tenant, config.replay_reasons)
+            batch_ids = [replay_batch] if replay_batch else []
+            context.log.info(f"replaying {replayed} quarantined events of {tenant}")
+        elif not batch_ids:
+            batch_ids = staging.pending(tenant)
+        elif config.coalesce:
+            batch_ids = sorted(set(batch_ids) | set(staging.unclaimed(tenant, owner)))
+        # A re-execution of this run takes the same batches again; other coalescing runs do
+        # not.
+        staging.claim(tenant, batch_ids, owner)
+        frame, manifests = staging.read(tenant, batch_ids)
+        frames.append(frame.with_columns(pl.lit(tenant, pl.String).alias("tenant")))
+        ids = [m.batch_id for m in manifests]
+        skipped = sorted(set(batch_ids) - set(ids))
+        if skipped:
+            context.log.info(f"batches of {tenant} already applied, skipped: {skipped}")
+        lag = max((int(m.details.get("kafka_lag", 0)) for m in manifests), default=0)
+        context.add_asset_metadata(
+            {
+                "events_in": frame.height,
+                "batches": len(manifests),
+                "batch_ids": ", ".join(ids) or "none",
+                "kafka_lag": lag,
+                "replayed_from_quarantine": replayed,
+            },
+            partition_key=tenant,
+        )
+    return Output(pl.concat(frames, how="vertical") if frames else empty_landed())

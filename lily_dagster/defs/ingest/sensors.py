@@ -1,4 +1,5 @@
-"""kafka_events_sensor: Kafka → durable per-tenant landing → one run per tenant per tick."""
+"""kafka_events_sensor: Kafka → durable per-tenant landing → one run per tick for the
+tenants that need one (a run over the range of their tenant partitions)."""
 
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +19,10 @@ from dagster import (
     define_asset_job,
     in_process_executor,
     sensor,
+)
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
 )
 
 from lily_dagster.defs.enrichment.assets import enriched_events
@@ -61,7 +66,8 @@ tenant_ingest_job = define_asset_job(
     selection=AssetSelection.assets(*INGEST_ASSETS) - AssetSelection.checks(hub_records_gx_suite),
     partitions_def=tenant_partitions,
     executor_def=in_process_executor,
-    description="Landed events of one tenant → validated → enriched → hub.",
+    description="Landed events of a tenant → validated → enriched → hub. The sensors run "
+    "every tenant with new events of a tick in one run, over the range of their partitions.",
 )
 quarantine_replay_job = define_asset_job(
     "quarantine_replay_job",
@@ -74,6 +80,9 @@ quarantine_replay_job = define_asset_job(
     "replay_reasons) through every gate again; those that fail again return to the quarantine.",
 )
 
+
+# Runs over several tenants name them here (comma-separated); dagster.yaml runs one at a time.
+MULTI_TENANT_TAG = "lily/tenants"
 
 # A pending batch that no run took this long after it landed, while no run of its tenant is
 # in flight, gets a run of its own: the run it was left to was cancelled or failed before
@@ -103,6 +112,74 @@ def ingest_run_request(tenant: str, batch_id: str, source: str) -> RunRequest:
     )
 
 
+def ingest_run_requests(
+    tenants: list[str], batch_id: str, source: str, partition_order: list[str]
+) -> list[RunRequest]:
+    """ONE run for the batch of every tenant in `tenants` (a run costs ~4 s of CPU whatever
+    its size): a run of the tenant's partition for one tenant, else a run over the range of
+    tenant partitions (in `partition_order`, the dynamic partitions' order) from the first
+    to the last of them, told by config which of the range's tenants it processes."""
+    if len(tenants) <= 1:
+        return [ingest_run_request(t, batch_id, source) for t in tenants]
+    span = tenant_span(tenants, partition_order)
+    return [
+        RunRequest(
+            run_key=f"{batch_id}:{'+'.join(sorted(tenants))}",
+            run_config={
+                "ops": {
+                    "landed_events": {
+                        "config": {
+                            "batch_ids": [batch_id],
+                            "coalesce": True,
+                            "tenants": sorted(tenants),
+                        }
+                    }
+                }
+            },
+            tags={
+                ASSET_PARTITION_RANGE_START_TAG: span[0],
+                ASSET_PARTITION_RANGE_END_TAG: span[1],
+                MULTI_TENANT_TAG: ",".join(sorted(tenants)),
+                "lily/batch": batch_id,
+                "lily/source": source,
+            },
+        )
+    ]
+
+
+def tenant_span(tenants: list[str], partition_order: list[str]) -> tuple[str, str]:
+    """First and last of `tenants` in the order of the tenant partitions."""
+    positions = sorted(partition_order.index(t) for t in tenants)
+    return partition_order[positions[0]], partition_order[positions[-1]]
+
+
+def run_tenants(run: DagsterRun) -> list[str]:
+    """The tenants a run of the ingest jobs processes."""
+    if run.tags.get(MULTI_TENANT_TAG):
+        return run.tags[MULTI_TENANT_TAG].split(",")
+    tenant = run.tags.get("dagster/partition") or run.tags.get("lily/tenant")
+    return [tenant] if tenant else []
+
+
+def isolated_run_requests(staging: StagingArea) -> list[RunRequest]:
+    """A run of the tenant alone for the batches a multi-tenant run left to one because they
+    would fail a blocking check (validated_events); its run key names them, so once only."""
+    requests: list[RunRequest] = []
+    for tenant in staging.tenants_with_pending():
+        isolated = staging.isolated(tenant)
+        if not isolated:
+            continue
+        requests.append(
+            RunRequest(
+                run_key=f"isolate-{batch_set_key(isolated)}:{tenant}",
+                partition_key=tenant,
+                run_config={"ops": {"landed_events": {"config": {"batch_ids": isolated}}}},
+                tags={"lily/tenant": tenant, "lily/batch": isolated[0], "lily/source": "isolate"},
+            )
+        )
+    return requests
+
+
 def _takes_new_batches(run: DagsterRun) -> bool:
     """Whether the run's landed_events takes pending batches it was not requested for."""
     config: Any = run.run_config
@@ -119,9 +196,9 @@ def ingest_runs_in_flight(instance: DagsterInstance) -> dict[str, list[DagsterRu
     jobs = {tenant_ingest_job.name, quarantine_replay_job.name}
     by_tenant: dict[str, list[DagsterRun]] = {}
     for run in instance.get_runs(RunsFilter(statuses=list(IN_FLIGHT))):
-        tenant = run.tags.get("dagster/partition") or run.tags.get("lily/tenant")
-        if run.job_name in jobs and tenant:
-            by_tenant.setdefault(tenant, []).append(run)
+        if run.job_name in jobs:
+            for tenant in run_tenants(run):
+                by_tenant.setdefault(tenant, []).append(run)
     return by_tenant
 
 
@@ -177,8 +254,8 @@ def land_and_request_runs(
     staging = lily.staging()
     for tenant, frame in frames.items():
         staging.land(tenant, batch_id, source, frame, details)
-    known = set(context.instance.get_dynamic_partitions(TENANTS))
-    added = sorted(set(frames) - known)
+    known = list(context.instance.get_dynamic_partitions(TENANTS))
+    added = sorted(set(frames) - set(known))
     # Looked up only once the batches are landed: a run that has not started its steps yet
     # will take them (landed_events with `coalesce`), so its tenant needs no second run.
     runs = ingest_runs_in_flight(context.instance)
@@ -190,8 +267,9 @@ def land_and_request_runs(
         + (f"; left to the runs already queued for {coalesced}" if coalesced else "")
     )
     requests = [
-        *(ingest_run_request(t, batch_id, source) for t in sorted(set(frames) - waiting)),
+        *ingest_run_requests(sorted(set(frames) - waiting), batch_id, source, [*known, *added]),
         *sweep_run_requests(context.instance, staging, runs, exclude=set(frames)),
+        *isolated_run_requests(staging),
     ]
     return SensorResult(
         run_requests=requests,
@@ -209,7 +287,7 @@ def land_and_request_runs(
     minimum_interval_seconds=1,
     default_status=DefaultSensorStatus.RUNNING,
     description="Reads the watched Kafka topics from the offsets in its cursor, lands each "
-    "tenant's events durably, then requests one run per tenant.",
+    "tenant's events durably, then requests one run for the tenants with new events.",
 )
 def kafka_events_sensor(
     context: SensorEvaluationContext, kafka: KafkaResource, lily: LilyResource
@@ -231,9 +309,13 @@ def kafka_events_sensor(
     if batch.missing_topics:
         context.log.warning(f"topics not on the broker yet: {batch.missing_topics}")
     if not batch.messages:
-        sweep = sweep_run_requests(
-            context.instance, lily.staging(), ingest_runs_in_flight(context.instance), set()
-        )
+        staging = lily.staging()
+        sweep = [
+            *sweep_run_requests(
+                context.instance, staging, ingest_runs_in_flight(context.instance), set()
+            ),
+            *isolated_run_requests(staging),
+        ]
         if sweep:
             context.log.warning(
                 f"pending batches no run took: runs for {[r.partition_key for r in sweep]}"

@@ -16,13 +16,18 @@ from lily_dagster.defs.resources import LilyResource
     kinds={"parquet"},
 )
 def quarantined_events(context: AssetExecutionContext, lily: LilyResource) -> MaterializeResult:
-    frame = lily.quarantine().read(context.partition_key)
-    by_reason = {r: int(n) for r, n in frame.group_by("reason").len().sort("reason").iter_rows()}
-    newest = frame.get_column("quarantined_at").max() if frame.height else None
-    return MaterializeResult(
-        metadata={
-            "quarantined": frame.height,
-            "by_reason": MetadataValue.json(by_reason),
-            "newest": MetadataValue.text(str(newest) if newest else "none"),
+    for tenant in context.partition_keys:
+        frame = lily.quarantine().read(tenant)
+        by_reason = {
+            r: int(n) for r, n in frame.group_by("reason").len().sort("reason").iter_rows()
         }
-    )
+        newest = frame.get_column("quarantined_at").max() if frame.height else None
+        context.add_asset_metadata(
+            {
+                "quarantined": frame.height,
+                "by_reason": MetadataValue.json(by_reason),
+                "newest": MetadataValue.text(str(newest) if newest else "none"),
+            },
+            partition_key=tenant,
+        )
+    return MaterializeResult()
