@@ -315,6 +315,16 @@ def test_rule_failing_most_of_a_batch_blocks_the_upsert_and_keeps_it_pending(
     assert hub(lily_home, "acme") == {}
 
 
+def first_tick(instance: DagsterInstance) -> SensorResult:
+    """The Kafka sensor's first tick, with the tenant partitions it adds registered."""
+    first = harness.tick(kafka_events_sensor, instance, None)
+    assert isinstance(first, SensorResult) and first.cursor
+    harness.run_requested(
+        instance, SensorResult(dynamic_partitions_requests=first.dynamic_partitions_requests)
+    )
+    return first
+
+
 def test_a_blocked_batch_is_left_to_the_operator_by_later_runs_of_its_tenant(
     lily_home: Path, kafka_bootstrap: str, topic: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -324,11 +334,7 @@ def test_a_blocked_batch_is_left_to_the_operator_by_later_runs_of_its_tenant(
         kafka_bootstrap, topic, [table("acme"), *(bad_structure("acme", f"X{i}") for i in range(8))]
     )
     with instance_for_test() as instance:
-        first = harness.tick(kafka_events_sensor, instance, None)
-        assert isinstance(first, SensorResult) and first.cursor
-        harness.run_requested(
-            instance, SensorResult(dynamic_partitions_requests=first.dynamic_partitions_requests)
-        )
+        first = first_tick(instance)
         (blocked,) = first.run_requests or []
         assert isinstance(blocked, RunRequest)
         assert not execute(instance, blocked).success
@@ -361,11 +367,7 @@ def test_a_tenant_failing_a_blocking_check_does_not_hold_back_the_others_in_a_sh
     )
     staging = StagingArea(lily_home / "staging")
     with instance_for_test() as instance:
-        first = harness.tick(kafka_events_sensor, instance, None)
-        assert isinstance(first, SensorResult) and first.cursor
-        harness.run_requested(
-            instance, SensorResult(dynamic_partitions_requests=first.dynamic_partitions_requests)
-        )
+        first = first_tick(instance)
         # One run for both tenants' batches, over their range of tenant partitions.
         (shared,) = first.run_requests or []
         assert isinstance(shared, RunRequest)
