@@ -4,10 +4,11 @@ or S3) through the live path's gates, hooks and hub writer, in bounded batches.
 - Memory is bounded by `batch_rows`: files are read lazily, batch by batch.
 - Shards split the input deterministically by a hash of `qualified_name`, so two shards
   never write the same record and each can run in its own pod.
-- Each batch's hub upsert records the shard's checkpoint (the batch's index) in the same
-  transaction: a killed backfill resumes after its last committed batch, and no batch is
-  applied twice. Quarantined rows are written under a per-batch name, so a batch redone
-  after a crash replaces its own entries instead of adding to them.
+- Each batch's hub upsert records the shard's checkpoint (the row of the source the batch
+  ends at) in the same transaction: a killed backfill resumes after its last committed
+  batch, whatever batch size the new run uses, and no batch is applied twice. Quarantined
+  rows are written under a per-batch name (its first row), so a batch redone after a crash
+  replaces its own entries instead of adding to them.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class BackfillReport:
     shard: int
     shards: int
     batches: int = 0  # batches applied by this run
-    resumed_after: int = -1  # the last batch committed before this run (-1: none)
+    resumed_at_row: int = 0  # rows of the source committed before this run
     rows_read: int = 0
     rows_in_shard: int = 0
     applied: int = 0
@@ -73,8 +74,9 @@ def source_prefix(source: str) -> str:
 
 
 def checkpoint_key(source: str, shards: int, shard: int) -> str:
-    """The key of a shard's last committed batch; `<key>:done` holds its batch count once
-    the shard has read the whole source."""
+    """The key of the row of the source a shard has committed up to (rows, not batches: a
+    resumed load may use another batch size); `<key>:done` holds the source's row count
+    once the shard has read it all."""
     return f"{source_prefix(source)}{shards}:{shard}"
 
 
@@ -142,9 +144,7 @@ def run_backfill(
     check_coverage(hub, tenant, source, shards)
     key = checkpoint_key(source, shards, shard)
     done = hub.checkpoint(tenant, key)
-    report = BackfillReport(
-        tenant, source, shard, shards, resumed_after=-1 if done is None else done
-    )
+    report = BackfillReport(tenant, source, shard, shards, resumed_at_row=done or 0)
     chain = tenant_chain(config, tenant, "pre_ingest")
     rules = all_rules(expected_tenant=tenant)
     timings: dict[str, float] = {}
@@ -157,11 +157,14 @@ def run_backfill(
         timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
 
     def prepared() -> Iterator[tuple[int, pl.DataFrame]]:
-        """Each batch not yet committed, gated and enriched, its rejects quarantined."""
-        for index, (frame, origin) in enumerate(scan_envelopes(source, batch_rows)):
+        """Each batch not yet committed (with the row of the source it ends at), gated and
+        enriched, its rejects quarantined."""
+        end = 0
+        for frame, origin in scan_envelopes(source, batch_rows):
+            start, end = end, end + frame.height
             report.rows_read += frame.height
-            if done is not None and index <= done:
-                continue  # committed by an earlier run
+            if end <= report.resumed_at_row:
+                continue  # committed by an earlier run (one that ended inside is redone)
             with clock("decode"):
                 decoded = decode_frame(frame, tenant, origin, max_event_bytes, lazy_raw=True)
             events = decoded.events.filter(in_shard(shards, shard))
@@ -178,8 +181,8 @@ def run_backfill(
                 rejects.insert(0, decoded.rejects)
             if rejects:
                 kept = fill_raw(pl.concat(rejects), frame, origin, max_event_bytes)
-                report.quarantined += quarantine.add(tenant, batch_name(index), kept)
-            yield index, chained.events
+                report.quarantined += quarantine.add(tenant, batch_name(start), kept)
+            yield end, chained.events
 
     def lookup(names: list[str]) -> set[str]:
         """Names the hub holds once the batch being written commits: the lineage check of
@@ -193,18 +196,20 @@ def run_backfill(
         )  # fmt: skip
         return writing | hub.contains(tenant, [n for n in names if n not in writing])
 
-    def batch_name(index: int) -> str:
-        return f"{key.replace(':', '-')}-{index}"
+    def batch_name(start: int) -> str:
+        # Named by its first row: a batch redone after a crash replaces its own entries.
+        return f"{key.replace(':', '-')}-{start}"
 
-    def write(index: int, events: pl.DataFrame) -> UpsertResult:
+    def write(end: int, events: pl.DataFrame) -> UpsertResult:
         t0 = time.perf_counter()
-        result = hub.upsert(tenant, events, checkpoint=(key, index))
+        result = hub.upsert(tenant, events, checkpoint=(key, end))
         timings["hub"] = timings.get("hub", 0.0) + time.perf_counter() - t0
         return result
 
-    def committed(index: int, events: pl.DataFrame, result: UpsertResult) -> None:
+    def committed(end: int, events: pl.DataFrame, result: UpsertResult) -> None:
         if result.rejects is not None and result.rejects.height:
-            report.quarantined += quarantine.add(tenant, f"{batch_name(index)}-hub", result.rejects)
+            report.quarantined += quarantine.add(tenant, f"{key.replace(':', '-')}-hub-{end}",
+                                                 result.rejects)  # fmt: skip
         report.batches += 1
         report.applied += events.height
         report.created += result.created
@@ -220,15 +225,14 @@ def run_backfill(
     # reported for batch i before batch i+1 is written, so memory holds two batches at most.
     in_flight: tuple[int, pl.DataFrame, Future[UpsertResult]] | None = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="backfill-hub") as writer:
-        for index, events in prepared():
+        for end, events in prepared():
             if in_flight is not None:
                 committed(in_flight[0], in_flight[1], in_flight[2].result())
-            in_flight = (index, events, writer.submit(write, index, events))
+            in_flight = (end, events, writer.submit(write, end, events))
         if in_flight is not None:
             committed(in_flight[0], in_flight[1], in_flight[2].result())
     # The whole source is read: the shard is finished (a rerun applies nothing).
-    batches = report.resumed_after + 1 + report.batches
-    hub.upsert(tenant, empty_events(), checkpoint=(f"{key}:done", batches))
+    hub.upsert(tenant, empty_events(), checkpoint=(f"{key}:done", report.rows_read))
     report.shards_left = shards_left(shard_progress(hub, tenant, source), shards)
     report.seconds = time.perf_counter() - started
     report.stage_seconds = {k: round(v, 2) for k, v in timings.items()}

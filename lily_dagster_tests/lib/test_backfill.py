@@ -50,7 +50,7 @@ def test_every_asset_lands_once_and_a_rerun_changes_nothing(estate: Path, tmp_pa
     assert report.applied >= ASSETS and len(records) >= ASSETS
     changes = hub.last_change("acme")
     _, again = load(tmp_path, str(estate))
-    assert again.batches == 0 and again.resumed_after == report.batches - 1
+    assert again.batches == 0 and again.resumed_at_row == ASSETS
     assert hub.last_change("acme") == changes
 
 
@@ -62,11 +62,40 @@ def test_a_killed_backfill_resumes_and_applies_no_batch_twice(estate: Path, tmp_
     with pytest.raises(KeyboardInterrupt):
         load(tmp_path, str(estate), progress=kill_after_two)
     hub, resumed = load(tmp_path, str(estate))
-    assert resumed.resumed_after == 1 and resumed.batches == ASSETS // 500 - 2
+    assert resumed.resumed_at_row == 1_000 and resumed.batches == ASSETS // 500 - 2
     log = hub.changes("acme", 0, 10 * ASSETS)
     created = log.filter(log["change"] == "created")["qualified_name"]
     assert created.n_unique() == created.len()  # each record created once
     assert set(created) == {r["qualified_name"] for r in hub.export("acme")}
+
+
+@pytest.mark.parametrize("resume_rows", [300, 1_000])
+def test_a_resumed_backfill_may_use_another_batch_size(
+    estate: Path, tmp_path: Path, resume_rows: int
+) -> None:
+    """Checkpoints count rows, not batches: a resumed load with other batches skips those
+    wholly committed and redoes the one the checkpoint falls inside (idempotent), and
+    loses no record."""
+
+    def kill_after_three(report: BackfillReport) -> None:
+        if report.batches == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        load(tmp_path, str(estate), progress=kill_after_three)
+    hub = LocalHub(tmp_path / "hub")
+    resumed = run_backfill(
+        hub, QuarantineStore(tmp_path / "quarantine"), LilyConfigFile(), "acme", str(estate),
+        batch_rows=resume_rows,
+    )  # fmt: skip
+    assert resumed.resumed_at_row == 1_500
+    log = hub.changes("acme", 0, 10 * ASSETS)
+    created = log.filter(log["change"] == "created")["qualified_name"]
+    assert created.n_unique() == created.len() == ASSETS
+    assert hub.status_counts("acme") == {"ACTIVE": ASSETS}
+    # Committed: rows 1-1500. Files hold 1,000 rows and a batch never spans two: with 300
+    # the batch of rows 1301-1600 is redone, with 1,000 the batch of rows 1001-2000.
+    assert resumed.applied == {300: ASSETS - 1_300, 1_000: ASSETS - 1_000}[resume_rows]
 
 
 class SlowLocalHub(LocalHub):
