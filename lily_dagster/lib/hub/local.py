@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import duckdb
 import polars as pl
@@ -29,7 +29,6 @@ from lily_dagster.lib.hub.base import (
     register_hub,
 )
 from lily_dagster.lib.hub.changelog import (
-    CHANGE_SCHEMA,
     LATEST_CHANGE,
     STORED_SCHEMA,
     change_rows,
@@ -128,6 +127,10 @@ _LAST_SEQ = (
     "(SELECT coalesce(max(change_seq), 0) FROM records))"
 )
 _RECORD_COLUMNS = ", ".join(RECORD_SCHEMA)
+# DuckDB's buffer pool may otherwise grow to 80 % of the machine's memory; capped, a bulk
+# load's memory stays bounded by its batches (DuckDB spills what does not fit). Every
+# connection of this process to a file must use the same settings.
+_DUCKDB_CONFIG: dict[str, Any] = {"memory_limit": "512MB"}
 
 
 def materialise_changes(con: duckdb.DuckDBPyConnection, names: pl.DataFrame) -> None:
@@ -196,9 +199,7 @@ class LocalHub(RecordReads):
                 self._writers[path] = self._writers.get(path, 0) + 1
         try:
             con = self._with_lock_retry(
-                lambda: duckdb.connect(
-                    str(path), read_only=read_only, config={"memory_limit": "512MB"}
-                )
+                lambda: duckdb.connect(str(path), read_only=read_only, config=_DUCKDB_CONFIG)
             )
             try:
                 yield con
@@ -240,7 +241,7 @@ class LocalHub(RecordReads):
         a bulk load that resumes from it never applies a batch twice."""
         if events.is_empty() and checkpoint is None:
             return UpsertResult()
-        now_ = now or datetime.now(UTC)
+        now = now or datetime.now(UTC)  # one time for every row this batch writes
         if events.get_column("patch").null_count() == events.height:
             full, patches = events, events.clear()  # bulk loads: no copy of the batch
         else:
@@ -258,7 +259,7 @@ class LocalHub(RecordReads):
                     log = merged.log.cast(_LOG_SCHEMA)  # type: ignore[arg-type]
                     if patches.is_empty() and not _any_patch_of(con, log):
                         # The records' content is what users see: each keeps its change.
-                        kept = change_rows(merged.changed, log, tenant, _next_seq(con), now_)
+                        kept = change_rows(merged.changed, log, tenant, _next_seq(con), now)
                         self._write(con, merged.changed, merged.log, kept)
                     else:
                         self._write(con, merged.changed, merged.log)
@@ -268,7 +269,7 @@ class LocalHub(RecordReads):
                     patched, patch_log = self._store_patches(con, patches, now)
                     result += patched
                     logs.append(patch_log)
-                self._log_changes(con, tenant, logs, now_)
+                self._log_changes(con, tenant, logs, now)
                 result += self._expire_orphans(con, now)
                 if checkpoint is not None:
                     con.execute(
@@ -362,23 +363,32 @@ class LocalHub(RecordReads):
         effective = effective_records(records.cast(RECORD_SCHEMA), patches.cast(PATCH_SCHEMA))
         _append(con, "changes", change_rows(effective, log, tenant, _next_seq(con), now))
 
+    def _read(
+        self, tenant: str, table: str, read: Callable[[duckdb.DuckDBPyConnection], T], empty: T
+    ) -> T:
+        """`read` on the tenant's database opened read-only; `empty` where the tenant has
+        no database or it has no `table` yet."""
+        if not self._exists(tenant):
+            return empty
+        with self._connect(tenant, read_only=True) as con:
+            return read(con) if _has_table(con, table) else empty
+
     def changes(self, tenant: str, after_seq: int, limit: int) -> pl.DataFrame:
         """Up to `limit` changes of the tenant after position `after_seq`, in order."""
-        if not self._exists(tenant):
-            return pl.DataFrame(schema=CHANGE_SCHEMA)
-        with self._connect(tenant, read_only=True) as con:
-            if not _has_table(con, "changes"):
-                return pl.DataFrame(schema=CHANGE_SCHEMA)
-            if _has_column(con, "records", "change_seq"):
-                frame = con.sql(_READ_CHANGES, params={"after": after_seq, "limit": limit}).pl()
-            else:  # made by an earlier release, not written since: its log is all there
-                frame = con.sql(
+
+        def read(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+            if not _has_column(con, "records", "change_seq"):
+                # Made by an earlier release, not written since: its log is all in changes.
+                return con.sql(
                     "SELECT * FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
                     params=[after_seq, limit],
                 ).pl()
+            return con.sql(_READ_CHANGES, params={"after": after_seq, "limit": limit}).pl()
+
+        frame = self._read(tenant, "changes", read, pl.DataFrame(schema=STORED_SCHEMA))
         stored = frame.select(
             pl.col(c) if c in frame.columns else pl.lit(None).alias(c) for c in STORED_SCHEMA
-        ).cast(STORED_SCHEMA)
+        ).cast(STORED_SCHEMA)  # type: ignore[arg-type]
         return with_identity(stored, tenant)
 
     def checkpoint(self, tenant: str, key: str) -> int | None:
@@ -387,27 +397,25 @@ class LocalHub(RecordReads):
 
     def checkpoints(self, tenant: str, prefix: str) -> dict[str, int]:
         """Every value recorded with an upsert under a key starting with `prefix`."""
-        if not self._exists(tenant):
-            return {}
-        with self._connect(tenant, read_only=True) as con:
-            if not _has_table(con, "checkpoints"):
-                return {}
+
+        def read(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
             found = con.execute(
                 "SELECT key, value FROM checkpoints WHERE starts_with(key, ?)", [prefix]
             ).fetchall()
-        return {str(k): int(v) for k, v in found}
+            return {str(k): int(v) for k, v in found}
+
+        return self._read(tenant, "checkpoints", read, {})
 
     def last_change(self, tenant: str) -> int:
         """The position of the tenant's latest change (0: none)."""
-        if not self._exists(tenant):
-            return 0
-        with self._connect(tenant, read_only=True) as con:
-            if not _has_table(con, "changes"):
-                return 0
+
+        def read(con: duckdb.DuckDBPyConnection) -> int:
             if not _has_column(con, "records", "change_seq"):  # an earlier release's
                 (last,) = con.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchall()[0]
                 return int(last)
             return _next_seq(con) - 1
+
+        return self._read(tenant, "changes", read, 0)
 
     def _expire_orphans(self, con: duckdb.DuckDBPyConnection, now: datetime | None) -> UpsertResult:
         cutoff = (now or datetime.now(UTC)) - timedelta(seconds=self.orphan_wait_s)
@@ -485,15 +493,14 @@ class LocalHub(RecordReads):
     def status_counts(self, tenant: str) -> dict[str, int]:
         """How many records per status, counted in the database (partial changes never
         change a status): reading every record to count them took 5 GiB at 10M records."""
-        if not self._exists(tenant):
-            return {}
-        with self._connect(tenant, read_only=True) as con:
-            if not _has_table(con, "records"):
-                return {}
+
+        def read(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
             found = con.execute(
                 "SELECT status, count(*) FROM records GROUP BY status ORDER BY status"
             ).fetchall()
-        return {str(status): int(n) for status, n in found}
+            return {str(status): int(n) for status, n in found}
+
+        return self._read(tenant, "records", read, {})
 
     def records(self, tenant: str) -> pl.DataFrame:
         """The tenant's records as users see them (partial changes applied)."""
