@@ -224,13 +224,25 @@ def check_payloads(
     )
 
 
+# The blocking checks of a batch: its payloads parse, and one per row-level rule.
+DECODE_CHECK = "envelope_decodes"
+
+
+def rule_check(rule: str) -> str:
+    return f"rule_{rule}"
+
+
+def blocking_checks() -> list[str]:
+    return [DECODE_CHECK, *(rule_check(name) for name in rule_names())]
+
+
 def blocking_counts(checked: PayloadCheck, events_in: int) -> dict[str, tuple[int, int]]:
-    """(failures, rows) of each blocking check of a tenant's batch: `decode_check` for the
-    payloads that do not parse, `rule_<name>` for each rule on the parsed ones."""
+    """(failures, rows) of each blocking check of a tenant's batch: DECODE_CHECK for the
+    payloads that do not parse, a rule's check for that rule on the parsed ones."""
     return {
-        "envelope_decodes": (checked.unparsed, events_in),
+        DECODE_CHECK: (checked.unparsed, events_in),
         **{
-            f"rule_{name}": (checked.failures_by_rule.get(name, 0), checked.parsed)
+            rule_check(name): (checked.failures_by_rule.get(name, 0), checked.parsed)
             for name in rule_names()
         },
     }

@@ -22,9 +22,16 @@ from dagster import (
 from lily_dagster.defs.partitions import tenant_partitions
 from lily_dagster.defs.resources import LilyResource
 from lily_dagster.lib.staging import batch_set_key
-from lily_dagster.lib.validation import blocking_counts, check_payloads, rule_names, share_passes
+from lily_dagster.lib.validation import (
+    DECODE_CHECK,
+    blocking_checks,
+    blocking_counts,
+    check_payloads,
+    rule_check,
+    rule_names,
+    share_passes,
+)
 
-DECODE_CHECK = "envelope_decodes"
 PARENTS_CHECK = "columns_have_parents"
 
 _CHECKS = [
@@ -36,7 +43,7 @@ _CHECKS = [
     ),
     *[
         AssetCheckSpec(
-            f"rule_{name}",
+            rule_check(name),
             asset="validated_events",
             blocking=True,
             description=f"Row-level rule {name}; failing rows are quarantined.",
@@ -150,7 +157,7 @@ def validated_events(
         empty = check_payloads([], [], context.partition_keys[0], settings.max_event_bytes)
         parts.append(empty.valid.with_columns(pl.lit(None, pl.String).alias("batch_id")))
     yield Output(pl.concat(parts, how="vertical"))
-    for name in [DECODE_CHECK, *(f"rule_{n}" for n in rule_names())]:
+    for name in blocking_checks():
         yield _check_result(name, counts, limit, min_rows)
     yield AssetCheckResult(
         check_name=PARENTS_CHECK,
