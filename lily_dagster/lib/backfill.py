@@ -181,24 +181,22 @@ def run_backfill(
                 rejects.insert(0, decoded.rejects)
             if rejects:
                 kept = fill_raw(pl.concat(rejects), frame, origin, max_event_bytes)
-                report.quarantined += quarantine.add(tenant, batch_name(start), kept)
+                report.quarantined += quarantine.add(tenant, f"{stem}-{start}", kept)
             yield end, chained.events
 
     def lookup(names: list[str]) -> set[str]:
         """Names the hub holds once the batch being written commits: the lineage check of
         batch i+1 runs while batch i is written, and must see batch i as a sequential load
         would."""
-        writing = (
-            set(in_flight[1].join(pl.DataFrame({"qualified_name": names}), on="qualified_name",
-                                  how="semi").get_column("qualified_name").to_list())
-            if in_flight is not None
-            else set()
-        )  # fmt: skip
-        return writing | hub.contains(tenant, [n for n in names if n not in writing])
+        if in_flight is None:
+            return hub.contains(tenant, names)
+        writing = in_flight[1].get_column("qualified_name")
+        found = set(writing.filter(writing.is_in(names)).to_list())
+        return found | hub.contains(tenant, [n for n in names if n not in found])
 
-    def batch_name(start: int) -> str:
-        # Named by its first row: a batch redone after a crash replaces its own entries.
-        return f"{key.replace(':', '-')}-{start}"
+    # Quarantine entries of a batch are named by its first row (the hub's by its last): a
+    # batch redone after a crash replaces its own entries.
+    stem = key.replace(":", "-")
 
     def write(end: int, events: pl.DataFrame) -> UpsertResult:
         t0 = time.perf_counter()
@@ -208,8 +206,7 @@ def run_backfill(
 
     def committed(end: int, events: pl.DataFrame, result: UpsertResult) -> None:
         if result.rejects is not None and result.rejects.height:
-            report.quarantined += quarantine.add(tenant, f"{key.replace(':', '-')}-hub-{end}",
-                                                 result.rejects)  # fmt: skip
+            report.quarantined += quarantine.add(tenant, f"{stem}-hub-{end}", result.rejects)
         report.batches += 1
         report.applied += events.height
         report.created += result.created
