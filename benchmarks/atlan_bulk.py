@@ -17,12 +17,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import polars as pl
 
+from lily_dagster.bench.backfill import offline_client, pyatlan_bulk_json
 from lily_dagster.lib.broker import free_port
 from lily_dagster.lib.hub.atlan import AtlanHub, AtlanOptions
 from lily_dagster.lib.hub.atlan.entities import bulk_bodies, entity_json
@@ -104,37 +107,34 @@ def lily_serialise(n: int) -> float:
 
 
 def pyatlan_serialise(n: int) -> float:
-    from pyatlan.client.atlan import AtlanClient
     from pyatlan.model.assets import Column, Table
-    from pyatlan.model.core import AtlanRequest, BulkRequest
 
-    client = AtlanClient(base_url="http://127.0.0.1:9", api_key="unused")
+    client = offline_client()
     frame = records(n)
+
+    def objects() -> Iterator[Any]:
+        for row in frame.iter_rows(named=True):
+            asset: Any
+            if row["type_name"] == "Table":
+                asset = Table.creator(
+                    name=row["name"], schema_qualified_name=row["parent_qualified_name"]
+                )
+            else:
+                asset = Column.creator(
+                    name=row["name"],
+                    parent_qualified_name=row["parent_qualified_name"],
+                    parent_type=Table,
+                    order=int(json.loads(row["attributes"])["order"]),
+                )
+                asset.data_type = "VARCHAR"
+            asset.description = row["description"]
+            asset.owner_users = set(row["owner_users"])
+            # No tags here: pyatlan would resolve them through a live tag cache. Lily's side
+            # does map them, so the comparison flatters pyatlan.
+            yield asset
+
     started = time.perf_counter()
-    batch = []
-    for row in frame.iter_rows(named=True):
-        if row["type_name"] == "Table":
-            asset = Table.creator(
-                name=row["name"], schema_qualified_name=row["parent_qualified_name"]
-            )
-        else:
-            asset = Column.creator(
-                name=row["name"],
-                parent_qualified_name=row["parent_qualified_name"],
-                parent_type=Table,
-                order=int(json.loads(row["attributes"])["order"]),
-            )
-            asset.data_type = "VARCHAR"
-        asset.description = row["description"]
-        asset.owner_users = set(row["owner_users"])
-        # No tags here: pyatlan would resolve them through a live tag cache. Lily's side
-        # does map them, so the comparison flatters pyatlan.
-        batch.append(asset)
-        if len(batch) == 50:
-            AtlanRequest(instance=BulkRequest(entities=batch), client=client).json()
-            batch = []
-    if batch:
-        AtlanRequest(instance=BulkRequest(entities=batch), client=client).json()
+    pyatlan_bulk_json(objects(), client)
     return n / (time.perf_counter() - started)
 
 

@@ -106,11 +106,11 @@ def sensor_cursor(instance: Any, name: str) -> KafkaCursor:
     return parse_cursor(sensor_cursor_raw(instance, name))
 
 
-def check_idle(instance: Any, settings: Settings) -> IdleReport:
+def runs_in_flight(instance: Any) -> int:
+    """How many runs are queued, starting, running or being cancelled."""
     from dagster import DagsterRunStatus, RunsFilter
 
-    backlog = kafka_has_backlog(settings, sensor_cursor(instance, KAFKA_SENSOR))
-    in_flight = instance.get_runs_count(
+    count: int = instance.get_runs_count(
         RunsFilter(
             statuses=[
                 DagsterRunStatus.QUEUED,
@@ -121,6 +121,12 @@ def check_idle(instance: Any, settings: Settings) -> IdleReport:
             ]
         )
     )
+    return count
+
+
+def check_idle(instance: Any, settings: Settings) -> IdleReport:
+    backlog = kafka_has_backlog(settings, sensor_cursor(instance, KAFKA_SENSOR))
+    in_flight = runs_in_flight(instance)
     staging = StagingArea(settings.staging_dir)
     pending = sum(len(staging.pending(t)) for t in staging.tenants_with_pending())
     inbox_backlog = 0

@@ -273,23 +273,6 @@ def _run_figures(instance: Any) -> dict[str, Any]:
     }
 
 
-def _runs_in_flight(instance: Any) -> int:
-    from dagster import DagsterRunStatus, RunsFilter
-
-    count: int = instance.get_runs_count(
-        RunsFilter(
-            statuses=[
-                DagsterRunStatus.QUEUED,
-                DagsterRunStatus.NOT_STARTED,
-                DagsterRunStatus.STARTING,
-                DagsterRunStatus.STARTED,
-                DagsterRunStatus.CANCELING,
-            ]
-        )
-    )
-    return count
-
-
 def run_latency(
     rate: float,
     seconds: float,
@@ -340,6 +323,7 @@ def _measure(
     from lily_dagster.runtime import (
         KAFKA_SENSOR,
         prepare_dagster_home,
+        runs_in_flight,
         sensor_cursor,
         start_daemon,
         stop_process,
@@ -422,7 +406,7 @@ def _measure(
                 time.sleep(max(0.0, POLL_S - (time.monotonic() - started)))
 
             settle_until = time.monotonic() + SETTLE_S
-            while _runs_in_flight(instance) and time.monotonic() < settle_until:
+            while runs_in_flight(instance) and time.monotonic() < settle_until:
                 time.sleep(0.5)
             runs = _run_figures(instance)
     finally:
