@@ -241,7 +241,10 @@ class LocalHub(RecordReads):
         a bulk load that resumes from it never applies a batch twice."""
         if events.is_empty() and checkpoint is None:
             return UpsertResult()
-        now = now or datetime.now(UTC)  # one time for every row this batch writes
+        # The change log's time. (The merge, the partial changes and the orphan expiry each
+        # read the clock when `now` is None: an orphan stored by this batch is past a zero
+        # wait by the time expiry runs.)
+        changed_at = now or datetime.now(UTC)
         if events.get_column("patch").null_count() == events.height:
             full, patches = events, events.clear()  # bulk loads: no copy of the batch
         else:
@@ -259,7 +262,7 @@ class LocalHub(RecordReads):
                     log = merged.log.cast(_LOG_SCHEMA)  # type: ignore[arg-type]
                     if patches.is_empty() and not _any_patch_of(con, log):
                         # The records' content is what users see: each keeps its change.
-                        kept = change_rows(merged.changed, log, tenant, _next_seq(con), now)
+                        kept = change_rows(merged.changed, log, tenant, _next_seq(con), changed_at)
                         self._write(con, merged.changed, merged.log, kept)
                     else:
                         self._write(con, merged.changed, merged.log)
@@ -269,7 +272,7 @@ class LocalHub(RecordReads):
                     patched, patch_log = self._store_patches(con, patches, now)
                     result += patched
                     logs.append(patch_log)
-                self._log_changes(con, tenant, logs, now)
+                self._log_changes(con, tenant, logs, changed_at)
                 result += self._expire_orphans(con, now)
                 if checkpoint is not None:
                     con.execute(
