@@ -124,19 +124,73 @@ def runs_in_flight(instance: Any) -> int:
     return count
 
 
+def batches_awaiting_a_run(staging: StagingArea) -> int:
+    """Pending batches a sensor will still request a run for: ones no run took (a sweep
+    follows) and ones a multi-tenant run left to a run of their tenant alone. Batches a
+    failed run took wait for an operator and are not counted."""
+    return sum(
+        len(staging.unclaimed(tenant)) + len(staging.isolated(tenant))
+        for tenant in staging.tenants_with_pending()
+    )
+
+
+def propagation_behind(instance: Any, settings: Settings) -> dict[str, dict[str, int]]:
+    """Per tenant, the targets whose delivered (or dead-lettered) position is behind the
+    tenant's change log, with the number of changes still to deliver."""
+    from lily_dagster.lib.propagation import Position, position_path
+
+    if not settings.config.targets:
+        return {}
+    hub = open_hub(settings)
+    behind: dict[str, dict[str, int]] = {}
+    for tenant in instance.get_dynamic_partitions(TENANTS):
+        targets = [] if tenant.startswith("_") else settings.config.targets_of(tenant)
+        head = hub.last_change(tenant) if targets else 0
+        for target in targets:
+            delivered = Position.load(
+                position_path(settings.propagation_dir, tenant, target.name)
+            ).delivered
+            if delivered < head:
+                behind.setdefault(tenant, {})[target.name] = head - delivered
+    return behind
+
+
+def propagation_failed(instance: Any, tenant: str) -> bool:
+    """Whether the tenant's latest propagation run failed (its target is down: the sensor
+    pauses, and `lily run` reports the target as behind rather than waiting for it)."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    from lily_dagster.defs.propagation.assets import TENANT_TAG
+
+    runs = instance.get_runs(
+        RunsFilter(job_name="propagation_job", tags={TENANT_TAG: tenant}), limit=1
+    )
+    return bool(runs) and runs[0].status == DagsterRunStatus.FAILURE
+
+
 def check_idle(instance: Any, settings: Settings) -> IdleReport:
+    """Idle: every source drained, no run in flight, no pending batch a sensor would still
+    request a run for, and every target caught up with its tenant's change log (or its
+    latest delivery run failed: the summary names it)."""
     backlog = kafka_has_backlog(settings, sensor_cursor(instance, KAFKA_SENSOR))
     in_flight = runs_in_flight(instance)
     staging = StagingArea(settings.staging_dir)
     pending = sum(len(staging.pending(t)) for t in staging.tenants_with_pending())
+    awaiting = batches_awaiting_a_run(staging)
     inbox_backlog = 0
     if inbox_exists(settings):
         inbox_backlog = open_inbox(settings).pending(sensor_cursor_raw(instance, INBOX_SENSOR))
+    drained = backlog is False and inbox_backlog == 0 and in_flight == 0 and awaiting == 0
+    behind: dict[str, dict[str, int]] = {}
+    if drained:  # the hub is read only while no run writes it
+        behind = propagation_behind(instance, settings)
+    waiting_for = [t for t in behind if not propagation_failed(instance, t)]
     return IdleReport(
-        idle=backlog is False and inbox_backlog == 0 and in_flight == 0,
+        idle=drained and not waiting_for,
         backlog=backlog,
         runs_in_flight=in_flight,
         pending_batches=pending,
+        details={"batches_awaiting_a_run": awaiting, "propagation_behind": behind},
     )
 
 
@@ -175,6 +229,7 @@ def run_summary(instance: Any, settings: Settings, started: float) -> dict[str, 
     quarantine = QuarantineStore(settings.quarantine_dir)
     staging = StagingArea(settings.staging_dir)
     tenants = sorted(set(instance.get_dynamic_partitions(TENANTS)) | set(quarantine.tenants()))
+    behind = propagation_behind(instance, settings)
     per_tenant: dict[str, Any] = {}
     for tenant in tenants:
         counts = hub.status_counts(tenant) if not tenant.startswith("_") else {}
@@ -185,6 +240,8 @@ def run_summary(instance: Any, settings: Settings, started: float) -> dict[str, 
             "quarantined_by_reason": quarantine.counts_by_reason(tenant),
             "pending_batches": len(staging.pending(tenant)),
         }
+        if not tenant.startswith("_") and settings.config.targets_of(tenant):
+            per_tenant[tenant]["targets_behind"] = behind.get(tenant, {})
     runs = {
         status.value.lower(): instance.get_runs_count(RunsFilter(statuses=[status]))
         for status in (

@@ -13,6 +13,7 @@ import pytest
 from lily_dagster.lib.broker import free_port, produce
 from lily_dagster.lib.demo import generate_demo
 from lily_dagster_tests.conftest import AtlanEmulator
+from lily_dagster_tests.receivers import RecordingReceiver
 
 LILY = [sys.executable, "-m", "lily_dagster.cli"]
 
@@ -59,8 +60,9 @@ def test_demo_processes_every_tenant_to_the_contracts_state(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("hub", ["local", "atlan"])
-def test_run_until_idle_drains_kafka_with_the_real_daemon(
+def test_run_until_idle_drains_kafka_and_propagation_with_the_real_daemon(
     lily_home: Path,
+    tmp_path: Path,
     kafka_bootstrap: str,
     topic: str,
     hub: str,
@@ -78,28 +80,42 @@ def test_run_until_idle_drains_kafka_with_the_real_daemon(
         tenants=("acme", "globex"), tables_per_tenant=2, columns_per_table=2, seed=3
     )
     produce(kafka_bootstrap, topic, traffic.messages)
-    proc = lily("run", "--until-idle", "--timeout", "240")
+    config = tmp_path / "lily.yaml"
+    receiver = RecordingReceiver().start()
+    request.addfinalizer(receiver.stop)
+    config.write_text(
+        f"targets:\n  - name: audit\n    type: webhook\n    url: {receiver.url}\n"
+        "    secret_env: AUDIT_SECRET\n"
+    )
+    env = {"LILY_CONFIG": str(config), "AUDIT_SECRET": "s3cret-for-the-audit-target"}
+    proc = lily("run", "--until-idle", "--timeout", "240", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout)
+    # Idle includes propagation: when it returns, the target has every record's latest
+    # version (it did not wait for the propagation sensor before).
+    delivered: dict[tuple[str, str], int] = {}
+    for body in receiver.bodies():
+        for change in body["changes"]:
+            key = (body["tenant"], change["qualified_name"])
+            delivered[key] = max(delivered.get(key, 0), change["version"])
     # Both tenants' events in one run per tick (a run over their range of tenant partitions).
     assert summary["runs"]["success"] >= 1 and summary["runs"]["failure"] == 0
     expected = traffic.expected_state()
     for tenant in ("acme", "globex"):
-        exported = lily("hub", "export", "--tenant", tenant)
+        exported = lily("hub", "export", "--tenant", tenant, env=env)
         got = {r["qualified_name"]: r for r in map(json.loads, exported.stdout.splitlines())}
+        assert {qn for (t, qn) in delivered if t == tenant} == set(got)
+        assert summary["tenants"][tenant]["targets_behind"] == {}
         assert {
             k: {f: v for f, v in r.items() if f != "updated_at"} for k, r in got.items()
         } == expected[tenant]
         assert summary["tenants"][tenant]["pending_batches"] == 0
     if hub == "atlan":
-        # Atlan holds every live record; a record deleted before Atlan ever saw it is
-        # never created there just to be archived.
+        # Atlan holds every record of the hub with its status, deleted ones included (a
+        # record deleted before Atlan saw it is created there, then archived).
         atlan = {e["attributes"]["qualifiedName"]: e["status"] for e in emulator.entities()}
         wanted = {qn: r["status"] for t in ("acme", "globex") for qn, r in expected[t].items()}
-        assert {q for q, s in atlan.items() if s == "ACTIVE"} == {
-            q for q, s in wanted.items() if s == "ACTIVE"
-        }
-        assert {q for q, s in atlan.items() if s != "ACTIVE"} <= set(wanted)
+        assert atlan == wanted
 
 
 @pytest.mark.parametrize(
