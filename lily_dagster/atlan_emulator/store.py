@@ -116,6 +116,12 @@ def _merge_classifications(
     return [c for c in current if c["typeName"] not in dropped] + add
 
 
+# Relationship attributes through which an entity is contained by a composite parent: Atlan's
+# table_columns, view_columns and materialised_view_columns are COMPOSITION relationships,
+# so archiving a table archives its columns (Atlas's soft delete of owned entities).
+COMPOSITE_PARENT_ATTRIBUTES = ("table", "view", "materialisedView")
+
+
 class Store:
     def __init__(self, state_path: str | None = None) -> None:
         self._lock = threading.Lock()
@@ -396,7 +402,7 @@ class Store:
             if delete_type == "SOFT":
                 deleted = [
                     replace(e, status=DELETED, update_time=now, version=e.version + 1)
-                    for e in found
+                    for e in [*found, *self._composite_children(found)]
                     if e.status != DELETED
                 ]
                 self._write(deleted)
@@ -413,6 +419,29 @@ class Store:
                 deleted = []
         mutated = {"DELETE": [e.header_json() for e in deleted]} if deleted else {}
         return {"mutatedEntities": mutated}
+
+    def _composite_children(self, parents: list[StoredEntity]) -> list[StoredEntity]:
+        """The active entities that `parents` contain through a composite relationship
+        (a table's or view's columns), at any depth: Atlas soft-deletes them with their
+        container. Restoring the container does not restore them."""
+        children: list[StoredEntity] = []
+        frontier = {e.guid for e in parents}
+        seen = set(frontier)
+        while frontier:
+            found = [
+                e
+                for e in self._by_guid.values()
+                if e.guid not in seen
+                and e.status != DELETED
+                and any(
+                    isinstance(ref := e.attributes.get(attr), dict) and ref.get("guid") in frontier
+                    for attr in COMPOSITE_PARENT_ATTRIBUTES
+                )
+            ]
+            children.extend(found)
+            frontier = {e.guid for e in found}
+            seen |= frontier
+        return children
 
     def add_tags(self, display_names: Iterable[str]) -> list[TagDef]:
         """Create Atlan tags by display name; one that exists is kept as it is."""

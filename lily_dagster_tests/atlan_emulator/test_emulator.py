@@ -163,6 +163,40 @@ def test_soft_delete_restore_by_saving_again_and_hard_delete(
     assert ORDERS not in by_qn(atlan_emulator)
 
 
+def test_archiving_a_table_archives_its_columns_and_restoring_it_does_not_restore_them(
+    atlan: AtlanClient, atlan_emulator: AtlanEmulator
+) -> None:
+    """Atlan's table_columns is a composite relationship: its columns go with the table."""
+    from pyatlan.model.assets import Column, Table
+    from pyatlan.model.enums import EntityStatus
+
+    columns = [
+        Column.creator(name=n, parent_type=Table, parent_qualified_name=ORDERS, order=i)
+        for i, n in enumerate(["ID", "EMAIL"])
+    ]
+    saved = atlan.asset.save([*parents(), table(), table("OTHER"), *columns])
+    guid = saved.assets_created(Table)[0].guid
+    if atlan.asset.get_by_guid(guid, asset_type=Table).name != "ORDERS":
+        guid = saved.assets_created(Table)[1].guid
+    deleted = atlan.asset.delete_by_guid(guid)
+    # The response lists what the operation archived: the table and its two columns.
+    assert sorted(a.qualified_name for a in deleted.assets_deleted(Column)) == [
+        f"{ORDERS}/EMAIL",
+        f"{ORDERS}/ID",
+    ]
+    stored = by_qn(atlan_emulator)
+    assert {q: e["status"] for q, e in stored.items() if q.startswith(ORDERS)} == {
+        ORDERS: "DELETED",
+        f"{ORDERS}/EMAIL": "DELETED",
+        f"{ORDERS}/ID": "DELETED",
+    }
+    assert stored[f"{SCH}/OTHER"]["status"] == "ACTIVE" and stored[SCH]["status"] == "ACTIVE"
+    atlan.asset.save(Table.updater(qualified_name=ORDERS, name="ORDERS"))
+    restored = atlan.asset.get_by_guid(guid, asset_type=Table)
+    assert restored.status == EntityStatus.ACTIVE
+    assert by_qn(atlan_emulator)[f"{ORDERS}/ID"]["status"] == "DELETED"
+
+
 def test_bulk_and_offset_paging_return_every_asset_once(
     atlan: AtlanClient, atlan_emulator: AtlanEmulator
 ) -> None:

@@ -124,6 +124,52 @@ def test_update_archive_and_restore(hub: AtlanHub, atlan_emulator: AtlanEmulator
     assert len(atlan_emulator.entities()) == 7
 
 
+def statuses(records: Any) -> dict[str, str]:
+    return {r["qualified_name"]: r["status"] for r in records}
+
+
+def test_a_table_deleted_before_atlan_saw_it_is_created_archived_with_its_columns_active(
+    hub: AtlanHub, atlan_emulator: AtlanEmulator
+) -> None:
+    # The table's latest event is a delete, never restored; its columns stay active; an
+    # asset known only by its delete is a record too.
+    events = [
+        *estate(),
+        ev("t1-del", ORDERS, 10, "delete"),
+        ev("g-del", f"{SCH}/GONE", 3, "delete"),
+    ]
+    result = hub.upsert("acme", frame(events))
+    assert result.pending == 0 and result.rejects is None
+    atlan = {qn: e["status"] for qn, e in in_atlan(atlan_emulator).items()}
+    exported = statuses(hub.export("acme"))
+    assert atlan == exported
+    assert atlan[ORDERS] == atlan[f"{SCH}/GONE"] == "DELETED"
+    assert atlan[f"{ORDERS}/EMAIL"] == atlan[f"{ORDERS}/ID"] == "ACTIVE"
+    assert len(atlan) == 8
+    # Nothing is left to send: a second publish sends nothing.
+    received = atlan_emulator.stats()["bulk_entities_received"]
+    assert hub.upsert("acme", frame([])).archived == 0
+    assert atlan_emulator.stats()["bulk_entities_received"] == received
+
+
+def test_archiving_a_table_keeps_its_active_columns_active_in_atlan(
+    hub: AtlanHub, atlan_emulator: AtlanEmulator
+) -> None:
+    hub.upsert("acme", frame(estate()))
+    # Atlan archives the table's columns with it; the ledger still holds them active.
+    result = hub.upsert("acme", frame([ev("t1-del", ORDERS, 10, "delete")]))
+    assert result.archived == 1
+    atlan = {qn: e["status"] for qn, e in in_atlan(atlan_emulator).items()}
+    assert atlan == statuses(hub.export("acme"))
+    assert atlan[ORDERS] == "DELETED" and atlan[f"{ORDERS}/EMAIL"] == "ACTIVE"
+    # A column deleted with its table stays deleted; the table's restore brings back only it.
+    hub.upsert("acme", frame([ev("c1-del", f"{ORDERS}/EMAIL", 11, "delete")]))
+    hub.upsert("acme", frame([e for e in estate(20) if e["event_id"] == "t1"]))
+    atlan = {qn: e["status"] for qn, e in in_atlan(atlan_emulator).items()}
+    assert atlan == statuses(hub.export("acme"))
+    assert atlan[ORDERS] == "ACTIVE" and atlan[f"{ORDERS}/EMAIL"] == "DELETED"
+
+
 def test_child_is_held_until_its_parent_arrives(
     hub: AtlanHub, atlan_emulator: AtlanEmulator
 ) -> None:

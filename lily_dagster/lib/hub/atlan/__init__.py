@@ -23,7 +23,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,6 +66,9 @@ CREATE TABLE IF NOT EXISTS held (
     missing VARCHAR NOT NULL
 );
 """
+# Passes over the outbox per publish: a pass restores what the previous one's archives
+# took along in Atlan (a table's columns); a column archived twice waits for the next run.
+_PUBLISH_PASSES = 3
 _PUBLISHED_SCHEMA: dict[str, pl.DataType] = {
     "qualified_name": pl.String(),
     "guid": pl.String(),
@@ -129,6 +132,8 @@ class _Outcome:
     published: list[dict[str, Any]] = field(default_factory=list)  # _PUBLISHED_SCHEMA rows
     refused: list[tuple[str, str]] = field(default_factory=list)  # (qualified_name, error)
     sample: list[dict[str, str]] = field(default_factory=list)  # shown on the run's page
+    # Active in the ledger, archived by Atlan with a parent: qualified name → (guid, type)
+    cascaded: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
     def note(self, qualified_name: str, change: str, guid: str | None) -> None:
         if len(self.sample) < SAMPLE_SIZE:
@@ -210,17 +215,39 @@ class AtlanHub(RecordReads):
         return result.changed + result.unchanged
 
     def publish(self, tenant: str, now: datetime | None = None) -> UpsertResult:
+        """Send the outbox. Archiving a table archives its columns in Atlan (a composite
+        relationship): columns the ledger holds as active are then sent again, which
+        restores them, so every record ends in Atlan with the ledger's status."""
         now = now or datetime.now(UTC)
+        total = UpsertResult()
+        for first in (True, *([False] * (_PUBLISH_PASSES - 1))):
+            result, cascaded = self._publish_once(tenant, now)
+            # What is held and the request count are the latest pass's, not a sum.
+            total = (
+                result
+                if first
+                else replace(total + result, pending=result.pending, details=result.details)
+            )
+            if not cascaded:
+                break
+        return total
+
+    def _publish_once(self, tenant: str, now: datetime) -> tuple[UpsertResult, int]:
+        """One pass over the outbox; also how many active records Atlan archived along with
+        a parent (left in the outbox for the next pass)."""
         if not self.ledger.path(tenant).exists():
-            return UpsertResult()
+            return UpsertResult(), 0
         with self._ledger(tenant) as con:
             columns = ", ".join(f"r.{c}" for c in RECORD_SCHEMA)
+            # A deleted record Atlan never received is sent too: it is created, then archived
+            # (records of earlier releases, kept as deleted without ever being created, too).
             pending = con.sql(
                 f"SELECT {columns} FROM records r LEFT JOIN published p USING (qualified_name) "
-                "WHERE p.version IS NULL OR r.version > p.version"
+                "WHERE p.version IS NULL OR r.version > p.version "
+                "OR (p.status = 'DELETED' AND p.guid IS NULL)"
             ).pl()
             if pending.is_empty():
-                return UpsertResult()
+                return UpsertResult(), 0
             names = pending.select("qualified_name")  # noqa: F841 (DuckDB)
             patches = con.sql("SELECT p.* FROM patches p SEMI JOIN names USING (qualified_name)")
             pending = effective_records(
@@ -228,29 +255,33 @@ class AtlanHub(RecordReads):
             )
             known = con.sql("SELECT * FROM published").pl().cast(_PUBLISHED_SCHEMA)
         outcome, held = self._publish_rounds(pending, known)
-        return self._record(tenant, pending, outcome, held, now)
+        return self._record(tenant, pending, outcome, held, now), len(outcome.cascaded)
 
     def _publish_rounds(
         self, pending: pl.DataFrame, known: pl.DataFrame
     ) -> tuple[_Outcome, pl.DataFrame]:
         """Send ready records round by round: a record is ready when every asset it refers
-        to (its parent, its lineage ends) exists in Atlan; each round makes more ready."""
+        to (its parent, its lineage ends) exists in Atlan, active or archived; each round
+        makes more ready."""
         outcome = _Outcome()
+        # What exists in Atlan: what it holds active, and what Lily archived there.
         in_atlan = dict(
-            known.filter(pl.col("status") == ACTIVE)
+            known.filter((pl.col("status") == ACTIVE) | pl.col("guid").is_not_null())
             .select("qualified_name", "type_name")
             .iter_rows()
         )
-        needs = _references(pending)
+        to_send = pending.filter(
+            (pl.col("status") == ACTIVE) | ~pl.col("qualified_name").is_in(list(in_atlan))
+        )
+        needs = _references(to_send)
         # References Lily has never published may exist in Atlan already (crawled there).
         pending_names = set(pending.get_column("qualified_name").to_list())
         unknown = sorted(
             set(needs.get_column("ref").drop_nulls().to_list()) - set(in_atlan) - pending_names
         )
         if unknown:
-            for qn, (_guid, type_name, status) in self.transport.find(unknown).items():
-                if status != DELETED:
-                    in_atlan[qn] = type_name
+            for qn, (_guid, type_name, _status) in self.transport.find(unknown).items():
+                in_atlan[qn] = type_name
         guids = dict(
             known.filter(pl.col("guid").is_not_null()).select("qualified_name", "guid").iter_rows()
         )
@@ -280,57 +311,98 @@ class AtlanHub(RecordReads):
         statuses: dict[str, str],
         outcome: _Outcome,
     ) -> dict[str, str]:
-        """Publish one round; the qualified names now in Atlan → type."""
-        now_in: dict[str, str] = {}
-        active = ready.filter(pl.col("status") == ACTIVE)
+        """Publish one round: archive what Atlan holds active and the ledger deleted, then
+        upsert the active records and the deleted ones Atlan never had, then archive the
+        latter. Returns the qualified names now in Atlan → type."""
         deleted = ready.filter(pl.col("status") == DELETED)
-        for row in deleted.select("qualified_name", "type_name", "version").iter_rows():
-            qn, type_name, version = row
-            guid = guids.get(qn)
-            outcome.published.append(_published(qn, guid, type_name, DELETED, version))
         live = [
             q for q in deleted.get_column("qualified_name").to_list() if statuses.get(q) == ACTIVE
         ]
+        self._archive(live, guids, statuses, outcome)
+        new_deleted = deleted.filter(~pl.col("qualified_name").is_in(list(in_atlan)))
+        upserts = pl.concat([ready.filter(pl.col("status") == ACTIVE), new_deleted])
+        now_in = self._upsert_entities(upserts, in_atlan, guids, outcome)
+        new_names = set(new_deleted.get_column("qualified_name").to_list())
+        for qn in now_in:
+            if qn not in new_names and statuses.get(qn) == DELETED:
+                outcome.restored += 1
+            statuses[qn] = ACTIVE
+        self._archive([q for q in new_names if q in now_in], guids, statuses, outcome)
+        for row in deleted.select("qualified_name", "type_name", "version").iter_rows():
+            qn, type_name, version = row
+            if qn in in_atlan or qn in now_in:
+                outcome.published.append(_published(qn, guids.get(qn), type_name, DELETED, version))
+        return now_in
+
+    def _archive(
+        self,
+        names: list[str],
+        guids: dict[str, str],
+        statuses: dict[str, str],
+        outcome: _Outcome,
+    ) -> None:
+        """Soft-delete these assets; what Atlan archived with them (a table's columns) is
+        noted in `outcome.cascaded`."""
         # Atlan does not list back an entity a request left unchanged: its guid may be unknown.
-        unknown = [q for q in live if q not in guids]
+        unknown = [q for q in names if q not in guids]
         if unknown:
             guids.update({q: found[0] for q, found in self.transport.find(unknown).items()})
-        to_archive = [(q, guids[q]) for q in live if q in guids]
+        to_archive = [(q, guids[q]) for q in names if q in guids]
         size = self.options.bulk_size
         for i in range(0, len(to_archive), size):
             chunk = to_archive[i : i + size]
-            self.transport.soft_delete([g for _, g in chunk])
+            answer = self.transport.soft_delete([g for _, g in chunk])
             outcome.archived += len(chunk)
             for qn, guid in chunk:
                 outcome.note(qn, "archived", guid)
-        if active.is_empty():
-            return now_in
+                statuses[qn] = DELETED
+            asked = {qn for qn, _ in chunk}
+            for entity in (answer.get("mutatedEntities") or {}).get("DELETE") or []:
+                taken = (entity.get("attributes") or {}).get("qualifiedName")
+                if taken and taken not in asked:
+                    outcome.cascaded[taken] = (entity.get("guid"), entity.get("typeName"))
+                    statuses[taken] = DELETED
+
+    def _upsert_entities(
+        self,
+        records: pl.DataFrame,
+        in_atlan: dict[str, str],
+        guids: dict[str, str],
+        outcome: _Outcome,
+    ) -> dict[str, str]:
+        """Upsert these records as active entities (their guids noted in `guids`); the
+        qualified names Atlan now holds → type."""
+        if records.is_empty():
+            return {}
         types = pl.DataFrame(
             {"qualified_name": list(in_atlan), "type_name": list(in_atlan.values())},
             schema={"qualified_name": pl.String, "type_name": pl.String},
         )
-        temp = pl.Series([f"-{i + 1}" for i in range(active.height)])
-        built = entity_json(active, temp, types, self.tag_ids)
+        temp = pl.Series([f"-{i + 1}" for i in range(records.height)])
+        built = entity_json(records, temp, types, self.tag_ids)
         outcome.skipped_tags += int(built.get_column("skipped_tags").sum())
         entities = built.get_column("entity").to_list()
         meta = list(
             zip(
                 temp.to_list(),
-                active.get_column("qualified_name").to_list(),
-                active.get_column("type_name").to_list(),
-                active.get_column("version").to_list(),
+                records.get_column("qualified_name").to_list(),
+                records.get_column("type_name").to_list(),
+                records.get_column("version").to_list(),
                 strict=True,
             )
         )
+        first = len(outcome.published)
+        size = self.options.bulk_size
         for start in range(0, len(entities), size):
             self._post(entities[start : start + size], meta[start : start + size], outcome)
-        for entry in outcome.published:
-            if entry["status"] == ACTIVE:
-                now_in[entry["qualified_name"]] = entry["type_name"]
-        for qn in active.get_column("qualified_name").to_list():
-            if statuses.get(qn) == DELETED and qn in now_in:
-                outcome.restored += 1
-        return now_in
+        sent: dict[str, str] = {}
+        for entry in outcome.published[first:]:
+            qn = entry["qualified_name"]
+            sent[qn] = entry["type_name"]
+            if entry["guid"]:
+                guids[qn] = entry["guid"]
+            outcome.cascaded.pop(qn, None)  # archived with its parent, now restored
+        return sent
 
     def _post(
         self,
@@ -386,7 +458,15 @@ class AtlanHub(RecordReads):
     ) -> UpsertResult:
         """Write what Atlan now holds; quarantine what it refused and what waited too long
         for its parent."""
-        published = pl.DataFrame(outcome.published, schema=_PUBLISHED_SCHEMA)
+        # A deleted record Atlan never had was created, then archived: its last entry holds.
+        published = pl.DataFrame(outcome.published, schema=_PUBLISHED_SCHEMA).unique(
+            "qualified_name", keep="last", maintain_order=True
+        )
+        cascaded = pl.DataFrame(
+            [(qn, guid) for qn, (guid, _type) in outcome.cascaded.items()],
+            schema={"qualified_name": pl.String, "guid": pl.String},
+            orient="row",
+        )
         refused = pl.DataFrame(
             outcome.refused, schema={"qualified_name": pl.String, "error": pl.String}, orient="row"
         )
@@ -403,6 +483,13 @@ class AtlanHub(RecordReads):
             con.execute(
                 "DELETE FROM held WHERE qualified_name IN "
                 "(SELECT qualified_name FROM published_new)"
+            )
+            # Archived by Atlan with their parent: sent again by the next pass (restored).
+            con.register("cascaded", cascaded)
+            con.execute(
+                "UPDATE published SET status = 'DELETED', version = 0, "
+                "guid = coalesce(c.guid, published.guid) FROM cascaded c "
+                "WHERE published.qualified_name = c.qualified_name"
             )
             con.register("held_now", held.with_columns(pl.lit(now).alias("since")))
             con.execute(
@@ -554,7 +641,8 @@ def _published(
 
 def _references(records: pl.DataFrame) -> pl.DataFrame:
     """(qualified_name, ref): the assets each record's entity refers to: a column's or a
-    table's parent, a lineage process's ends."""
+    table's parent, a lineage process's ends (whatever the record's status: a deleted record
+    Atlan never had is created first)."""
     type_name = pl.col("type_name")
     has_parent_ref = (
         type_name.is_in(["Column", "Schema", "ColumnProcess", *TABLE_LIKE])
@@ -568,11 +656,7 @@ def _references(records: pl.DataFrame) -> pl.DataFrame:
         .then(pl.concat_list(pl.col("inputs").fill_null([]), pl.col("outputs").fill_null([])))
         .otherwise(pl.lit([], dtype=pl.List(pl.String))),
     )
-    return (
-        records.filter(pl.col("status") == ACTIVE)
-        .select("qualified_name", refs.alias("ref"))
-        .explode("ref")
-    )
+    return records.select("qualified_name", refs.alias("ref")).explode("ref")
 
 
 def _held(waiting: pl.DataFrame, needs: pl.DataFrame, in_atlan: dict[str, str]) -> pl.DataFrame:
