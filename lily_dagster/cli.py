@@ -53,12 +53,13 @@ def _settings() -> Settings:
 
 def cmd_hub_export(args: argparse.Namespace) -> int:
     from lily_dagster.lib.hub import open_hub
+    from lily_dagster.lib.strict_json import dumps
 
     settings = _settings()
     hub = open_hub(settings)
     out = sys.stdout
     for record in hub.export(args.tenant):
-        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        out.write(dumps(record, ensure_ascii=False) + "\n")  # RFC 8259: no NaN
     return 0
 
 

@@ -96,6 +96,7 @@ PARALLEL_MIN_ROWS = 50_000  # slices smaller than this are not worth a thread
 _ROW = "__row"
 _TRUE = pl.lit(True)
 _NULL_STR = pl.lit(None, dtype=pl.String)
+_NULL_BYTES = pl.lit(None, dtype=pl.Binary)
 _INTS = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
 _NON_ASCII = re.compile("[^\x00-\x7e]")
 _EVENT_TIME = (
@@ -1055,6 +1056,7 @@ def _judge(work: pl.DataFrame, checks: Sequence[_Check], max_event_bytes: int) -
         .otherwise(detail)
         .alias("detail"),
         "raw",
+        _NULL_BYTES.alias("raw_bytes"),  # JSON text built here is UTF-8
         "origin",
         _ROW,
     )
@@ -1076,15 +1078,15 @@ def _no_rejects() -> pl.DataFrame:
 
 # --- the reference, for the rows the column-wise path leaves -----------------------------------
 
-_REJECT_FIELDS = {c: pl.String() for c in ("event_id", "reason", "detail", "raw", "origin")}
-_REJECT_COLUMNS = {
+_REJECT_FIELDS = {
     "event_id": pl.String(),
     "reason": pl.String(),
     "detail": pl.String(),
     "raw": pl.String(),
+    "raw_bytes": pl.Binary(),  # a payload that is not UTF-8, byte for byte
     "origin": pl.String(),
-    _ROW: pl.UInt32(),
 }
+_REJECT_COLUMNS = {**_REJECT_FIELDS, _ROW: pl.UInt32()}
 
 
 def _reference(
@@ -1107,7 +1109,7 @@ def _reference(
         text = payload if isinstance(payload, str) else payload.decode("utf-8", "replace")
         detail = "event_time: not representable in UTC"
         rejected = pl.DataFrame(
-            [[None, Reason.BAD_EVENT_TIME.value, detail, text, keys[0]]],
+            [[None, Reason.BAD_EVENT_TIME.value, detail, text, None, keys[0]]],
             schema=_REJECT_FIELDS,
             orient="row",
         )
@@ -1170,6 +1172,7 @@ def _tenant_checks(events: pl.DataFrame, tenant: str | None) -> tuple[pl.DataFra
         pl.col("__reason").alias("reason"),
         pl.col("__detail").fill_null("").alias("detail"),
         "raw",
+        _NULL_BYTES.alias("raw_bytes"),
         "origin",
         _ROW,
     )
@@ -1228,7 +1231,7 @@ def decode_frame(
         events = events.sort(_ROW)
     rejects = pl.concat([partial.rejects, refused]) if refused.height else partial.rejects
     if lazy_raw and rejects.get_column("raw").has_nulls():
-        rows = rejects.filter(pl.col("raw").is_null()).get_column(_ROW)
+        rows = rejects.filter(_lacks_raw()).get_column(_ROW)
         rejects = _with_raw(rejects, _raw_by_origin(frame, origin, rows, max_event_bytes))
     events, rejects = events.drop(_ROW), rejects.sort(_ROW).drop(_ROW)
     return DecodeResult(
@@ -1245,7 +1248,7 @@ def fill_raw(
 ) -> pl.DataFrame:
     """Rejects (REJECT_SCHEMA) of events decoded from `frame` with `lazy_raw`, with the raw
     (and the quarantine id made of it) of those that lack it, found by origin."""
-    missing = rejects.get_column("raw").is_null()
+    missing = rejects.select(_lacks_raw()).to_series()
     if not missing.any() or _is_payloads(frame):
         return rejects
     origin = _origin_series(origins, frame.height)
@@ -1263,6 +1266,11 @@ def fill_raw(
         .otherwise(pl.col("quarantine_id"))
         .alias("quarantine_id")
     )
+
+
+def _lacks_raw() -> pl.Expr:
+    """Rejects whose payload a lazy decode left out (neither text nor bytes)."""
+    return pl.col("raw").is_null() & pl.col("raw_bytes").is_null()
 
 
 def _raw_by_origin(

@@ -28,6 +28,13 @@ from pydantic import (
 )
 
 from lily_dagster.lib.reasons import Reason
+from lily_dagster.lib.strict_json import (
+    NotJSONError,
+    finite_loads,
+    may_hold_constant,
+    non_finite_path,
+)
+from lily_dagster.lib.strict_json import loads as strict_loads
 
 WELL_KNOWN_ATTRIBUTES = (
     "description",
@@ -86,6 +93,7 @@ class Asset(BaseModel):
     outputs: list[str] = Field(default_factory=list)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 
 
@@ -140,7 +148,8 @@ REJECT_SCHEMA: dict[str, pl.DataType] = {
     "event_id": pl.String(),
     "reason": pl.String(),
     "detail": pl.String(),
-    "raw": pl.String(),
+    "raw": pl.String(),  # the payload as received when it is UTF-8 text, else null
+    "raw_bytes": pl.Binary(),  # the exact bytes of a payload that is not UTF-8, else null
     "origin": pl.String(),
     "quarantined_at": pl.Datetime("us", "UTC"),
 }
@@ -156,23 +165,36 @@ def empty_rejects() -> pl.DataFrame:
     return pl.DataFrame(schema=REJECT_SCHEMA)
 
 
-def quarantine_id(raw: str) -> str:
-    """Identical payloads are one quarantined event, however often they are replayed."""
-    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+def quarantine_id(raw: str | bytes) -> str:
+    """Identical payloads are one quarantined event, however often they are replayed: a
+    hash of the payload's bytes (of text, its UTF-8), so payloads that differ in bytes that
+    are not UTF-8 stay apart."""
+    data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
 def to_rejects(frame: pl.DataFrame, tenant: str | None) -> pl.DataFrame:
-    """Rejects frame (REJECT_SCHEMA) from a frame of event_id, reason, detail, raw, origin."""
+    """Rejects frame (REJECT_SCHEMA) from a frame of event_id, reason, detail, raw, origin
+    and optionally raw_bytes (a payload that is not UTF-8: raw is then null)."""
+    # A raw left out by a lazy bulk decode is filled in, and its id made, by fill_raw.
+    text_id = pl.col("raw").map_elements(quarantine_id, return_dtype=pl.String, skip_nulls=True)
+    raw_bytes: pl.Expr = pl.lit(None, dtype=pl.Binary)
+    quarantine = text_id
+    if "raw_bytes" in frame.columns:
+        raw_bytes = pl.col("raw_bytes").cast(pl.Binary)
+        if frame.get_column("raw_bytes").null_count() < frame.height:
+            bytes_id = raw_bytes.map_elements(
+                quarantine_id, return_dtype=pl.String, skip_nulls=True
+            )
+            quarantine = pl.coalesce(bytes_id, text_id)
     return frame.select(
-        # A raw left out by a lazy bulk decode is filled in, and its id made, by fill_raw.
-        pl.col("raw")
-        .map_elements(quarantine_id, return_dtype=pl.String, skip_nulls=True)
-        .alias("quarantine_id"),
+        quarantine.alias("quarantine_id"),
         pl.lit(tenant, dtype=pl.String).alias("tenant"),
         pl.col("event_id").cast(pl.String),
         pl.col("reason").cast(pl.String),
         pl.col("detail").cast(pl.String),
         pl.col("raw").cast(pl.String),
+        raw_bytes.alias("raw_bytes"),
         pl.col("origin").cast(pl.String),
         pl.lit(datetime.now(UTC)).cast(pl.Datetime("us", "UTC")).alias("quarantined_at"),
     )
@@ -180,16 +202,45 @@ def to_rejects(frame: pl.DataFrame, tenant: str | None) -> pl.DataFrame:
 
 def make_rejects(
     tenant: str | None,
-    reasons: Sequence[tuple[str | None, Reason, str, str, str]],
+    reasons: Sequence[tuple[str | None, Reason, str, str | bytes, str]],
 ) -> pl.DataFrame:
-    """Rejects frame from (event_id, reason, detail, raw, origin) tuples."""
-    columns = ("event_id", "reason", "detail", "raw", "origin")
+    """Rejects frame from (event_id, reason, detail, raw, origin) tuples; a raw given as
+    bytes is kept as text when it is UTF-8, else byte for byte (raw_bytes)."""
+    texts: list[str | None] = []
+    binaries: list[bytes | None] = []
+    for r in reasons:
+        text, data = raw_columns(r[3])
+        texts.append(text)
+        binaries.append(data)
     frame = pl.DataFrame(
-        [[r[i] if i != 1 else r[1].value for r in reasons] for i in range(5)],
-        schema={c: pl.String() for c in columns},
-        orient="col",
+        {
+            "event_id": [r[0] for r in reasons],
+            "reason": [r[1].value for r in reasons],
+            "detail": [r[2] for r in reasons],
+            "raw": texts,
+            "raw_bytes": binaries,
+            "origin": [r[4] for r in reasons],
+        },
+        schema={
+            "event_id": pl.String(),
+            "reason": pl.String(),
+            "detail": pl.String(),
+            "raw": pl.String(),
+            "raw_bytes": pl.Binary(),
+            "origin": pl.String(),
+        },
     )
     return to_rejects(frame, tenant)
+
+
+def raw_columns(raw: str | bytes) -> tuple[str | None, bytes | None]:
+    """(raw, raw_bytes) of a payload: its text when it is UTF-8, else its exact bytes."""
+    if isinstance(raw, str):
+        return raw, None
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError:
+        return None, raw
 
 
 def _classify_error(exc: ValidationError) -> tuple[Reason, str]:
@@ -213,7 +264,7 @@ def _event_id_of(text: str) -> str | None:
     """Best-effort event_id of an invalid payload, for the quarantine record."""
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python reads
         return None
     if isinstance(value, dict) and isinstance(value.get("event_id"), str):
         return value["event_id"]
@@ -227,8 +278,19 @@ class DecodeResult:
 
 
 def envelope_row(env: Envelope) -> dict[str, Any]:
+    """The event row of an envelope; NotJSONError for a number that read as an infinity
+    (beyond a 64-bit float), which JSON cannot carry on to the hub."""
     attrs = env.asset.attributes
     extra = attrs.model_extra or {}
+    try:
+        attributes = json.dumps(extra, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        where = non_finite_path(extra) or ()
+        raise NotJSONError("", ("asset", "attributes", *where)) from None
+    if attrs.lily_patch is not None:
+        in_patch = non_finite_path(attrs.lily_patch.set)
+        if in_patch is not None:
+            raise NotJSONError("", ("asset", "attributes", "lily_patch", "set", *in_patch))
     return {
         "event_id": env.event_id,
         "tenant": env.tenant,
@@ -244,7 +306,7 @@ def envelope_row(env: Envelope) -> dict[str, Any]:
         "certificate_status": attrs.certificate_status,
         "parent_qualified_name": attrs.parent_qualified_name,
         "glossary_terms": attrs.glossary_terms,
-        "attributes": json.dumps(extra, sort_keys=True, separators=(",", ":")),
+        "attributes": attributes,
         "classifications": env.asset.classifications,
         "inputs": env.asset.inputs,
         "outputs": env.asset.outputs,
@@ -264,21 +326,23 @@ def decode_envelopes(
     `tenant` is the tenant the rejects are filed under (the partition being processed).
     """
     rows: list[dict[str, Any]] = []
-    rejected: list[tuple[str | None, Reason, str, str, str]] = []
-    for payload, origin in zip(payloads, origins, strict=True):
+    rejected: list[tuple[str | None, Reason, str, str | bytes, str]] = []
+    suspects = _constant_suspects(payloads)
+    for i, (payload, origin) in enumerate(zip(payloads, origins, strict=True)):
         if isinstance(payload, bytes):
             try:
                 text = payload.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raw = payload.decode("utf-8", "replace")
-                rejected.append((None, Reason.MALFORMED_JSON, f"not UTF-8: {exc}", raw, origin))
+                # kept byte for byte (raw_bytes): distinct payloads stay distinct
+                rejected.append((None, Reason.MALFORMED_JSON, f"not UTF-8: {exc}", payload, origin))
                 continue
         else:
             text = payload
             try:
                 payload = text.encode("utf-8")
             except UnicodeEncodeError as exc:  # a lone surrogate escaped into the text
-                raw = text.encode("utf-8", "replace").decode("utf-8")
+                # as the JSON escape it came from: UTF-8 text that reads as the same JSON
+                raw = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
                 rejected.append((None, Reason.MALFORMED_JSON, f"not UTF-8: {exc}", raw, origin))
                 continue
         size = len(payload)
@@ -293,13 +357,26 @@ def decode_envelopes(
                 )
             )
             continue
+        # pydantic reads NaN and Infinity, which are not JSON
+        if may_hold_constant(text) if suspects is None else i in suspects:
+            try:
+                strict_loads(text, check_numbers=False)
+            except NotJSONError as exc:
+                rejected.append((_event_id_of(text), Reason.MALFORMED_JSON, str(exc), text, origin))
+                continue
+            except (ValueError, RecursionError):
+                pass  # not JSON for another reason: pydantic words it below
         try:
             env = Envelope.model_validate_json(text)
         except ValidationError as exc:
             reason, detail = _classify_error(exc)
             rejected.append((_event_id_of(text), reason, detail, text, origin))
             continue
-        row = envelope_row(env)
+        try:
+            row = envelope_row(env)
+        except NotJSONError as exc:
+            rejected.append((env.event_id, Reason.MALFORMED_JSON, str(exc), text, origin))
+            continue
         row["raw"] = text
         row["origin"] = origin
         rows.append(row)
@@ -308,9 +385,23 @@ def decode_envelopes(
     return DecodeResult(events=events, rejects=rejects)
 
 
+_VECTOR_MIN = 64  # payloads from which one polars pass beats a look at each
+
+
+def _constant_suspects(payloads: Sequence[bytes | str]) -> set[int] | None:
+    """Which payloads (of many, all bytes: landed batches) may hold NaN or Infinity, in
+    one polars pass (a substring look at each costs ~3% of decoding); None: look at each."""
+    if len(payloads) < _VECTOR_MIN or not all(isinstance(p, bytes) for p in payloads):
+        return None
+    values = pl.Series(values=payloads, dtype=pl.Binary)
+    hits = values.bin.contains(b"NaN") | values.bin.contains(b"Infinity")
+    return set(hits.arg_true().to_list()) if hits.any() else set()
+
+
 def full_attributes(row: dict[str, Any]) -> dict[str, Any]:
     """The attributes object of a row: the JSON extras plus the non-null well-known keys."""
-    attributes: dict[str, Any] = json.loads(row["attributes"] or "{}")
+    # finite_loads: a NaN an earlier release let into the hub reads as null.
+    attributes: dict[str, Any] = finite_loads(row["attributes"] or "{}")
     for key in WELL_KNOWN_ATTRIBUTES:
         if row.get(key) is not None:
             attributes[key] = row[key]

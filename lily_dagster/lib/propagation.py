@@ -314,7 +314,11 @@ def _dead(changes: pl.DataFrame, tenant: str) -> pl.DataFrame:
     change row as raw, so a replay can rebuild it."""
     rows = changes.select(list(CHANGE_SCHEMA)).iter_rows(named=True)
     raw = [
-        json.dumps({**row, "changed_at": row["changed_at"].isoformat()}, ensure_ascii=False)
+        json.dumps(
+            {**row, "changed_at": row["changed_at"].isoformat()},
+            ensure_ascii=False,
+            allow_nan=False,
+        )
         for row in rows
     ]
     return to_rejects(

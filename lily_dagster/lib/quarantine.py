@@ -2,12 +2,15 @@
 
 Append-only Parquet files under `quarantine/{tenant}/`, one per batch and stage, written
 atomically; the same batch quarantined again overwrites its own file, and readers dedupe
-by `quarantine_id` (a hash of the payload), so replays never double-count.
+by `quarantine_id` (a hash of the payload's bytes), so replays never double-count.
+
+A payload is kept byte for byte: as text (`raw`) when it is UTF-8, else as its bytes
+(`raw_bytes`). Files of earlier releases, which have no `raw_bytes`, read as text.
 """
 
 from __future__ import annotations
 
-import json
+import base64
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +19,7 @@ import polars as pl
 
 from lily_dagster.lib.durable import write_atomic
 from lily_dagster.lib.envelope import REJECT_SCHEMA
+from lily_dagster.lib.strict_json import dumps
 
 REPLAYED_SCHEMA: dict[str, pl.DataType] = {
     "quarantine_id": pl.String(),
@@ -31,7 +35,7 @@ class QuarantineStore:
         """Durably keep `rejects` under the file `name`; returns how many were kept."""
         if rejects.is_empty():
             return 0
-        frame = rejects.with_columns(pl.lit(tenant).alias("tenant")).cast(REJECT_SCHEMA)  # type: ignore[arg-type]
+        frame = _conform(rejects.with_columns(pl.lit(tenant).alias("tenant")))
         write_atomic(self.root / tenant / f"{name}.parquet", frame.write_parquet)
         return frame.height
 
@@ -42,7 +46,7 @@ class QuarantineStore:
         files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
         if not files:
             return pl.DataFrame(schema=REJECT_SCHEMA)
-        frame = pl.concat([pl.read_parquet(f) for f in files], how="vertical")
+        frame = pl.concat([_conform(pl.read_parquet(f)) for f in files], how="vertical")
         frame = frame.sort("quarantined_at").unique(
             "quarantine_id", keep="last", maintain_order=True
         )
@@ -95,8 +99,26 @@ class QuarantineStore:
         return {r: int(n) for r, n in counts.iter_rows()}
 
     def export(self, tenant: str) -> Iterator[str]:
-        """JSON Lines of CONTRACT.md §2: {"event_id", "reason", "detail", "raw"}."""
+        """JSON Lines of CONTRACT.md §2: {"event_id", "reason", "detail", "raw"}, `raw` the
+        payload's text; for a payload that is not UTF-8, `raw` is null and `raw_base64`
+        holds its exact bytes."""
         for row in self.read(tenant).iter_rows(named=True):
-            yield json.dumps(
-                {k: row[k] for k in ("event_id", "reason", "detail", "raw")}, ensure_ascii=False
-            )
+            line = {k: row[k] for k in ("event_id", "reason", "detail", "raw")}
+            if row["raw_bytes"] is not None:
+                line["raw"] = None
+                line["raw_base64"] = base64.b64encode(row["raw_bytes"]).decode("ascii")
+            yield dumps(line, ensure_ascii=False)
+
+
+def payload_bytes() -> pl.Expr:
+    """The exact bytes of a quarantined payload (of REJECT_SCHEMA rows), as it arrived."""
+    return pl.coalesce(pl.col("raw_bytes"), pl.col("raw").cast(pl.Binary))
+
+
+def _conform(frame: pl.DataFrame) -> pl.DataFrame:
+    """A rejects frame in REJECT_SCHEMA: columns an earlier release did not write (raw_bytes)
+    are null."""
+    missing = [pl.lit(None, dtype=t).alias(c) for c, t in REJECT_SCHEMA.items() if c not in frame]
+    if missing:
+        frame = frame.with_columns(missing)
+    return frame.select(list(REJECT_SCHEMA)).cast(REJECT_SCHEMA)  # type: ignore[arg-type]

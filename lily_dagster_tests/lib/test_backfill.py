@@ -4,6 +4,7 @@ with one clear error, and an S3 source."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -188,6 +189,45 @@ def test_invalid_rows_are_quarantined_with_reasons_the_rest_land(tmp_path: Path)
     assert report.applied == 1 and report.quarantined == 3
     reasons = sorted(QuarantineStore(tmp_path / "quarantine").read("acme")["reason"].to_list())
     assert reasons == ["malformed_json", "tenant_mismatch", "unknown_op"]
+
+
+def test_nan_and_bytes_that_are_not_utf8_are_quarantined_byte_for_byte(tmp_path: Path) -> None:
+    """NaN and Infinity (not JSON) in JSON Lines or in a Parquet float are malformed_json
+    and never reach the hub; a line that is not UTF-8 is kept as its exact bytes."""
+    good = {
+        "event_id": "g", "tenant": "acme", "source": "s", "op": "upsert",
+        "event_time": "2026-11-24T10:00:00Z",
+        "asset": {"type_name": "Database", "qualified_name": "default/snowflake/1/DB",
+                  "name": "DB", "attributes": {"score": 0.5}},
+    }  # fmt: skip
+    nan_line = json.dumps({**good, "event_id": "nan"}).replace("0.5", "NaN").encode()
+    inf_line = json.dumps({**good, "event_id": "inf"}).replace("0.5", "[-Infinity]").encode()
+    latin1 = json.dumps({**good, "event_id": "caf\u00e9"}, ensure_ascii=False).encode("latin-1")
+    (tmp_path / "in").mkdir()
+    lines = [json.dumps(good).encode(), nan_line, inf_line, latin1, b"\xff\xfe{}"]
+    (tmp_path / "in" / "events.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    parquet = pl.DataFrame([{**good, "event_id": "p-nan"}, {**good, "event_id": "p-ok"}])
+    parquet = parquet.with_columns(
+        pl.col("asset").struct.with_fields(
+            pl.struct(score=pl.Series([float("nan"), 0.25])).alias("attributes")
+        )
+    )
+    parquet.write_parquet(tmp_path / "in" / "part.parquet")
+    hub, report = load(tmp_path, str(tmp_path / "in"))
+    assert report.quarantined == 5
+    store = QuarantineStore(tmp_path / "quarantine")
+    records = [json.loads(line) for line in store.export("acme")]
+    by_id = {r["event_id"]: r for r in records if r["event_id"] in ("nan", "inf", "p-nan")}
+    assert {k: r["reason"] for k, r in by_id.items()} == dict.fromkeys(
+        ["nan", "inf", "p-nan"], "malformed_json"
+    )
+    assert by_id["nan"]["raw"] == nan_line.decode()
+    not_text = sorted(base64.b64decode(r["raw_base64"]) for r in records if r["raw"] is None)
+    assert not_text == sorted([latin1, b"\xff\xfe{}"])
+    # g and p-ok name one record: p-ok wins the tie (the larger event_id)
+    assert [(r["event_id"], r["attributes"]) for r in hub.export("acme")] == [
+        ("p-ok", {"score": 0.25})
+    ]
 
 
 def test_parquet_rows_refused_by_a_later_gate_are_kept_with_their_envelope(

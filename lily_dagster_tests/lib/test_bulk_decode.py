@@ -182,7 +182,7 @@ def assert_same(got: DecodeResult, want: DecodeResult, lazy_raw: bool = False) -
         if not a.equals(b):
             diff = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
             raise AssertionError(f"{column} row {diff}: {a[diff]!r} != {b[diff]!r}")
-    keys = ["origin", "event_id", "reason", "raw", "quarantine_id", "tenant"]
+    keys = ["origin", "event_id", "reason", "raw", "raw_bytes", "quarantine_id", "tenant"]
     assert got.rejects.select(keys).rows() == want.rejects.select(keys).rows()
 
 
@@ -402,6 +402,75 @@ def test_non_utf8_payloads_are_malformed_json() -> None:
     got = decode_frame(pl.DataFrame({"value": values}), "acme", "o#1", MAX)
     want = reference(values, origins_of(2, "o#"), "acme")
     assert_same(got, want)
+    assert got.rejects.select("raw", "raw_bytes").rows() == [(None, values[1])]
+
+
+# --- NaN and Infinity: not JSON; refused as the live decoder refuses them ----------------------
+
+NON_JSON_TOKENS = ["NaN", "Infinity", "-Infinity"]
+
+
+def with_token(env: dict[str, Any], token: str, i: int) -> str:
+    """`env` as JSON text with `token` deep in its attributes (where varies by `i`)."""
+    marker = "__TOKEN__"
+    env = copy.deepcopy(env)
+    attributes = env["asset"].setdefault("attributes", {})
+    attributes[f"stats{i % 3}"] = [{"values": [1.5, marker]}, marker][i % 2]
+    return json.dumps(env).replace(f'"{marker}"', token)
+
+
+def test_nan_and_infinity_in_json_lines_are_malformed_json_as_the_reference_says() -> None:
+    envelopes = varied_envelopes(30, seed=21)
+    lines = [
+        with_token(e, NON_JSON_TOKENS[i % 3], i) if i % 4 == 1 else json.dumps(e)
+        for i, e in enumerate(envelopes)
+    ]
+    lines.append(json.dumps(envelopes[0]).replace('"acme"', '"acme", "note": "NaN Infinity"'))
+    frame = pl.DataFrame({"value": [line.encode() for line in lines]})
+    got = decode_frame(frame, "acme", "o#1", MAX)
+    want = reference(lines, origins_of(len(lines), "o#"), "acme")
+    assert_same(got, want)
+    assert got.rejects.get_column("detail").to_list() == want.rejects.get_column("detail").to_list()
+    bad = [i for i in range(len(envelopes)) if i % 4 == 1]
+    assert got.rejects.get_column("origin").to_list() == [f"o#{i + 1}" for i in bad]
+    assert set(got.rejects.get_column("reason")) == {Reason.MALFORMED_JSON}
+    assert got.events.height == len(lines) - len(bad)  # NaN as text is only text
+
+
+@pytest.mark.parametrize("lazy_raw", [False, True], ids=["raw", "lazy-raw"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=str)
+def test_nan_and_infinity_in_parquet_are_malformed_json_as_the_reference_says(
+    value: float, lazy_raw: bool
+) -> None:
+    """A float column holds NaN and infinities, which JSON cannot: the rows holding one
+    (a float attribute, a list of floats in a struct) are refused as their JSON text is."""
+    envelopes = varied_envelopes(40, seed=22, nulls=False)
+    for i, env in enumerate(envelopes):
+        attributes = env["asset"].setdefault("attributes", {})
+        attributes["weight"] = value if i % 5 == 2 else 0.5 * i
+        attributes["stats"] = {"values": [1.5, value]} if i % 7 == 3 else None
+    frame = nested_frame(envelopes)
+    got = decode_frame(frame, "acme", "o#1", MAX, lazy_raw=lazy_raw)
+    want = reference(parquet_texts(frame), origins_of(40, "o#"), "acme")
+    assert_same(got, want, lazy_raw)
+    bad = sorted({i for i in range(40) if i % 5 == 2 or i % 7 == 3})
+    assert got.rejects.get_column("origin").to_list() == [f"o#{i + 1}" for i in bad]
+    assert set(got.rejects.get_column("reason")) == {Reason.MALFORMED_JSON}
+    assert got.rejects.get_column("detail").to_list() == want.rejects.get_column("detail").to_list()
+
+
+@pytest.mark.parametrize("token", NON_JSON_TOKENS)
+def test_nan_and_infinity_in_json_text_attributes_are_malformed_json(token: str) -> None:
+    envelopes = varied_envelopes(10, seed=23, nulls=False)
+    frame = flat_frame(envelopes, json_attributes=True).with_columns(
+        pl.when(pl.int_range(pl.len()) == 4)
+        .then(pl.lit(f'{{"description": "d", "x": {{"y": [{token}]}}}}'))
+        .otherwise(pl.col("asset_attributes"))
+        .alias("asset_attributes")
+    )
+    got = decode_frame(frame, "acme", "o#1", MAX)
+    assert_same(got, reference(parquet_texts(frame), origins_of(10, "o#"), "acme"))
+    assert got.rejects.select("origin", "reason").rows() == [("o#5", Reason.MALFORMED_JSON)]
 
 
 def test_wrong_column_types_reject_by_dtype() -> None:

@@ -123,13 +123,150 @@ def test_non_utf8_bytes_are_malformed_json() -> None:
     assert row["reason"] == Reason.MALFORMED_JSON
     assert "UTF-8" in row["detail"]
     assert row["event_id"] is None
-    # the raw payload is kept (lossily, as text) so an operator can see what arrived
-    assert "EM\ufffdAIL" in row["raw"]
+    # the raw payload is kept byte for byte (not as text with replacement characters)
+    assert row["raw"] is None
+    assert row["raw_bytes"] == payload
 
 
 def test_latin1_bytes_are_malformed_json() -> None:
     payload = json.dumps(with_asset(name="caf\u00e9"), ensure_ascii=False).encode("latin-1")
-    assert reject_of(payload)["reason"] == Reason.MALFORMED_JSON
+    row = reject_of(payload)
+    assert row["reason"] == Reason.MALFORMED_JSON
+    assert (row["raw"], row["raw_bytes"]) == (None, payload)
+
+
+def test_utf8_bytes_are_kept_as_text() -> None:
+    payload = json.dumps(envelope(op="merge"), ensure_ascii=False).encode()
+    row = reject_of(payload)
+    assert (row["raw"], row["raw_bytes"]) == (payload.decode(), None)
+
+
+def test_distinct_non_utf8_payloads_stay_distinct() -> None:
+    # the same text once the bad bytes are replaced: distinct payloads all the same
+    payloads: list[bytes | str] = [b'\xff\xfe{"a":1}', b'\xfe\xff{"a":1}', b'\xff\xff{"a":1}']
+    result = decode_envelopes(payloads, ["a", "b", "c"], tenant="acme", max_event_bytes=MAX)
+    assert result.rejects["raw_bytes"].to_list() == payloads
+    assert result.rejects["quarantine_id"].n_unique() == 3
+
+
+def test_text_with_a_lone_surrogate_keeps_it_as_its_json_escape() -> None:
+    text = json.dumps(with_asset(name="x\ud800y"), ensure_ascii=False)  # a webhook's item
+    row = reject_of(text)
+    assert row["reason"] == Reason.MALFORMED_JSON
+    assert row["raw"] == json.dumps(with_asset(name="x\ud800y"), ensure_ascii=False).replace(
+        "\ud800", "\\ud800"
+    )
+    assert json.loads(row["raw"]) == with_asset(name="x\ud800y")
+
+
+# --- NaN and Infinity: not JSON (RFC 8259), though Python and pydantic read them -------------
+
+
+def _with_token(token: str, where: str) -> str:
+    """A valid envelope's JSON text with `token` written at `where`."""
+    marker = "__TOKEN__"
+    env = envelope()
+    if where == "attribute":
+        env["asset"]["attributes"]["score"] = marker
+    elif where == "nested":
+        env["asset"]["attributes"]["stats"] = {"values": [1.5, marker], "n": 2}
+    elif where == "top-level":
+        env["extra"] = marker  # an unknown key, otherwise ignored
+    elif where == "asset":
+        env["asset"]["size"] = marker
+    elif where == "patch":
+        env["asset"]["attributes"]["lily_patch"] = {"set": {"score": marker}}
+    elif where == "description":
+        env["asset"]["attributes"]["description"] = marker
+    return json.dumps(env).replace(f'"{marker}"', token)
+
+
+_TOKEN_PATHS = {
+    "attribute": "asset.attributes.score",
+    "nested": "asset.attributes.stats.values.1",
+    "top-level": "extra",
+    "asset": "asset.size",
+    "patch": "asset.attributes.lily_patch.set.score",
+    "description": "asset.attributes.description",
+}
+
+
+@pytest.mark.parametrize("where", list(_TOKEN_PATHS))
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_malformed_json(token: str, where: str) -> None:
+    text = _with_token(token, where)
+    assert json.loads(text)  # Python reads it; it is not JSON all the same
+    for payload in (text, text.encode()):
+        row = reject_of(payload)
+        assert row["reason"] == Reason.MALFORMED_JSON
+        assert row["detail"] == (
+            f"{_TOKEN_PATHS[where]}: Invalid JSON: {token} is not a JSON value (RFC 8259)"
+        )
+        assert row["event_id"] == "01J9Z3AAAA"
+        assert row["raw"] == text
+
+
+def test_nan_and_infinity_in_a_large_batch_of_bytes_are_found_as_in_one_payload() -> None:
+    """Landed batches are looked at in one pass: the same rejects as one payload at a time."""
+    tokens = ["NaN", "Infinity", "-Infinity", '"NaN"', "1.5"]
+    wheres = list(_TOKEN_PATHS)
+    payloads: list[bytes | str] = [
+        _with_token(tokens[i % 5], wheres[i % 6]).replace("01J9Z3AAAA", f"e{i}").encode()
+        for i in range(150)
+    ]
+    origins = [f"o{i}" for i in range(150)]
+    batch = decode_envelopes(payloads, origins, tenant="acme", max_event_bytes=MAX)
+    one_by_one = [
+        decode_envelopes([p], [o], tenant="acme", max_event_bytes=MAX)
+        for p, o in zip(payloads, origins, strict=True)
+    ]
+    keys = ["origin", "event_id", "reason", "detail", "raw", "quarantine_id"]
+    assert batch.rejects.select(keys).rows() == [
+        row for r in one_by_one for row in r.rejects.select(keys).rows()
+    ]
+    assert batch.events.height == sum(r.events.height for r in one_by_one)
+    malformed = batch.rejects.filter(pl.col("reason") == Reason.MALFORMED_JSON)
+    assert malformed.height == 90  # three tokens of five
+
+
+@pytest.mark.parametrize("inner", ["1", "NaN"])
+def test_deeply_nested_payload_is_malformed_json_not_a_crash(inner: str) -> None:
+    # deeper than Python's json reads (RecursionError, not a ValueError)
+    row = reject_of('{"event_id": "deep", "a": ' + "[" * 5000 + inner + "]" * 5000 + "}")
+    assert row["reason"] == Reason.MALFORMED_JSON
+
+
+def test_nan_and_infinity_as_text_are_fine() -> None:
+    env = with_asset(attributes={"description": "NaN and Infinity", "unit": "-Infinity"})
+    events, _ = decode_one(json.dumps(env))
+    assert events["description"].to_list() == ["NaN and Infinity"]
+    assert json.loads(events["attributes"][0]) == {"unit": "-Infinity"}
+
+
+def test_nan_beside_other_invalid_json_is_malformed_json() -> None:
+    row = reject_of('{"event_id": "x", "a": NaN, "b": }')
+    assert row["reason"] == Reason.MALFORMED_JSON
+
+
+@pytest.mark.parametrize("where", ["attribute", "nested", "patch"])
+def test_numbers_beyond_a_float_are_malformed_json_where_they_would_be_kept(where: str) -> None:
+    """1e999 is JSON text, but reads as an infinity: the hub could not export it."""
+    row = reject_of(_with_token("-1e999", where))
+    assert row["reason"] == Reason.MALFORMED_JSON
+    assert row["detail"] == (
+        f"{_TOKEN_PATHS[where]}: Invalid JSON: a number is out of the range of a 64-bit float"
+    )
+    assert row["event_id"] == "01J9Z3AAAA"
+
+
+def test_numbers_beyond_a_float_in_ignored_keys_are_ignored() -> None:
+    events, _ = decode_one(_with_token("1e999", "top-level"))
+    assert events.height == 1
+
+
+def test_large_finite_numbers_are_kept() -> None:
+    events, _ = decode_one(_with_token("1.7e308", "attribute"))
+    assert json.loads(events["attributes"][0])["score"] == 1.7e308
 
 
 # --- missing_field ----------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,9 +98,9 @@ def test_export_lines(tmp_path: Path) -> None:
     records = [json.loads(line) for line in lines]
     for line, record in zip(lines, records, strict=True):
         assert "\n" not in line
-        assert list(record) == ["event_id", "reason", "detail", "raw"]
         assert isinstance(record["detail"], str) and record["detail"]
-    by_raw = {r["raw"]: r for r in records}
+    by_raw = {r["raw"]: r for r in records if r["raw"] is not None}
+    assert all(list(r) == ["event_id", "reason", "detail", "raw"] for r in by_raw.values())
     assert by_raw[BAD_OP]["event_id"] == "e-op"
     assert by_raw[BAD_OP]["reason"] == "unknown_op"
     assert by_raw[NOT_JSON] == {
@@ -107,7 +109,49 @@ def test_export_lines(tmp_path: Path) -> None:
         "detail": by_raw[NOT_JSON]["detail"],
         "raw": NOT_JSON,
     }
-    assert NOT_UTF8.decode("utf-8", "replace") in by_raw
+    # not UTF-8: no text, the exact bytes in base64
+    (not_text,) = [r for r in records if r["raw"] is None]
+    assert list(not_text) == ["event_id", "reason", "detail", "raw", "raw_base64"]
+    assert base64.b64decode(not_text["raw_base64"]) == NOT_UTF8
+    assert not_text["reason"] == "malformed_json"
+
+
+def test_payloads_are_kept_byte_for_byte(tmp_path: Path) -> None:
+    latin1 = json.dumps({"event_id": "caf\u00e9", "op": "x"}, ensure_ascii=False).encode("latin-1")
+    payloads: list[bytes | str] = [b'\xff\xfe{"a":1}', b'\xfe\xff{"a":1}', latin1, BAD_OP.encode()]
+    store = QuarantineStore(tmp_path)
+    store.add("acme", "b1", rejects_of(payloads))
+    store.add("acme", "b2", rejects_of(payloads))  # the same payloads again: still one each
+    frame = store.read("acme")
+    # distinct bytes stay distinct (they were one row once replaced by U+FFFD)
+    assert frame.height == 4
+    records = [json.loads(line) for line in store.export("acme")]
+    exported = [
+        base64.b64decode(r["raw_base64"]) if r["raw"] is None else r["raw"].encode()
+        for r in records
+    ]
+    assert sorted(exported) == sorted(p for p in payloads if isinstance(p, bytes))
+    assert [r for r in records if r["raw"] is not None] == [
+        {"event_id": "e-op", "reason": "unknown_op", "detail": "op: Input should be 'upsert' or "
+         "'delete'", "raw": BAD_OP}
+    ]  # fmt: skip
+
+
+def test_files_of_earlier_releases_read_as_text(tmp_path: Path) -> None:
+    """A quarantine file without raw_bytes (releases before it) reads and exports as text."""
+    old = {c: t for c, t in REJECT_SCHEMA.items() if c != "raw_bytes"}
+    row = ["q1", "acme", None, "malformed_json", "not UTF-8", "\ufffd{", "kafka:t/0/1"]
+    frame = pl.DataFrame([[*row, datetime(2026, 1, 1, tzinfo=UTC)]], schema=old, orient="row")
+    (tmp_path / "acme").mkdir()
+    frame.write_parquet(tmp_path / "acme" / "old.parquet")
+    store = QuarantineStore(tmp_path)
+    store.add("acme", "new", rejects_of([NOT_UTF8]))
+    read = store.read("acme")
+    assert read.schema == pl.Schema(REJECT_SCHEMA)
+    assert sorted(read["raw_bytes"].to_list(), key=str) == [None, NOT_UTF8]
+    lines = sorted(store.export("acme"))
+    assert {json.loads(line)["raw"] for line in lines} == {"\ufffd{", None}
+    assert store.counts_by_reason("acme") == {"malformed_json": 2}
 
 
 def test_counts_by_reason(tmp_path: Path) -> None:

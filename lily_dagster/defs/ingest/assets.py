@@ -9,6 +9,7 @@ from dagster import AssetExecutionContext, Config, Output, asset
 from lily_dagster.defs.partitions import tenant_partitions
 from lily_dagster.defs.resources import LilyResource
 from lily_dagster.lib.envelope import quarantine_id
+from lily_dagster.lib.quarantine import payload_bytes
 from lily_dagster.lib.staging import LANDED_SCHEMA, StagingArea, empty_landed
 
 
@@ -44,7 +45,7 @@ def land_replay(lily: LilyResource, tenant: str, reasons: list[str]) -> tuple[st
     )
     frame = entries.select(
         (pl.col("origin").fill_null("quarantine") + "#replay").alias("origin"),
-        pl.col("raw").cast(pl.Binary).alias("value"),
+        payload_bytes().alias("value"),  # byte for byte as they arrived
         pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("received_at"),
     ).cast(LANDED_SCHEMA)  # type: ignore[arg-type]
     StagingArea(lily.settings().staging_dir).land(
@@ -63,9 +64,7 @@ def mark_replays_applied(lily: LilyResource, tenant: str, batch_ids: list[str]) 
     landed_at = {m.batch_id: datetime.fromisoformat(m.landed_at) for m in manifests}
     marked = 0
     for batch_id, part in frame.group_by("batch_id"):
-        ids = [
-            quarantine_id(v.decode("utf-8", "replace")) for v in part.get_column("value").to_list()
-        ]
+        ids = [quarantine_id(v) for v in part.get_column("value").to_list()]
         lily.quarantine().mark_replayed(tenant, str(batch_id[0]), ids, landed_at[str(batch_id[0])])
         marked += len(ids)
     return marked

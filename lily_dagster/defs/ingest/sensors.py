@@ -330,7 +330,7 @@ def kafka_events_sensor(
         rejects = make_rejects(
             UNROUTED_TENANT,
             [
-                (None, reason, detail, m.value.decode("utf-8", "replace"), m.origin)
+                (None, reason, detail, m.value, m.origin)  # byte for byte
                 for m, reason, detail in routed.unrouted
             ],
         )

@@ -18,7 +18,6 @@ retry of the same batch.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -27,6 +26,7 @@ import polars as pl
 
 from lily_dagster.lib.hub.changelog import CHANGE_SCHEMA
 from lily_dagster.lib.registry import Registry
+from lily_dagster.lib.strict_json import finite_loads
 from lily_dagster.settings import ConfigError, TargetConfig
 
 __all__ = [
@@ -85,8 +85,9 @@ def get_target(type_name: str) -> Target:
 
 
 def change_objects(changes: pl.DataFrame) -> list[dict[str, Any]]:
-    """The changes as CONTRACT.md §5 change objects."""
-    return [json.loads(raw) for raw in changes.get_column("raw").to_list()]
+    """The changes as CONTRACT.md §5 change objects (a NaN an earlier release let into the
+    hub reads as null: delivered bodies are RFC 8259 JSON)."""
+    return [finite_loads(raw) for raw in changes.get_column("raw").to_list()]
 
 
 def post_json(

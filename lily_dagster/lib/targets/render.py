@@ -100,7 +100,9 @@ def chat_config(config: TargetConfig, max_shown_limit: int) -> ChatConfig:
 
 def post_chat(payload: dict[str, Any], config: ChatConfig, ctx: DeliveryContext) -> None:
     """POST one chat message; errors as `post_json`'s, with the secret URL redacted."""
-    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode(
+        "utf-8"
+    )
     try:
         post_json(config.url, body, {"Idempotency-Key": ctx.idempotency_key}, ctx.timeout_s)
     except (TargetUnavailableError, TargetRejectedError) as exc:

@@ -39,6 +39,10 @@ class CheckedBody:
 
 
 def parse_json_body(body: bytes) -> Any:
+    """The body as Python reads JSON. NaN, Infinity and -Infinity (not JSON, RFC 8259) read
+    as floats here, so that each event holding one is refused on its own, as any other
+    invalid event of an array is: the decoder (envelope.decode_envelopes) refuses them as
+    malformed_json, with a pointer to the value."""
     try:
         return json.loads(body)
     except UnicodeDecodeError:

@@ -48,7 +48,9 @@ def verify_signature(body: bytes, header: str | None, secret: str) -> bool:
 def webhook_body(changes: pl.DataFrame, ctx: DeliveryContext) -> bytes:
     """The request body: compact JSON, UTF-8 (sign exactly these bytes)."""
     payload = {"tenant": ctx.tenant, "target": ctx.target, "changes": change_objects(changes)}
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode(
+        "utf-8"
+    )
 
 
 @dataclass(frozen=True)
