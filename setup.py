@@ -35,7 +35,18 @@ setup(
         "ruamel.yaml>=0.18",
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-timeout", "ruff", "mypy", "types-PyYAML", "hypothesis>=6", "moto[server]>=5"],
+        "dev": [
+            "pytest>=8",
+            "pytest-timeout",
+            "ruff",
+            "mypy",
+            "types-PyYAML",
+            "hypothesis>=6",
+            "moto[server]>=5",
+            # The standard OpenAPI conformance fuzzer: checks the live receiver against its
+            # published /openapi.json (lily_dagster_tests/webhook/test_openapi_conformance.py).
+            "schemathesis>=4,<5",
+        ],
     },
     entry_points={"console_scripts": ["lily=lily_dagster.cli:main"]},
 )

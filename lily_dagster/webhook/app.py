@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +11,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -21,7 +19,6 @@ from prometheus_client import (
 )
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lily_dagster.lib.envelope import Envelope
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.lib.webhooks.auth import AuthConfig, TokenVerifier, authorise
 from lily_dagster.lib.webhooks.errors import RequestRejectedError
@@ -35,6 +32,7 @@ from lily_dagster.lib.webhooks.receiver import (
 )
 from lily_dagster.lib.webhooks.vendors import VendorRequest, get_vendor, vendor_names
 from lily_dagster.settings import ConfigError, LilyConfigFile, Settings, is_tenant
+from lily_dagster.webhook import openapi as doc
 
 INGEST_SOURCE = "tenants-api"
 
@@ -143,30 +141,6 @@ async def store(state: ReceiverState, tenant: str, checked: CheckedBody) -> dict
     }
 
 
-_ENVELOPE_SCHEMA = Envelope.model_json_schema(ref_template="#/components/schemas/{model}")
-_ENVELOPE_DEFS = _ENVELOPE_SCHEMA.pop("$defs", {})
-_ERROR_SCHEMA = {
-    "type": "object",
-    "required": ["error", "detail"],
-    "properties": {
-        "error": {"type": "string"},
-        "detail": {"type": "string"},
-        "pointer": {"type": "string"},
-    },
-}
-_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"description": text, "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
-    for code, text in (
-        (400, "malformed body or invalid event"),
-        (401, "unauthenticated"),
-        (403, "wrong tenant or scope"),
-        (413, "too large"),
-        (415, "wrong content type"),
-        (429, "over quota"),
-    )
-}
-
-
 def check_vendor_config(config: LilyConfigFile) -> None:
     """Every configured vendor exists and its secret variable is set: fail at start, not
     on the vendor's first request."""
@@ -210,29 +184,17 @@ def create_app(
     app.state.receiver = state
     app.openapi_schema = None
 
+    # The routes read their path parameters from the request: the OpenAPI document declares
+    # them (webhook/openapi.py), and FastAPI adds no validation or 422 of its own.
     @app.post(
         "/v1/tenants/{tenant}/events",
         status_code=202,
-        responses=_ERROR_RESPONSES,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "oneOf": [
-                                _ENVELOPE_SCHEMA,
-                                {"type": "array", "items": _ENVELOPE_SCHEMA},
-                            ]
-                        }
-                    }
-                },
-            },
-            "security": [{"bearer": []}],
-        },
+        operation_id="post_events",
+        openapi_extra=doc.events_operation(),
     )
-    async def post_events(tenant: str, request: Request) -> Response:
+    async def post_events(request: Request) -> Response:
         """Envelopes (one or an array) for `tenant`; 202 once every accepted event is stored."""
+        tenant: str = request.path_params["tenant"]
         require_tenant(tenant)
         principal = state.verifier.verify(request.headers.get("authorization"))
         authorise(principal, tenant)
@@ -258,9 +220,12 @@ def create_app(
             )
         return JSONResponse(summary, status_code=202)
 
-    @app.post("/v1/webhooks/{vendor}/{tenant}", status_code=202, responses=_ERROR_RESPONSES)
-    async def post_vendor(vendor: str, tenant: str, request: Request) -> Response:
+    # Documented as one operation per vendor (webhook/openapi.py).
+    @app.post("/v1/webhooks/{vendor}/{tenant}", include_in_schema=False)
+    async def post_vendor(request: Request) -> Response:
         """A vendor's own payload (Atlan, Monte Carlo, Slack, Teams), verified by its signature."""
+        vendor: str = request.path_params["vendor"]
+        tenant: str = request.path_params["tenant"]
         require_tenant(tenant)
         handler = get_vendor(vendor)
         if handler is None:
@@ -297,16 +262,28 @@ def create_app(
         summary["ignored"] = result.ignored
         return JSONResponse(summary, status_code=202)
 
-    @app.get("/healthz")
+    @app.get(
+        "/healthz",
+        operation_id="healthz",
+        response_model=None,
+        openapi_extra=doc.healthz_operation(),
+    )
     async def healthz() -> dict[str, Any]:
         """Liveness and the inbox position."""
         return {"status": "ok", "inbox_position": state.inbox.position()}
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics",
+        operation_id="metrics",
+        response_class=Response,
+        openapi_extra=doc.metrics_operation(),
+    )
     async def metrics() -> Response:
         """Prometheus text format."""
         state.metrics.inbox_depth.set(state.inbox.pending(state.inbox.consumer_cursor()))
-        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(
+            generate_latest(state.metrics.registry), media_type=doc.METRICS_CONTENT_TYPE
+        )
 
     @app.exception_handler(RequestRejectedError)
     async def rejected(_: Request, exc: RequestRejectedError) -> JSONResponse:
@@ -316,7 +293,12 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse({"error": code, "detail": str(exc.detail)}, status_code=exc.status_code)
+        # A 405 keeps Starlette's `Allow` header (the methods the path takes).
+        return JSONResponse(
+            {"error": code, "detail": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -327,13 +309,7 @@ def create_app(
     original_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
-        schema = original_openapi()
-        components = schema.setdefault("components", {})
-        components.setdefault("schemas", {}).update(copy.deepcopy(_ENVELOPE_DEFS))
-        components["securitySchemes"] = {
-            "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
-        }
-        return schema
+        return doc.finish(original_openapi())
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(RequestMetrics, metrics=state.metrics)

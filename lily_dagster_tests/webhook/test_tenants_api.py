@@ -630,10 +630,17 @@ def test_openapi_document(live: Live) -> None:
     document = response.json()
     assert document["openapi"].startswith("3.")
     assert "/v1/tenants/{tenant}/events" in document["paths"]
-    assert "/v1/webhooks/{vendor}/{tenant}" in document["paths"]
+    # One operation per vendor, each with its own content type and signature.
+    for vendor in ("atlan", "monte-carlo", "slack", "teams"):
+        assert f"/v1/webhooks/{vendor}/{{tenant}}" in document["paths"]
     post = document["paths"]["/v1/tenants/{tenant}/events"]["post"]
-    assert {"202", "400", "401", "403", "413", "415", "429"} <= set(post["responses"])
+    assert set(post["responses"]) == {"202", "400", "401", "403", "413", "415", "429"}
+    assert post["parameters"][0]["schema"]["pattern"] == "^[a-z0-9][a-z0-9-]{0,62}$"
     assert post["security"] == [{"bearer": []}]
+    assert "WWW-Authenticate" in post["responses"]["401"]["headers"]
+    assert "Retry-After" in post["responses"]["429"]["headers"]
+    metrics = document["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert list(metrics) == ["text/plain; version=0.0.4; charset=utf-8"]
     assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert live.client.get("/openapi.json").json() == document
 
@@ -665,3 +672,5 @@ def test_unknown_routes_answer_with_the_error_body(
     body = response.json()
     assert set(body) == {"error", "detail"}
     assert body["error"] in ("not_found", "method_not_allowed")
+    if status == 405:  # RFC 9110: the methods the path takes
+        assert response.headers["allow"] in ("GET", "POST")

@@ -33,6 +33,9 @@ class Vendor(Protocol):
     name: str
     # Content types the vendor posts; anything else is 415.
     content_types: tuple[str, ...]
+    # Optional, for the OpenAPI document: `signature_headers: tuple[str, ...]`, the headers
+    # its signature travels in (lower case), and `answers: tuple[int, ...]`, its success
+    # statuses (200 with a reply, 202 with the stored events; default both).
 
     def verify(self, request: VendorRequest) -> None:
         """Raise RequestRejectedError (401) unless the vendor's signature is valid."""

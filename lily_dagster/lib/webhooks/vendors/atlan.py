@@ -94,6 +94,8 @@ def _tag_names(details: Any) -> list[str]:
 class AtlanWebhook:
     name = "atlan"
     content_types = ("application/json",)
+    signature_headers = ("x-atlan-signing-secret",)
+    answers = (200, 202)  # 200: the reply to Atlan's validation ping
 
     def verify(self, request: VendorRequest) -> None:
         if not same(request.headers.get("x-atlan-signing-secret"), request.config.secret()):

@@ -97,6 +97,8 @@ def incident_envelopes(
 class MonteCarloWebhook:
     name = "monte-carlo"
     content_types = ("application/json",)
+    signature_headers = ("x-mcd-signature",)
+    answers = (202,)
 
     def verify(self, request: VendorRequest) -> None:
         given = request.headers.get("x-mcd-signature", "").removeprefix("sha512=")

@@ -21,6 +21,8 @@ MAX_SKEW_S = 300
 class SlackCommands:
     name = "slack"
     content_types = ("application/x-www-form-urlencoded",)
+    signature_headers = ("x-slack-request-timestamp", "x-slack-signature")
+    answers = (200,)  # the reply shown to the user
 
     def __init__(self) -> None:
         self.replays = ReplayGuard(MAX_SKEW_S)

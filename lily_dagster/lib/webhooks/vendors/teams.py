@@ -32,6 +32,8 @@ def message_text(activity: dict[str, Any]) -> str:
 class TeamsOutgoingWebhook:
     name = "teams"
     content_types = ("application/json",)
+    signature_headers = ("authorization",)
+    answers = (200,)  # the reply shown to the user
 
     def verify(self, request: VendorRequest) -> None:
         try:
