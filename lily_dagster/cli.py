@@ -45,9 +45,13 @@ def _tenant_arg(value: str) -> str:
 
 def _settings() -> Settings:
     from lily_dagster.lib.hooks import check_hook_config
+    from lily_dagster.lib.propagation import check_target_config
 
+    # A bad LILY_CONFIG (hooks and targets included) fails at start, as it would fail the
+    # code location's load: a daemon without definitions would run no sensor at all.
     settings = Settings.from_env()
-    check_hook_config(settings.config)  # a bad LILY_CONFIG (hooks included) fails at start
+    check_hook_config(settings.config)
+    check_target_config(settings.config)
     return settings
 
 
@@ -456,7 +460,10 @@ def dev_jwt_secret(settings: Settings) -> str:
 def mint_token(tenants: list[str], ttl_s: int, scope: str = "lily:ingest") -> str:
     import jwt
 
-    secret = os.environ.get("LILY_JWT_HS256_SECRET")
+    from lily_dagster.lib.webhooks.auth import auth_config_from_env
+
+    # The receiver's own check: a token it would refuse to verify is not minted.
+    secret = auth_config_from_env(dict(os.environ)).hs256_secret
     if not secret:
         raise CliError("LILY_JWT_HS256_SECRET is not set (make run sets one for the local stack)")
     now = int(time.time())
