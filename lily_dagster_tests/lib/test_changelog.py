@@ -38,6 +38,23 @@ def test_every_change_is_logged_once_in_order_with_before_and_version(tmp_path: 
     assert hub.changes("acme", 2, 1)["seq"].to_list() == [3]
 
 
+def test_a_record_born_deleted_is_logged_as_archived_not_created(tmp_path: Path) -> None:
+    """Known only by its delete, or created and deleted in one batch: a target reading the
+    log must not take it for live. It is still counted as a record created."""
+    hub = LocalHub(tmp_path)
+    result = hub.upsert(
+        "acme",
+        frame([ev("a", QN, 0), ev("b", QN, 5, "delete"), ev("g", QN + "_GONE", 3, "delete")]),
+    )
+    assert (result.created, result.archived) == (2, 0)
+    log = hub.changes("acme", 0, 100).sort("qualified_name")
+    assert log["change"].to_list() == ["archived", "archived"]
+    assert log["version"].to_list() == [1, 1]
+    assert json.loads(log["raw"][0])["change"] == "archived"
+    hub.upsert("acme", frame([ev("c", QN, 9)]))
+    assert hub.changes("acme", 2, 10)["change"].to_list() == ["restored"]
+
+
 def test_a_partial_change_is_logged_as_an_update_of_the_fields_it_touches(tmp_path: Path) -> None:
     hub = LocalHub(tmp_path)
     hub.upsert("acme", frame([ev("a", QN, 0)]))

@@ -231,7 +231,11 @@ def merge_records(
     )
     merged = merged.with_columns(
         (take_content | take_status).alias("__write"),
-        pl.when(pl.col("__new"))
+        # A record whose first state is deleted (known only by its delete, or created and
+        # deleted within the batch) is archived: a target must not take it for live.
+        pl.when(pl.col("__new") & (pl.col("status") == DELETED))
+        .then(pl.lit("archived"))
+        .when(pl.col("__new"))
         .then(pl.lit("created"))
         .when((pl.col("status__old") == ACTIVE) & (pl.col("status") == DELETED))
         .then(pl.lit("archived"))
@@ -242,7 +246,12 @@ def merge_records(
         .otherwise(pl.lit("unchanged"))
         .alias("change"),
     )
-    counts = dict(merged.group_by("change").len().iter_rows())
+    # Counted as records created, whatever their first change says.
+    counts = dict(
+        merged.group_by(pl.when(pl.col("__new")).then(pl.lit("created")).otherwise("change"))
+        .len()
+        .iter_rows()
+    )
     changed = merged.filter(pl.col("__write")).with_columns(
         pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("updated_at"),
         (pl.col("version__old").fill_null(0) + 1).alias("version"),

@@ -467,8 +467,8 @@ class LocalHub(RecordReads):
         the others replace their stored rows, whose kept change moves to the change log."""
         if changed.is_empty():
             return
-        created = (
-            log.filter(pl.col("change") == "created").select("qualified_name")
+        created = (  # new records are at version 1, whatever their change
+            changed.filter(pl.col("version") == 1).select("qualified_name")
             if log is not None
             else pl.DataFrame(schema={"qualified_name": pl.String})
         )
