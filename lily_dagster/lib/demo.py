@@ -13,6 +13,9 @@ from typing import Any
 from lily_dagster.settings import UNROUTED_TENANT, is_tenant
 
 DEMO_TENANTS = ("acme", "globex", "initech")
+# The demo's column names that hold personal data, by kind: the default pre-ingest chain
+# (pii-classify) tags them `PII`, `GDPR:personal-data` and `PII:<kind>`.
+DEMO_PII_COLUMNS = {"EMAIL": "email"}
 
 
 @dataclass
@@ -23,7 +26,9 @@ class DemoTraffic:
     invalid: list[tuple[bytes, str, str]] = field(default_factory=list)
 
     def expected_state(self) -> dict[str, dict[str, dict[str, Any]]]:
-        return expected_hub_state(self.valid)
+        """The hubs as the default pre-ingest chain leaves them: owners normalised, and the
+        demo's columns of personal data classified."""
+        return expected_hub_state(self.valid, pii_columns=DEMO_PII_COLUMNS)
 
     def expected_quarantine(self) -> dict[str, list[tuple[str, str]]]:
         """tenant → sorted (raw, reason) of distinct invalid payloads."""
@@ -39,11 +44,14 @@ def _norm_principals(values: list[str] | None) -> list[str] | None:
     return sorted({v.strip().lower() for v in values if v.strip()})
 
 
-def expected_hub_state(envelopes: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+def expected_hub_state(
+    envelopes: list[dict[str, Any]], pii_columns: dict[str, str] | None = None
+) -> dict[str, dict[str, dict[str, Any]]]:
     """CONTRACT.md §1 in plain Python: per (tenant, qualified_name) the status of the latest
     event by (event_time, event_id), the content of the latest upsert (else latest delete),
-    owners normalised as the enrichment does. Records as `lily hub export` prints them,
-    without `updated_at`."""
+    owners normalised as the enrichment does, and the columns named in `pii_columns` (name →
+    kind) classified as pii-classify does when it runs. Records as `lily hub export` prints
+    them, without `updated_at`."""
 
     def when(e: dict[str, Any]) -> tuple[datetime, str]:
         return datetime.fromisoformat(e["event_time"].replace("Z", "+00:00")), e["event_id"]
@@ -64,13 +72,18 @@ def expected_hub_state(envelopes: list[dict[str, Any]]) -> dict[str, dict[str, d
         for principal in ("owner_users", "owner_groups"):
             if attributes.get(principal) is not None:
                 attributes[principal] = _norm_principals(attributes[principal])
+        classifications = list(asset.get("classifications", []))
+        kind = (pii_columns or {}).get(asset["name"])
+        if kind and asset["type_name"] == "Column" and content[key]["op"] == "upsert":
+            added = ["PII", "GDPR:personal-data", f"PII:{kind}"]
+            classifications += [t for t in added if t not in classifications]
         record: dict[str, Any] = {
             "qualified_name": key[1],
             "type_name": asset["type_name"],
             "name": asset["name"],
             "status": "DELETED" if last["op"] == "delete" else "ACTIVE",
             "attributes": attributes,
-            "classifications": list(asset.get("classifications", [])),
+            "classifications": classifications,
             "event_time": when(last)[0].astimezone(UTC).isoformat().replace("+00:00", "Z"),
             "event_id": last["event_id"],
         }

@@ -395,7 +395,7 @@ def names(config: LilyConfigFile, tenant: str, stage: str = "pre_ingest") -> lis
 def test_tenant_chain_over_file_default_over_builtin_default() -> None:
     config = LilyConfigFile.model_validate(
         {
-            "hooks": {"pre_ingest": ["owner-normalise", "pii-classify"]},
+            "hooks": {"pre_ingest": ["owner-normalise", "pii-classify", "pii-mask"]},
             "tenants": [
                 {"name": "acme", "hooks": {"pre_ingest": ["pii-mask", "test-fw-append-a"]}},
                 {"name": "globex"},
@@ -404,14 +404,14 @@ def test_tenant_chain_over_file_default_over_builtin_default() -> None:
         }
     )
     assert names(config, "acme") == ["pii-mask", "test-fw-append-a"]
-    assert names(config, "globex") == ["owner-normalise", "pii-classify"]
-    assert names(config, "not-configured") == ["owner-normalise", "pii-classify"]
+    assert names(config, "globex") == ["owner-normalise", "pii-classify", "pii-mask"]
+    assert names(config, "not-configured") == ["owner-normalise", "pii-classify", "pii-mask"]
     assert names(config, "initech") == []  # explicitly no hooks
     assert names(config, "acme", "post_consume") == []
-    # Without any hooks configured: the built-in default.
+    # Without any hooks configured: the built-in default (classification, no masking).
     bare = LilyConfigFile.model_validate({"tenants": [{"name": "acme"}]})
-    assert names(bare, "acme") == ["owner-normalise"]
-    assert names(bare, "anyone") == ["owner-normalise"]
+    assert names(bare, "acme") == ["owner-normalise", "pii-classify"]
+    assert names(bare, "anyone") == ["owner-normalise", "pii-classify"]
     assert names(LilyConfigFile(), "acme", "post_consume") == []
 
 
@@ -419,12 +419,12 @@ def test_tenant_configuring_one_stage_keeps_the_file_chain_of_the_other() -> Non
     # acme adds a post-consume hook; it did not ask to lose the file's PII classification.
     config = LilyConfigFile.model_validate(
         {
-            "hooks": {"pre_ingest": ["owner-normalise", "pii-classify"]},
+            "hooks": {"pre_ingest": ["owner-normalise", "pii-classify", "pii-mask"]},
             "tenants": [{"name": "acme", "hooks": {"post_consume": ["test-fw-post"]}}],
         }
     )
     assert names(config, "acme", "post_consume") == ["test-fw-post"]
-    assert names(config, "acme") == ["owner-normalise", "pii-classify"]
+    assert names(config, "acme") == ["owner-normalise", "pii-classify", "pii-mask"]
 
 
 # --- check_hook_config and the YAML file -----------------------------------------------------

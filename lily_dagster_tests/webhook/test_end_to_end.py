@@ -106,7 +106,13 @@ def test_webhook_to_hub_then_chat_command_and_alert_patch_only_what_they_name(
             "certificate_status": "DRAFT",
         }
         assert before["classifications"] == ["Finance"]
-        assert records[f"{table_qn}/EMAIL"]["classifications"] == ["PII"]
+        # The default pre-ingest chain classifies personal data; ID stays untagged.
+        assert records[f"{table_qn}/EMAIL"]["classifications"] == [
+            "PII",
+            "GDPR:personal-data",
+            "PII:email",
+        ]
+        assert records[f"{table_qn}/ID"]["classifications"] == []
         assert records[f"{table_qn}/ID"]["attributes"]["parent_qualified_name"] == table_qn
 
         # 2. A Slack certify and a Monte Carlo alert on the table: partial changes.

@@ -33,7 +33,7 @@ from lily_dagster.lib.registry import Registry
 from lily_dagster.settings import ConfigError, HookRef, LilyConfigFile
 
 Stage = Literal["pre_ingest", "post_consume"]
-DEFAULT_PRE_INGEST: tuple[str, ...] = ("owner-normalise",)
+DEFAULT_PRE_INGEST: tuple[str, ...] = ("owner-normalise", "pii-classify")
 DEFAULT_TIMEOUT_S = 60.0
 
 
