@@ -124,12 +124,17 @@ def runs_in_flight(instance: Any) -> int:
     return count
 
 
-def batches_awaiting_a_run(staging: StagingArea) -> int:
+def batches_awaiting_a_run(staging: StagingArea, instance: Any = None) -> int:
     """Pending batches a sensor will still request a run for: ones no run took (a sweep
-    follows) and ones a multi-tenant run left to a run of their tenant alone. Batches a
-    failed run took wait for an operator and are not counted."""
+    follows), ones a multi-tenant run left to a run of their tenant alone, and (given the
+    instance) ones a dead run holds, which the sweep releases. Batches a run took that
+    failed in a step wait for an operator and are not counted."""
+    from lily_dagster.defs.ingest.recovery import held_by_dead_runs
+
     return sum(
-        len(staging.unclaimed(tenant)) + len(staging.isolated(tenant))
+        len(staging.unclaimed(tenant))
+        + len(staging.isolated(tenant))
+        + (len(held_by_dead_runs(instance, staging, tenant)) if instance is not None else 0)
         for tenant in staging.tenants_with_pending()
     )
 
@@ -176,7 +181,7 @@ def check_idle(instance: Any, settings: Settings) -> IdleReport:
     in_flight = runs_in_flight(instance)
     staging = StagingArea(settings.staging_dir)
     pending = sum(len(staging.pending(t)) for t in staging.tenants_with_pending())
-    awaiting = batches_awaiting_a_run(staging)
+    awaiting = batches_awaiting_a_run(staging, instance)
     inbox_backlog = 0
     if inbox_exists(settings):
         inbox_backlog = open_inbox(settings).pending(sensor_cursor_raw(instance, INBOX_SENSOR))

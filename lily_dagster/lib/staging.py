@@ -9,7 +9,10 @@ of a re-execution chain): a run that takes every unclaimed pending batch of its 
 coalescing run) leaves alone the batches a failed run took, which wait for an operator.
 A run of several tenants that finds a tenant's batches would fail a blocking check does not
 fail for everyone: it leaves them to a run of that tenant alone, claimed as
-`isolate:{run_id}` (see `isolate` and `isolated`).
+`isolate:{run_id}` (see `isolate` and `isolated`). A run that died (its process killed,
+or stopped by an operator) before any step failed releases its claims (`release`): its
+batches go to the next run, at most MAX_RELEASES times (`{batch_id}.released` names the
+runs), so a batch that kills every worker that takes it ends up waiting for an operator.
 """
 
 from __future__ import annotations
@@ -62,6 +65,9 @@ class BatchManifest:
 
 # Claim owner prefix of batches a multi-tenant run left to a run of their tenant alone.
 ISOLATE_PREFIX = "isolate:"
+# Times a batch's claim is released after the run holding it died: a batch whose runs keep
+# dying (it runs the worker out of memory, say) then waits for an operator.
+MAX_RELEASES = 3
 
 
 def batch_set_key(batch_ids: Iterable[str]) -> str:
@@ -123,6 +129,31 @@ class StagingArea:
             for batch_id in self.pending(tenant)
             if (self.claimed_by(tenant, batch_id) or "").startswith(ISOLATE_PREFIX)
         ]
+
+    def claims(self, tenant: str) -> dict[str, str]:
+        """Pending batch id → the run that took it, for the batches a run took."""
+        claims = {b: self.claimed_by(tenant, b) for b in self.pending(tenant)}
+        return {batch_id: owner for batch_id, owner in claims.items() if owner}
+
+    def releases(self, tenant: str, batch_id: str) -> list[str]:
+        """The runs that died holding this batch, oldest first."""
+        path = self._dir(tenant, "pending") / f"{batch_id}.released"
+        try:
+            return path.read_text().split()
+        except FileNotFoundError:
+            return []
+
+    def release(self, tenant: str, batch_id: str, owner: str) -> bool:
+        """Drop `owner`'s claim on a pending batch (its run died), unless the batch was
+        released MAX_RELEASES times already; whether it was."""
+        pending = self._dir(tenant, "pending")
+        released = self.releases(tenant, batch_id)
+        if self.claimed_by(tenant, batch_id) != owner or len(released) >= MAX_RELEASES:
+            return False
+        write_text_atomic(pending / f"{batch_id}.released", " ".join([*released, owner]))
+        (pending / f"{batch_id}.claim").unlink(missing_ok=True)
+        fsync_dir(pending)
+        return True
 
     def claimed_by(self, tenant: str, batch_id: str) -> str | None:
         try:
@@ -186,5 +217,6 @@ class StagingArea:
             if data.exists():
                 os.replace(data, applied / data.name)
             (pending / f"{batch_id}.claim").unlink(missing_ok=True)
+            (pending / f"{batch_id}.released").unlink(missing_ok=True)
         fsync_dir(applied)
         fsync_dir(pending)

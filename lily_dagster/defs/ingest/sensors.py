@@ -29,6 +29,7 @@ from lily_dagster.defs.enrichment.assets import enriched_events
 from lily_dagster.defs.hub.assets import hub_records
 from lily_dagster.defs.hub.checks import hub_records_gx_suite
 from lily_dagster.defs.ingest.assets import landed_events
+from lily_dagster.defs.ingest.recovery import release_dead_runs_batches
 from lily_dagster.defs.partitions import TENANTS, tenant_partitions
 from lily_dagster.defs.resources import KafkaResource, LilyResource
 from lily_dagster.defs.validation.assets import validated_events
@@ -218,23 +219,34 @@ def sweep_run_requests(
     exclude: set[str],
 ) -> list[RunRequest]:
     """A run for each tenant (not in `exclude`) whose pending batches no run took and no run
-    will take (SWEEP_AFTER_S); its run key names the batches, so each set is tried once."""
+    will take (SWEEP_AFTER_S), those of runs that died included (recovery.py); its run key
+    names the batches and how often they were released, so each set is tried once per
+    release."""
     known = set(instance.get_dynamic_partitions(TENANTS))
     requests: list[RunRequest] = []
     for tenant in staging.tenants_with_pending():
         if tenant in exclude or tenant in runs or tenant not in known:
             continue
+        release_dead_runs_batches(instance, staging, [tenant])
         stranded = staging.unclaimed(tenant, min_age_s=SWEEP_AFTER_S)
         if not stranded:
             continue
+        dead = sorted({run for b in stranded for run in staging.releases(tenant, b)})
+        releases = sum(len(staging.releases(tenant, b)) for b in stranded)
         requests.append(
             RunRequest(
-                run_key=f"sweep-{batch_set_key(stranded)}:{tenant}",
+                run_key=f"sweep-{batch_set_key(stranded)}:{tenant}"
+                + (f":r{releases}" if releases else ""),
                 partition_key=tenant,
                 run_config={
                     "ops": {"landed_events": {"config": {"batch_ids": stranded, "coalesce": True}}}
                 },
-                tags={"lily/tenant": tenant, "lily/batch": stranded[0], "lily/source": "sweep"},
+                tags={
+                    "lily/tenant": tenant,
+                    "lily/batch": stranded[0],
+                    "lily/source": "sweep",
+                    **({"lily/recovered_from": ",".join(dead)[:200]} if dead else {}),
+                },
             )
         )
     return requests

@@ -1,0 +1,59 @@
+"""Batches held by dead runs go back to the sweep.
+
+A run claims the pending batches it takes. When it fails because a step failed (a blocking
+check, a hub that stayed down), its batches wait for an operator. When it ended without
+any step failing — its process was killed or crashed and run monitoring marked it failed
+(launcher.py), or an operator stopped or marked it failed — nothing about the batches is
+wrong: their claims are released and the next tick's sweep gives them a run.
+"""
+
+from collections.abc import Iterable
+
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
+
+from lily_dagster.lib.staging import ISOLATE_PREFIX, MAX_RELEASES, StagingArea
+
+ENDED = (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
+
+
+def died(instance: DagsterInstance, run_id: str) -> bool:
+    """Whether the run ended without a step failing (or is gone from Dagster's storage)."""
+    run = instance.get_run_by_id(run_id)
+    if run is None:
+        return True
+    if run.status not in ENDED:
+        return False
+    failed_steps = instance.get_records_for_run(
+        run_id, of_type=DagsterEventType.STEP_FAILURE, limit=1
+    ).records
+    return not failed_steps
+
+
+def held_by_dead_runs(
+    instance: DagsterInstance, staging: StagingArea, tenant: str
+) -> dict[str, str]:
+    """Pending batch id → dead run holding it, for the batches that may still be released."""
+    verdicts: dict[str, bool] = {}
+    held: dict[str, str] = {}
+    for batch_id, owner in staging.claims(tenant).items():
+        if owner.startswith(ISOLATE_PREFIX):
+            continue
+        if len(staging.releases(tenant, batch_id)) >= MAX_RELEASES:
+            continue
+        if owner not in verdicts:
+            verdicts[owner] = died(instance, owner)
+        if verdicts[owner]:
+            held[batch_id] = owner
+    return held
+
+
+def release_dead_runs_batches(
+    instance: DagsterInstance, staging: StagingArea, tenants: Iterable[str]
+) -> dict[str, list[str]]:
+    """Release the batches of `tenants` that dead runs hold; tenant → batch ids released."""
+    released: dict[str, list[str]] = {}
+    for tenant in tenants:
+        for batch_id, owner in held_by_dead_runs(instance, staging, tenant).items():
+            if staging.release(tenant, batch_id, owner):
+                released.setdefault(tenant, []).append(batch_id)
+    return released
