@@ -4,7 +4,7 @@ Dagster's run monitoring (dagster.yaml `run_monitoring`) notices a dead run work
 through launchers that can check their workers (Kubernetes, Docker, ECS); the default,
 local launcher cannot, so a run whose process died (kill -9, out of memory) stayed STARTED
 for good and kept its tenant's run slot. This launcher looks up the pid the run worker
-reported when it started ("Started process for run (pid: N)") and tells the monitor the
+reported in its engine events (their `pid` metadata) and tells the monitor the
 worker FAILED once that process is gone; the monitor then marks the run failed, and the
 ingest sensor hands its batches to the next run (defs/ingest/recovery.py).
 """
@@ -18,7 +18,6 @@ from dagster import DagsterEventType, DagsterRun
 from dagster._core.launcher import DefaultRunLauncher
 from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
 
-_PID_MESSAGE_PREFIX = "Started process for run (pid: "
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -39,16 +38,17 @@ class LocalRunLauncher(DefaultRunLauncher):
         )
 
     def _worker_started(self, run: DagsterRun) -> tuple[int, float] | None:
-        """The pid the run worker reported, and when."""
+        """The pid the run worker reported (its engine events' `pid` metadata: "Started
+        process for run", "Executing steps in process"), and when."""
         records = self._instance.get_records_for_run(
             run.run_id, of_type=DagsterEventType.ENGINE_EVENT, ascending=False, limit=50
         ).records
         for record in records:
-            message = record.event_log_entry.user_message or ""
-            if message.startswith(_PID_MESSAGE_PREFIX):
-                pid = message[len(_PID_MESSAGE_PREFIX) :].split(")", 1)[0]
-                if pid.isdigit():
-                    return int(pid), record.event_log_entry.timestamp
+            event = record.event_log_entry.dagster_event
+            data = event.engine_event_data if event is not None else None
+            pid = data.metadata.get("pid") if data is not None else None
+            if pid is not None and str(pid.value).isdigit():
+                return int(str(pid.value)), record.event_log_entry.timestamp
         return None
 
 

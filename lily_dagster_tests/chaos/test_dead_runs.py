@@ -4,6 +4,7 @@ exactly as the contract says, nothing lost and nothing applied twice."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from lily_dagster.launcher import process_alive
 from lily_dagster.lib.broker import produce
 from lily_dagster.lib.demo import generate_demo
 
@@ -78,6 +80,79 @@ def test_a_killed_run_worker_is_failed_and_its_batches_reach_the_hub(
         del os.environ["LILY_CONFIG"]
 
 
+def processes_of(home: Path) -> list[int]:
+    """Every process whose environment names this LILY_HOME (lily run, the Dagster daemon,
+    its code server, run workers)."""
+    marker = f"LILY_HOME={home}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0") and process_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def kill_all(home: Path) -> None:
+    """SIGKILL every process of this LILY_HOME, again until none is left (one may be
+    spawning a child as it dies)."""
+    deadline = time.monotonic() + 10
+    while (left := processes_of(home)) and time.monotonic() < deadline:
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+
+
+def test_after_kill_9_of_every_process_the_next_run_recovers_the_dead_runs_batches(
+    lily_home: Path, kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    pause = tmp_path / "pause"
+    config = tmp_path / "lily.yaml"
+    config.write_text(
+        "hooks:\n  pre_ingest:\n    - owner-normalise\n    - pii-classify\n"
+        f"    - name: chaos-pause\n      settings: {{dir: {pause}}}\n      timeout_s: 300\n"
+    )
+    env = {**os.environ, "LILY_CONFIG": str(config)}
+    traffic = generate_demo(tenants=("acme", "globex"), tables_per_tenant=2, seed=9)
+    produce(kafka_bootstrap, topic, traffic.messages)
+    first = subprocess.Popen(
+        [*LILY, "run", "--until-idle", "--timeout", "240"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (pause / "reached").exists():
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        # An operator's worst case: every process of the stack killed at once, mid-run.
+        kill_all(lily_home)
+        first.wait(10)
+    assert processes_of(lily_home) == []
+    again = subprocess.run(
+        [*LILY, "run", "--until-idle", "--timeout", "240"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 1, again.stderr[-3000:]
+    summary = json.loads(again.stdout)
+    assert summary["runs"]["failure"] == 1
+    expected = traffic.expected_state()
+    for tenant in ("acme", "globex"):
+        assert summary["tenants"][tenant]["pending_batches"] == 0
+        assert export(tenant) == expected[tenant]
+    kill_all(lily_home)
+
+
 @pytest.mark.parametrize("owner_status", ["died", "failed_in_a_step", "gone"])
 def test_only_batches_of_runs_that_died_are_released(owner_status: str, tmp_path: Path) -> None:
     from dagster import DagsterRunStatus, instance_for_test, job, op
@@ -124,3 +199,12 @@ def test_only_batches_of_runs_that_died_are_released(owner_status: str, tmp_path
         assert release_dead_runs_batches(instance, staging, ["acme"]) == {}
         assert staging.claimed_by("acme", "b1") == run_id
         assert staging.releases("acme", "b1") == [run_id] * MAX_RELEASES
+
+
+def test_process_alive_tells_a_live_process_from_a_gone_or_reused_pid() -> None:
+    assert process_alive(os.getpid())
+    child = subprocess.Popen(["true"])
+    child.wait()
+    assert not process_alive(child.pid)
+    # A process that started after the pid was reported is another process reusing it.
+    assert not process_alive(os.getpid(), not_started_after=0.0)
