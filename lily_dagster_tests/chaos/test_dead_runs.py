@@ -4,6 +4,7 @@ exactly as the contract says, nothing lost and nothing applied twice."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -18,7 +19,7 @@ import pytest
 
 from lily_dagster.launcher import process_alive
 from lily_dagster.lib.broker import produce
-from lily_dagster.lib.demo import generate_demo
+from lily_dagster.lib.demo import DemoTraffic, generate_demo
 
 LILY = [sys.executable, "-m", "lily_dagster.cli"]
 
@@ -29,6 +30,37 @@ def export(tenant: str) -> dict[str, dict[str, object]]:
     )
     records = (json.loads(line) for line in out.stdout.splitlines())
     return {r["qualified_name"]: {k: v for k, v in r.items() if k != "updated_at"} for r in records}
+
+
+def quarantined(tenant: str) -> list[tuple[str, str]]:
+    """The tenant's quarantine as sorted distinct (payload text, reason)."""
+    out = subprocess.run(
+        [*LILY, "quarantine", "export", "--tenant", tenant],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    return sorted(
+        {
+            (
+                r["raw"]
+                if r["raw"] is not None
+                else base64.b64decode(r["raw_base64"]).decode("utf-8", "replace"),
+                r["reason"],
+            )
+            for r in rows
+        }
+    )
+
+
+def assert_exact(traffic: DemoTraffic, tenants: tuple[str, ...]) -> None:
+    """Hub and quarantine of every tenant as the contract says, after the crash."""
+    expected = traffic.expected_state()
+    for tenant in tenants:
+        assert export(tenant) == expected[tenant]
+    for tenant, rows in traffic.expected_quarantine().items():
+        assert quarantined(tenant) == rows
 
 
 def test_a_killed_run_worker_is_failed_and_its_batches_reach_the_hub(
@@ -71,10 +103,9 @@ def test_a_killed_run_worker_is_failed_and_its_batches_reach_the_hub(
         # The dead run is counted as failed (exit 1), and the sweep's runs applied its batches.
         assert run.returncode == 1, err[-3000:]
         assert summary["runs"]["failure"] == 1 and summary["runs"]["success"] >= 1
-        expected = traffic.expected_state()
         for tenant in ("acme", "globex"):
             assert summary["tenants"][tenant]["pending_batches"] == 0
-            assert export(tenant) == expected[tenant]
+        assert_exact(traffic, ("acme", "globex"))
         assert recovered_s < 120
     finally:
         del os.environ["LILY_CONFIG"]
@@ -146,10 +177,9 @@ def test_after_kill_9_of_every_process_the_next_run_recovers_the_dead_runs_batch
     assert again.returncode == 1, again.stderr[-3000:]
     summary = json.loads(again.stdout)
     assert summary["runs"]["failure"] == 1
-    expected = traffic.expected_state()
     for tenant in ("acme", "globex"):
         assert summary["tenants"][tenant]["pending_batches"] == 0
-        assert export(tenant) == expected[tenant]
+    assert_exact(traffic, ("acme", "globex"))
     kill_all(lily_home)
 
 

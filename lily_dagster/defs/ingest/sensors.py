@@ -227,8 +227,9 @@ def sweep_run_requests(
     for tenant in staging.tenants_with_pending():
         if tenant in exclude or tenant in runs or tenant not in known:
             continue
-        release_dead_runs_batches(instance, staging, [tenant])
-        stranded = staging.unclaimed(tenant, min_age_s=SWEEP_AFTER_S)
+        # Batches a dead run held go at once: no other run was requested for them.
+        released = release_dead_runs_batches(instance, staging, [tenant]).get(tenant, [])
+        stranded = sorted({*staging.unclaimed(tenant, min_age_s=SWEEP_AFTER_S), *released})
         if not stranded:
             continue
         dead = sorted({run for b in stranded for run in staging.releases(tenant, b)})
