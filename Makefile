@@ -19,9 +19,11 @@ $(STAMP): setup.py pyproject.toml $(TEST_HOOKS)/pyproject.toml
 setup: $(STAMP)
 
 # The whole local stack on embedded defaults: Kafka-compatible broker, Dagster UI and
-# daemon (http://127.0.0.1:3000), demo traffic. Ctrl-C stops it.
+# daemon (http://127.0.0.1:3000), demo traffic. Ctrl-C stops it; so does any signal to make:
+# exec makes lily make's own child (make passes SIGTERM on to it), and --stop-with-parent
+# stops it when make dies of a signal it does not pass on (SIGHUP, SIGQUIT, SIGKILL).
 run: setup
-	$(VENV)/bin/lily dev
+	exec $(VENV)/bin/lily dev --stop-with-parent
 
 # Lint, types, then the full suite.
 test: setup lint

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -13,6 +14,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from lily_dagster.lib import processes
+from lily_dagster.lib.broker import BrokerError
 from lily_dagster.settings import (
     DEFAULT_WEBHOOK_PORT,
     EMBEDDED_BROKER_PORT,
@@ -232,25 +235,35 @@ def lily_quarantine_count(settings: Settings, tenant: str, reasons: list[str] | 
     return QuarantineStore(settings.quarantine_dir).read(tenant, reasons or None).height
 
 
+def _broker_storage(args: argparse.Namespace) -> str:
+    """--storage, else LILY_BROKER_STORAGE, else in memory; checked."""
+    from lily_dagster.lib.broker import check_storage, storage_from_env
+
+    if getattr(args, "storage", None):
+        return check_storage(args.storage, "--storage")
+    return storage_from_env()
+
+
 def cmd_broker(args: argparse.Namespace) -> int:
-    from lily_dagster.lib.broker import BrokerError, ensure_topics, start_broker
+    from lily_dagster.lib.broker import ensure_topics, start_broker
 
     settings = _settings()
+    storage = _broker_storage(args)
+    proc = start_broker(args.port, storage=storage)
     try:
-        proc = start_broker(args.port)
         ensure_topics(f"127.0.0.1:{args.port}", settings.kafka_topics)
     except BrokerError as exc:
-        raise CliError(str(exc)) from None
+        hint = " (does the bucket exist?)" if storage.startswith("s3://") else ""
+        raise CliError(f"{exc}{hint}") from None
     print(
-        f"Kafka-compatible broker (Tansu) on 127.0.0.1:{args.port}; Ctrl-C stops it",
+        f"Kafka-compatible broker (Tansu) on 127.0.0.1:{args.port}, storage {storage}; "
+        "Ctrl-C stops it",
         file=sys.stderr,
     )
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(10)
-        return 0
+    code = processes.wait(proc)  # Tansu ended by itself (crashed, killed)
+    processes.stop(proc)
+    print(f"lily: the broker exited with status {code}", file=sys.stderr)
+    return code if code >= 0 else 128 - code  # killed by a signal: 128 + it, as a shell says
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -266,22 +279,45 @@ def cmd_run(args: argparse.Namespace) -> int:
     except NotIdleError as exc:
         raise CliError(str(exc)) from None
     print(json.dumps(summary, indent=2, sort_keys=True))
+    if summary.get("kafka_offset_resets"):  # Kafka events were lost (README: How events flow)
+        return 3
     return 1 if summary["runs"].get("failure") else 0
 
 
 def _serve(app: Any, host: str, port: int, grace_s: int) -> int:
-    """Serve an ASGI app in the foreground until interrupted."""
+    """Serve an ASGI app in the foreground until a stop signal. uvicorn shuts down
+    gracefully on SIGTERM and SIGINT (then re-raises the signal: `SignalExit`); SIGHUP gets
+    the same graceful shutdown here."""
     import uvicorn
 
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=grace_s,
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=grace_s,
+        )
     )
-    return 0
+    hangup: list[int] = []
+
+    def on_hangup(signum: int, _frame: object) -> None:
+        hangup.append(signum)
+        server.should_exit = True
+
+    previous = None
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread and signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
+        previous = signal.signal(signal.SIGHUP, on_hangup)
+    try:
+        server.run()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGHUP, previous)
+    if hangup:
+        raise processes.SignalExit(hangup[0])
+    return 0 if server.started else 3  # uvicorn's start failure (e.g. the port is taken)
 
 
 def cmd_webhook_serve(args: argparse.Namespace) -> int:
@@ -321,19 +357,19 @@ def cmd_atlan_emulator(args: argparse.Namespace) -> int:
 
 def _with_embedded_broker(settings: Settings) -> tuple[Settings, Callable[[], None]]:
     """Start Tansu on a free port unless LILY_KAFKA_BOOTSTRAP names a broker."""
-    from lily_dagster.lib.broker import free_port, start_broker
+    from lily_dagster.lib.broker import free_port, start_broker, storage_from_env
 
     if os.environ.get("LILY_KAFKA_BOOTSTRAP"):
         return settings, lambda: None
+    storage = storage_from_env()
     port = free_port()
     (settings.home / "logs").mkdir(parents=True, exist_ok=True)
-    proc = start_broker(port, settings.home / "logs" / "broker.log")
+    proc = start_broker(port, settings.home / "logs" / "broker.log", storage=storage)
     settings = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{port}"})
     os.environ["LILY_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap
 
     def stop() -> None:
-        proc.terminate()
-        proc.wait(10)
+        processes.stop(proc)
 
     return settings, stop
 
@@ -374,13 +410,18 @@ def demo_report(settings: Settings, traffic: Any) -> dict[str, Any]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from lily_dagster.lib.broker import ensure_topics, produce
+    from lily_dagster.lib.broker import ensure_topics, produce, storage_from_env
     from lily_dagster.lib.demo import generate_demo
     from lily_dagster.runtime import NotIdleError, run_until_idle
 
     base = _settings()
+    storage_from_env()  # a bad LILY_BROKER_STORAGE fails before anything starts
     home = base.home / "demo"
     if home.exists():
+        # A daemon a killed demo left would keep writing into the state removed here.
+        pidfile = processes.DaemonPidfile(home)
+        pidfile.acquire("lily demo")
+        pidfile.release()
         shutil.rmtree(home)  # the demo's own scratch state, never the user's
     home.mkdir(parents=True)
     os.environ["LILY_HOME"] = str(home)
@@ -391,7 +432,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         traffic = generate_demo(tables_per_tenant=args.tables, seed=args.seed)
         produce(settings.kafka_bootstrap, settings.kafka_topics[0], traffic.messages)
         print(f"produced {len(traffic.messages)} demo events; processing…", file=sys.stderr)
-        summary = run_until_idle(settings, timeout_s=args.timeout)
+        summary = run_until_idle(settings, timeout_s=args.timeout, owner="lily demo")
         report = demo_report(settings, traffic)
     except NotIdleError as exc:
         raise CliError(str(exc)) from None
@@ -492,7 +533,13 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 def cmd_dev(args: argparse.Namespace) -> int:
     """The whole local stack (make run): broker, Dagster UI and daemon, demo traffic."""
-    from lily_dagster.lib.broker import BrokerError, ensure_topics, port_open, produce, start_broker
+    from lily_dagster.lib.broker import (
+        ensure_topics,
+        is_durable,
+        port_open,
+        produce,
+        start_broker,
+    )
     from lily_dagster.lib.demo import generate_demo
     from lily_dagster.runtime import (
         DEFINITIONS_MODULE,
@@ -500,83 +547,93 @@ def cmd_dev(args: argparse.Namespace) -> int:
         child_env,
         prepare_dagster_home,
         reset_sensor_cursor,
-        stop_process,
     )
 
     settings = _settings()
+    storage = _broker_storage(args)
+    if args.stop_with_parent:
+        processes.stop_with_parent()
     settings.home.mkdir(parents=True, exist_ok=True)
+    # One daemon per LILY_HOME: refused while another `lily run`/`lily dev` runs here; one a
+    # killed predecessor left is stopped first.
+    pidfile = processes.DaemonPidfile(settings.home)
+    pidfile.acquire("lily dev")
     procs: list[subprocess.Popen[bytes]] = []
-    if not os.environ.get("LILY_KAFKA_BOOTSTRAP"):
-        if port_open("127.0.0.1", EMBEDDED_BROKER_PORT):
-            print(f"using the broker already on 127.0.0.1:{EMBEDDED_BROKER_PORT}", file=sys.stderr)
-        else:
-            try:
+    stop = threading.Event()
+    try:
+        if not os.environ.get("LILY_KAFKA_BOOTSTRAP"):
+            settings = settings.model_copy(
+                update={"kafka_bootstrap": f"127.0.0.1:{args.broker_port}"}
+            )
+            if port_open("127.0.0.1", args.broker_port):
+                print(f"using the broker already on {settings.kafka_bootstrap}", file=sys.stderr)
+            else:
                 (settings.home / "logs").mkdir(exist_ok=True)
                 procs.append(
-                    start_broker(EMBEDDED_BROKER_PORT, settings.home / "logs" / "broker.log")
+                    start_broker(
+                        args.broker_port, settings.home / "logs" / "broker.log", storage=storage
+                    )
                 )
-            except BrokerError as exc:
-                raise CliError(str(exc)) from None
-            # The embedded broker keeps its log in memory: a fresh one starts at offset 0,
-            # so offsets saved against the previous one must not skip its messages.
-            reset_sensor_cursor(settings, KAFKA_SENSOR)
-    ensure_topics(settings.kafka_bootstrap, settings.kafka_topics)
-    prepare_dagster_home(settings)
-    os.environ.setdefault("LILY_JWT_HS256_SECRET", dev_jwt_secret(settings))
-    receiver = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lily_dagster.cli",
-            "webhook",
-            "serve",
-            "--port",
-            str(args.webhook_port),
-        ],
-        env=child_env(settings),
-        start_new_session=True,
-    )
-    procs.append(receiver)
-    stop = threading.Event()
-    if not args.no_demo:
-        produce(settings.kafka_bootstrap, settings.kafka_topics[0], generate_demo().messages)
-        threading.Thread(
-            target=_demo_trickle,
-            args=(settings, stop, args.demo_every, f"http://127.0.0.1:{args.webhook_port}"),
-            daemon=True,
-        ).start()
-    webserver = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dagster",
-            "dev",
-            "-m",
-            DEFINITIONS_MODULE,
-            "--host",
-            args.host,
-            "--port",
-            str(args.port),
-        ],
-        env=child_env(settings),
-        start_new_session=True,
-    )
-    procs.append(webserver)
-    print(
-        f"Dagster UI on http://{args.host}:{args.port}; Kafka on {settings.kafka_bootstrap}; "
-        f"webhooks on http://127.0.0.1:{args.webhook_port} (tokens: `lily token --tenant T`)",
-        file=sys.stderr,
-    )
-    try:
+                if not is_durable(storage):
+                    # A broker that keeps its log in memory starts at offset 0: offsets saved
+                    # against the previous one must not skip its messages.
+                    reset_sensor_cursor(settings, KAFKA_SENSOR)
+        ensure_topics(settings.kafka_bootstrap, settings.kafka_topics)
+        prepare_dagster_home(settings)
+        os.environ.setdefault("LILY_JWT_HS256_SECRET", dev_jwt_secret(settings))
+        procs.append(
+            processes.spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "lily_dagster.cli",
+                    "webhook",
+                    "serve",
+                    "--port",
+                    str(args.webhook_port),
+                ],
+                env=child_env(settings),
+            )
+        )
+        if not args.no_demo:
+            produce(settings.kafka_bootstrap, settings.kafka_topics[0], generate_demo().messages)
+            threading.Thread(
+                target=_demo_trickle,
+                args=(settings, stop, args.demo_every, f"http://127.0.0.1:{args.webhook_port}"),
+                daemon=True,
+            ).start()
+        webserver = processes.spawn(
+            [
+                sys.executable,
+                "-m",
+                "dagster",
+                "dev",
+                "-m",
+                DEFINITIONS_MODULE,
+                "--host",
+                args.host,
+                "--port",
+                str(args.port),
+            ],
+            env=child_env(settings),
+            pidfile=pidfile,  # `dagster dev` runs the daemon: its group is the one recorded
+        )
+        procs.append(webserver)
+        print(
+            f"Dagster UI on http://{args.host}:{args.port}; Kafka on {settings.kafka_bootstrap} "
+            f"(storage {storage}); webhooks on http://127.0.0.1:{args.webhook_port} (tokens: "
+            "`lily token --tenant T`); Ctrl-C stops it all",
+            file=sys.stderr,
+        )
         while webserver.poll() is None:
             time.sleep(1)
-    except KeyboardInterrupt:
-        pass
+        print(f"lily: dagster dev exited with code {webserver.returncode}", file=sys.stderr)
+        return 1
     finally:
         stop.set()
         for proc in reversed(procs):
-            stop_process(proc)
-    return 0
+            processes.stop(proc)
+        pidfile.release()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -595,8 +652,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=cmd_demo)
 
+    storage_help = (
+        "Tansu's storage engine: memory://tansu/ (default: $LILY_BROKER_STORAGE, else in "
+        "memory, lost when the broker stops), s3://bucket/ or postgres://user:pass@host/db"
+    )
     broker = sub.add_parser("broker", help="embedded Kafka-compatible broker in the foreground")
     broker.add_argument("--port", type=int, default=EMBEDDED_BROKER_PORT)
+    broker.add_argument("--storage", help=storage_help)
     broker.set_defaults(func=cmd_broker)
 
     run = sub.add_parser("run", help="run the Dagster daemon")
@@ -705,6 +767,19 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=3000)
     dev.add_argument("--webhook-port", type=int, default=DEFAULT_WEBHOOK_PORT)
+    dev.add_argument(
+        "--broker-port",
+        type=int,
+        default=EMBEDDED_BROKER_PORT,
+        help=f"the embedded broker's port (default {EMBEDDED_BROKER_PORT}; "
+        "unused when LILY_KAFKA_BOOTSTRAP is set)",
+    )
+    dev.add_argument("--storage", help=storage_help)
+    dev.add_argument(
+        "--stop-with-parent",
+        action="store_true",
+        help="stop, as on SIGHUP, when the process that started it exits (`make run`)",
+    )
     dev.add_argument("--no-demo", action="store_true", help="no demo traffic")
     dev.add_argument("--demo-every", type=float, default=15, help="seconds between demo bursts")
     dev.set_defaults(func=cmd_dev)
@@ -715,8 +790,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args))
-    except (ConfigError, CliError) as exc:
+        # SIGTERM, SIGINT and SIGHUP stop every process the command started (each in a
+        # process group of its own) and exit 128 + the signal; so does leaving by an error.
+        with processes.handle_signals():
+            return int(args.func(args))
+    except processes.SignalExit as exc:
+        print(f"lily: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except (ConfigError, CliError, BrokerError, processes.ProcessError) as exc:
         print(f"lily: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:

@@ -5,21 +5,24 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from lily_dagster.defs.partitions import TENANTS
+from lily_dagster.lib import processes
 from lily_dagster.lib.hub import open_hub
 from lily_dagster.lib.kafka_source import (
     KafkaCursor,
     KafkaUnavailableError,
+    offset_resets_path,
     parse_cursor,
     read_batch,
+    read_offset_resets,
 )
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.lib.staging import StagingArea
@@ -59,6 +62,9 @@ def kafka_has_backlog(settings: Settings, cursor: KafkaCursor) -> bool | None:
     """Whether any message waits past `cursor`; None when Kafka is unreachable.
 
     Probed by reading, not from high watermarks, which some brokers (Tansu) under-report.
+    A cursor offset the broker no longer has (past a partition's end, below its start) is
+    read from the partition's start, and counts as work left until the sensor has reported
+    it and moved its cursor there.
     """
     try:
         probe = read_batch(
@@ -66,7 +72,7 @@ def kafka_has_backlog(settings: Settings, cursor: KafkaCursor) -> bool | None:
         )
     except KafkaUnavailableError:
         return None
-    return bool(probe.messages) or not probe.drained
+    return bool(probe.messages) or not probe.drained or bool(probe.resets)
 
 
 @dataclass
@@ -199,35 +205,38 @@ def check_idle(instance: Any, settings: Settings) -> IdleReport:
     )
 
 
-def start_daemon(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
-    prepare_dagster_home(settings)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = open(log_path, "ab")  # noqa: SIM115
-    return subprocess.Popen(
-        [sys.executable, "-m", "dagster._daemon", "run", "-m", DEFINITIONS_MODULE],
-        env=child_env(settings),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+def start_daemon(
+    settings: Settings, log_path: Path, owner: str = "lily run"
+) -> subprocess.Popen[bytes]:
+    """The Dagster daemon of settings.home, in a process group of its own recorded in
+    `$LILY_HOME/run/daemon.pid`; a daemon that a killed `lily` left behind for this
+    LILY_HOME is stopped first, and a live one refuses (ProcessError)."""
+    pidfile = processes.DaemonPidfile(settings.home)
+    pidfile.acquire(owner)
+    try:
+        prepare_dagster_home(settings)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            return processes.spawn(
+                [sys.executable, "-m", "dagster._daemon", "run", "-m", DEFINITIONS_MODULE],
+                env=child_env(settings),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pidfile=pidfile,
+            )
+    except BaseException:
+        pidfile.release()
+        raise
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
+    """Stop a child and its whole process group (SIGTERM, SIGKILL after `timeout`)."""
+    processes.stop(proc, grace_s=timeout)
 
 
 def run_summary(instance: Any, settings: Settings, started: float) -> dict[str, Any]:
-    """Per-tenant hub and quarantine figures plus run outcomes, as `lily run` prints them."""
+    """Per-tenant hub and quarantine figures plus run outcomes, as `lily run` prints them,
+    and the Kafka offset resets (events lost) recorded since `started` (time.monotonic())."""
     from dagster import DagsterRunStatus, RunsFilter
 
     hub = open_hub(settings)
@@ -255,7 +264,15 @@ def run_summary(instance: Any, settings: Settings, started: float) -> dict[str, 
             DagsterRunStatus.CANCELED,
         )
     }
-    return {"seconds": round(time.monotonic() - started, 1), "runs": runs, "tenants": per_tenant}
+    elapsed = time.monotonic() - started
+    since = datetime.now(UTC) - timedelta(seconds=elapsed)
+    resets = read_offset_resets(offset_resets_path(settings.home), since=since)
+    return {
+        "seconds": round(elapsed, 1),
+        "runs": runs,
+        "tenants": per_tenant,
+        "kafka_offset_resets": resets,
+    }
 
 
 class NotIdleError(RuntimeError):
@@ -278,7 +295,7 @@ def create_storage(dagster_home: Path) -> None:
 
 
 def run_until_idle(
-    settings: Settings, timeout_s: float = 900, poll_s: float = 1.0
+    settings: Settings, timeout_s: float = 900, poll_s: float = 1.0, owner: str = "lily run"
 ) -> dict[str, Any]:
     """Run the real Dagster daemon until Kafka is drained and no run is queued or running.
 
@@ -291,7 +308,7 @@ def run_until_idle(
     prepare_dagster_home(settings)
     os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
     log_path = settings.home / "logs" / "daemon.log"
-    daemon = start_daemon(settings, log_path)
+    daemon = start_daemon(settings, log_path, owner)
     instance = DagsterInstance.get()
     try:
         idle_polls = 0

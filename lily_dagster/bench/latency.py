@@ -189,16 +189,13 @@ def _broker(home: Path) -> tuple[str, Callable[[], None]]:
     external = os.environ.get("LILY_KAFKA_BOOTSTRAP")
     if external:
         return external, lambda: None
+    from lily_dagster.lib import processes
+
     port = free_port()
     proc = start_broker(port, home / "logs" / "broker.log")
 
     def stop() -> None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        processes.stop(proc)
 
     return f"127.0.0.1:{port}", stop
 

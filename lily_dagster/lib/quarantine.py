@@ -1,8 +1,12 @@
 """Per-tenant quarantine: every rejected event with its reason code and raw payload.
 
 Append-only Parquet files under `quarantine/{tenant}/`, one per batch and stage, written
-atomically; the same batch quarantined again overwrites its own file, and readers dedupe
-by `quarantine_id` (a hash of the payload's bytes), so replays never double-count.
+atomically; the same batch quarantined again overwrites its own file, and readers dedupe,
+so replays and batches landed again never double-count: one entry per Kafka message (its
+topic/partition/offset, `message_key`, and its payload), so two messages with the same
+bytes (two empty values, two `null`s) are two entries; for other sources one entry per
+payload (`quarantine_id`, a hash of its bytes), so a webhook request sent again or an event
+accepted twice does not double the quarantine. Files of earlier releases read the same way.
 
 A payload is kept byte for byte: as text (`raw`) when it is UTF-8, else as its bytes
 (`raw_bytes`). Files of earlier releases, which have no `raw_bytes`, read as text.
@@ -23,8 +27,29 @@ from lily_dagster.lib.strict_json import dumps
 
 REPLAYED_SCHEMA: dict[str, pl.DataType] = {
     "quarantine_id": pl.String(),
+    # the message_key of the entry replayed; null (and in files of earlier releases, which
+    # lack the column): every entry of that payload
+    "message": pl.String(),
     "replayed_at": pl.Datetime("us", "UTC"),
 }
+_MESSAGE = "_message"
+_REPLAY_SUFFIX = "#replay"  # quarantine replay lands an entry under its origin + this
+
+
+def message_of(origin: str | None) -> str | None:
+    """The message a quarantined payload came in (see `message_key`), from its origin."""
+    if origin is None:
+        return None
+    while origin.endswith(_REPLAY_SUFFIX):
+        origin = origin.removesuffix(_REPLAY_SUFFIX)
+    return origin if origin.startswith("kafka:") else None
+
+
+def message_key() -> pl.Expr:
+    """`message_of` the rows' origins: a Kafka message's `kafka:topic/partition/offset` (its
+    replays' `#replay` suffixes dropped), null for other sources."""
+    base = pl.col("origin").str.replace(r"(#replay)+$", "")
+    return pl.when(base.str.starts_with("kafka:")).then(base).otherwise(None)
 
 
 class QuarantineStore:
@@ -40,48 +65,74 @@ class QuarantineStore:
         return frame.height
 
     def read(self, tenant: str, reasons: list[str] | None = None) -> pl.DataFrame:
-        """What the tenant's quarantine holds now: each payload once (its latest rejection),
-        less those replayed since they were rejected; optionally only some reasons."""
+        """What the tenant's quarantine holds now: each entry once (its latest rejection;
+        an entry is a Kafka message, or a payload of another source), less those replayed
+        since they were rejected; optionally only some reasons."""
         directory = self.root / tenant
         files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
         if not files:
             return pl.DataFrame(schema=REJECT_SCHEMA)
         frame = pl.concat([_conform(pl.read_parquet(f)) for f in files], how="vertical")
-        frame = frame.sort("quarantined_at").unique(
-            "quarantine_id", keep="last", maintain_order=True
+        frame = (
+            frame.with_columns(message_key().alias(_MESSAGE))
+            .sort("quarantined_at")
+            .unique(["quarantine_id", _MESSAGE], keep="last", maintain_order=True)
         )
         replayed = self._replayed(tenant)
         if replayed.height:
+            # A replay of an earlier release (or of a dead-letter queue) names payloads only.
+            any_message = replayed.filter(pl.col("message").is_null()).select(
+                "quarantine_id", pl.col("replayed_at").alias("_replayed_any")
+            )
+            this_message = replayed.filter(pl.col("message").is_not_null()).select(
+                "quarantine_id",
+                pl.col("message").alias(_MESSAGE),
+                pl.col("replayed_at").alias("_replayed_this"),
+            )
+            replayed_at = pl.max_horizontal("_replayed_any", "_replayed_this")
             frame = (
-                frame.join(replayed, on="quarantine_id", how="left")
-                .filter(
-                    pl.col("replayed_at").is_null()
-                    | (pl.col("quarantined_at") > pl.col("replayed_at"))
-                )
-                .drop("replayed_at")
+                frame.join(any_message, on="quarantine_id", how="left")
+                .join(this_message, on=["quarantine_id", _MESSAGE], how="left")
+                .filter(replayed_at.is_null() | (pl.col("quarantined_at") > replayed_at))
+                .drop("_replayed_any", "_replayed_this")
             )
         if reasons:
             frame = frame.filter(pl.col("reason").is_in(reasons))
-        return frame
+        return frame.drop(_MESSAGE)
 
     def _replayed(self, tenant: str) -> pl.DataFrame:
         directory = self.root / tenant / "_replayed"
         files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
         if not files:
             return pl.DataFrame(schema=REPLAYED_SCHEMA)
+        frames = []
+        for file in files:
+            frame = pl.read_parquet(file)
+            if "message" not in frame.columns:  # an earlier release's
+                frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias("message"))
+            frames.append(frame.select(list(REPLAYED_SCHEMA)).cast(REPLAYED_SCHEMA))  # type: ignore[arg-type]
         return (
-            pl.concat([pl.read_parquet(f) for f in files])
-            .group_by("quarantine_id")
-            .agg(pl.col("replayed_at").max())
+            pl.concat(frames).group_by("quarantine_id", "message").agg(pl.col("replayed_at").max())
         )
 
     def mark_replayed(
-        self, tenant: str, name: str, quarantine_ids: list[str], at: datetime
+        self,
+        tenant: str,
+        name: str,
+        quarantine_ids: list[str],
+        at: datetime,
+        messages: list[str | None] | None = None,
     ) -> None:
         """Record that these entries were sent through the pipeline again at `at`; if they
-        fail again they are rejected after `at` and show again."""
+        fail again they are rejected after `at` and show again. `messages` (their
+        `message_of`, by position) names the Kafka message of each; without it (or null)
+        every entry of the payload counts as replayed."""
         frame = pl.DataFrame(
-            {"quarantine_id": quarantine_ids, "replayed_at": [at] * len(quarantine_ids)},
+            {
+                "quarantine_id": quarantine_ids,
+                "message": messages or [None] * len(quarantine_ids),
+                "replayed_at": [at] * len(quarantine_ids),
+            },
             schema=REPLAYED_SCHEMA,
         )
         write_atomic(self.root / tenant / "_replayed" / f"{name}.parquet", frame.write_parquet)

@@ -1,4 +1,5 @@
-"""QuarantineStore: per-tenant, deduplicated by payload, exported as CONTRACT.md §2 lines."""
+"""QuarantineStore: per-tenant, deduplicated (per Kafka message, else by payload), exported
+as CONTRACT.md §2 lines."""
 
 from __future__ import annotations
 
@@ -188,3 +189,91 @@ def test_add_files_rejects_under_the_tenant_it_is_given(tmp_path: Path) -> None:
     assert unrouted["tenant"].to_list() == [None]
     store.add("_unrouted", "b1", unrouted)
     assert store.read("_unrouted")["tenant"].to_list() == ["_unrouted"]
+
+
+# --- one entry per Kafka message ---------------------------------------------------------------
+
+
+def kafka_rejects(
+    payloads: list[bytes | str], offsets: list[int], tenant: str = "acme"
+) -> pl.DataFrame:
+    origins = [f"kafka:lily.metadata.events/0/{o}" for o in offsets]
+    return decode_envelopes(payloads, origins, tenant=tenant, max_event_bytes=1 << 20).rejects
+
+
+def test_identical_kafka_messages_are_one_entry_each_and_landing_them_again_adds_none(
+    tmp_path: Path,
+) -> None:
+    store = QuarantineStore(tmp_path)
+    same = [b"", b"", b"null", b"null", BAD_OP.encode(), BAD_OP.encode()]
+    store.add("acme", "kafka-a", kafka_rejects(same, [0, 1, 2, 3, 4, 5]))
+    assert store.read("acme").height == 6
+    assert store.counts_by_reason("acme") == {"malformed_json": 4, "unknown_op": 2}
+    # a tick replayed after a crash reads the same messages into another batch
+    store.add("acme", "kafka-b", kafka_rejects(same[2:], [2, 3, 4, 5]))
+    assert store.read("acme").height == 6
+    exported = [json.loads(line) for line in store.export("acme")]
+    assert sorted(r["raw"] for r in exported) == sorted(p.decode() for p in same)
+
+
+def test_other_sources_keep_one_entry_per_payload(tmp_path: Path) -> None:
+    """A webhook request sent again, the same event accepted twice: no second entry."""
+    store = QuarantineStore(tmp_path)
+    posted = decode_envelopes(
+        [BAD_OP, BAD_OP], ["webhook:tenants-api:0", "webhook:#7"], tenant="acme", max_event_bytes=99
+    )
+    store.add("acme", "webhook-1", posted.rejects)
+    store.add("acme", "webhook-2", posted.rejects)
+    assert store.read("acme").height == 1
+
+
+def test_malformed_payloads_keep_the_event_id_they_name(tmp_path: Path) -> None:
+    store = QuarantineStore(tmp_path)
+    bad = json.dumps({"event_id": "e1", "tenant": "acme", "op": 7})
+    store.add("acme", "b1", kafka_rejects([bad], [0]))
+    (record,) = [json.loads(line) for line in store.export("acme")]
+    assert (record["event_id"], record["reason"]) == ("e1", "missing_field")
+
+
+def test_replaying_a_kafka_message_clears_that_message_only(tmp_path: Path) -> None:
+    store = QuarantineStore(tmp_path)
+    store.add("acme", "b1", kafka_rejects([b"null", b"null", BAD_OP], [0, 1, 2]))
+    at = datetime.now(UTC)
+    entries = store.read("acme").filter(pl.col("origin").str.ends_with("/0"))
+    ids = entries["quarantine_id"].to_list()
+    store.mark_replayed("acme", "r1", ids, at, ["kafka:lily.metadata.events/0/0"])
+    assert sorted(store.read("acme")["origin"]) == [
+        "kafka:lily.metadata.events/0/1",
+        "kafka:lily.metadata.events/0/2",
+    ]
+    # rejected again by that replay (its origin carries #replay): the same entry is back
+    store.add(
+        "acme",
+        "r1.validation",
+        kafka_rejects([b"null"], [0]).with_columns(pl.col("origin") + "#replay"),
+    )
+    assert store.read("acme").height == 3
+    # a replay that names payloads only (earlier releases, dead-letter queues): all of them
+    store.mark_replayed("acme", "r2", ids, datetime.now(UTC))
+    assert store.read("acme")["origin"].to_list() == ["kafka:lily.metadata.events/0/2"]
+
+
+def test_entries_of_earlier_releases_read_per_kafka_message_too(tmp_path: Path) -> None:
+    """Old files (ids of the payload alone, origins as now) merge with new entries of the
+    same message; an old replay record (no message column) clears every entry of its payload."""
+    old = kafka_rejects([b"null", b"null"], [0, 1]).with_columns(
+        pl.datetime(2020, 1, 1, time_zone="UTC").alias("quarantined_at")
+    )
+    (tmp_path / "acme" / "_replayed").mkdir(parents=True)
+    old.drop("raw_bytes").write_parquet(tmp_path / "acme" / "old.parquet")
+    store = QuarantineStore(tmp_path)
+    assert store.read("acme").height == 2
+    store.add("acme", "new", kafka_rejects([b"null", b"null"], [1, 2]))
+    assert sorted(store.read("acme")["origin"].to_list()) == [
+        f"kafka:lily.metadata.events/0/{o}" for o in (0, 1, 2)
+    ]
+    pl.DataFrame(
+        {"quarantine_id": [old["quarantine_id"][0]], "replayed_at": [datetime.now(UTC)]},
+        schema={"quarantine_id": pl.String(), "replayed_at": pl.Datetime("us", "UTC")},
+    ).write_parquet(tmp_path / "acme" / "_replayed" / "old.parquet")
+    assert store.read("acme").is_empty()

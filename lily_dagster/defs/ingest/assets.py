@@ -9,7 +9,7 @@ from dagster import AssetExecutionContext, Config, Output, asset
 from lily_dagster.defs.partitions import tenant_partitions
 from lily_dagster.defs.resources import LilyResource
 from lily_dagster.lib.envelope import quarantine_id
-from lily_dagster.lib.quarantine import payload_bytes
+from lily_dagster.lib.quarantine import message_of, payload_bytes
 from lily_dagster.lib.staging import LANDED_SCHEMA, StagingArea, empty_landed
 
 
@@ -65,7 +65,10 @@ def mark_replays_applied(lily: LilyResource, tenant: str, batch_ids: list[str]) 
     marked = 0
     for batch_id, part in frame.group_by("batch_id"):
         ids = [quarantine_id(v) for v in part.get_column("value").to_list()]
-        lily.quarantine().mark_replayed(tenant, str(batch_id[0]), ids, landed_at[str(batch_id[0])])
+        messages = [message_of(o) for o in part.get_column("origin").to_list()]
+        lily.quarantine().mark_replayed(
+            tenant, str(batch_id[0]), ids, landed_at[str(batch_id[0])], messages
+        )
         marked += len(ids)
     return marked
 

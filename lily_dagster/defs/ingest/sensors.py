@@ -2,6 +2,7 @@
 tenants that need one (a run over the range of their tenant partitions)."""
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
@@ -37,10 +38,13 @@ from lily_dagster.defs.validation.quarantine import quarantined_events
 from lily_dagster.lib.envelope import make_rejects
 from lily_dagster.lib.kafka_source import (
     KafkaUnavailableError,
+    OffsetReset,
     dump_cursor,
     kafka_landed_frame,
+    offset_resets_path,
     parse_cursor,
     read_batch,
+    record_offset_resets,
     route_messages,
 )
 from lily_dagster.lib.staging import StagingArea, batch_set_key
@@ -293,6 +297,42 @@ def land_and_request_runs(
     )
 
 
+# Tag of the runs requested by a tick that found Kafka offsets reset: "topic/partition
+# cursor>new start", comma-separated.
+OFFSET_RESET_TAG = "lily/kafka_offset_resets"
+
+
+def report_offset_resets(
+    context: SensorEvaluationContext, lily: LilyResource, resets: list[OffsetReset]
+) -> None:
+    """Log each reset on the tick (ERROR, with its offsets) and record it durably in
+    $LILY_HOME/kafka/offset_resets.jsonl, where `lily run` finds it."""
+    if not resets:
+        return
+    record_offset_resets(offset_resets_path(lily.settings().home), resets, datetime.now(UTC))
+    for reset in resets:
+        context.log.error(f"Kafka offsets reset, events lost: {reset.describe()}")
+
+
+def noting_offset_resets(result: SensorResult, resets: list[OffsetReset]) -> SensorResult:
+    """The tick's result showing its resets: in its skip reason when it requests no run,
+    else as a tag of each run it requests."""
+    if not resets:
+        return result
+    if result.run_requests:
+        tag = ",".join(f"{r.topic}/{r.partition} {r.cursor}>{r.low}" for r in resets)[:200]
+        requests = [
+            r.with_replaced_attrs(tags={**r.tags, OFFSET_RESET_TAG: tag})
+            if isinstance(r, RunRequest)
+            else r
+            for r in result.run_requests
+        ]
+        return result._replace(run_requests=requests)
+    note = f"Kafka offsets reset, events lost: {'; '.join(r.describe() for r in resets)}"
+    skip = result.skip_reason
+    return result._replace(skip_reason=SkipReason(f"{skip.skip_message}; {note}" if skip else note))
+
+
 @sensor(
     job=tenant_ingest_job,
     # As often as the daemon allows: Dagster's sensor loop evaluates sensors every 5 s at
@@ -321,6 +361,8 @@ def kafka_events_sensor(
         return SkipReason(f"{exc}; will retry from the same offsets")
     if batch.missing_topics:
         context.log.warning(f"topics not on the broker yet: {batch.missing_topics}")
+    # Recorded before the cursor moves past them: a tick that dies reports them again.
+    report_offset_resets(context, lily, batch.resets)
     if not batch.messages:
         staging = lily.staging()
         sweep = [
@@ -333,9 +375,16 @@ def kafka_events_sensor(
             context.log.warning(
                 f"pending batches no run took: runs for {[r.partition_key for r in sweep]}"
             )
-            return SensorResult(run_requests=sweep, cursor=dump_cursor(batch.next_cursor))
-        return SensorResult(
-            skip_reason=f"no new events (lag {batch.lag})", cursor=dump_cursor(batch.next_cursor)
+            return noting_offset_resets(
+                SensorResult(run_requests=sweep, cursor=dump_cursor(batch.next_cursor)),
+                batch.resets,
+            )
+        return noting_offset_resets(
+            SensorResult(
+                skip_reason=f"no new events (lag {batch.lag})",
+                cursor=dump_cursor(batch.next_cursor),
+            ),
+            batch.resets,
         )
     routed = route_messages(batch.messages, settings.topic_bindings())
     batch_id = batch.batch_id()
@@ -343,19 +392,23 @@ def kafka_events_sensor(
         rejects = make_rejects(
             UNROUTED_TENANT,
             [
-                (None, reason, detail, m.value, m.origin)  # byte for byte
-                for m, reason, detail in routed.unrouted
+                (u.event_id, u.reason, u.detail, u.message.value, u.message.origin)  # byte for byte
+                for u in routed.unrouted
             ],
         )
         lily.quarantine().add(UNROUTED_TENANT, batch_id, rejects)
         context.log.warning(f"{len(routed.unrouted)} messages named no valid tenant")
-    return land_and_request_runs(
+    details: dict[str, Any] = {"kafka_ranges": batch.ranges(), "kafka_lag": batch.lag}
+    if batch.resets:
+        details["kafka_offset_resets"] = [r.describe() for r in batch.resets]
+    result = land_and_request_runs(
         context,
         lily,
         "kafka",
         batch_id,
         {tenant: kafka_landed_frame(messages) for tenant, messages in routed.by_tenant.items()},
-        {"kafka_ranges": batch.ranges(), "kafka_lag": batch.lag},
+        details,
         # Moved only once everything read is durably landed or quarantined.
         dump_cursor(batch.next_cursor),
     )
+    return noting_offset_resets(result, batch.resets)
