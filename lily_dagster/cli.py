@@ -545,6 +545,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         DEFINITIONS_MODULE,
         KAFKA_SENSOR,
         child_env,
+        fail_runs_of_a_stopped_stack,
         prepare_dagster_home,
         reset_sensor_cursor,
     )
@@ -580,6 +581,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
                     reset_sensor_cursor(settings, KAFKA_SENSOR)
         ensure_topics(settings.kafka_bootstrap, settings.kafka_topics)
         prepare_dagster_home(settings)
+        fail_runs_of_a_stopped_stack(settings)
         os.environ.setdefault("LILY_JWT_HS256_SECRET", dev_jwt_secret(settings))
         procs.append(
             processes.spawn(

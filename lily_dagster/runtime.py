@@ -167,16 +167,12 @@ def propagation_behind(instance: Any, settings: Settings) -> dict[str, dict[str,
 
 
 def propagation_failed(instance: Any, tenant: str) -> bool:
-    """Whether the tenant's latest propagation run failed (its target is down: the sensor
-    pauses, and `lily run` reports the target as behind rather than waiting for it)."""
-    from dagster import DagsterRunStatus, RunsFilter
+    """Whether the tenant's latest propagation run failed in a step (its target is down: the
+    sensor pauses, and `lily run` reports the target as behind rather than waiting for it).
+    A delivery run that died is not a target's failure: the sensor goes on at once."""
+    from lily_dagster.defs.propagation.assets import target_failure_ended_at
 
-    from lily_dagster.defs.propagation.assets import TENANT_TAG
-
-    runs = instance.get_runs(
-        RunsFilter(job_name="propagation_job", tags={TENANT_TAG: tenant}), limit=1
-    )
-    return bool(runs) and runs[0].status == DagsterRunStatus.FAILURE
+    return target_failure_ended_at(instance, tenant) is not None
 
 
 def check_idle(instance: Any, settings: Settings) -> IdleReport:
@@ -215,6 +211,7 @@ def start_daemon(
     pidfile.acquire(owner)
     try:
         prepare_dagster_home(settings)
+        fail_runs_of_a_stopped_stack(settings)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
             return processes.spawn(
@@ -227,6 +224,32 @@ def start_daemon(
     except BaseException:
         pidfile.release()
         raise
+
+
+def fail_runs_of_a_stopped_stack(settings: Settings) -> list[str]:
+    """Fail the runs still starting or running when a new daemon owner of this LILY_HOME
+    starts (call it after `DaemonPidfile.acquire`). With the local launcher a run's
+    process belongs to the stack that launched it, and the pidfile has just stopped whatever
+    a killed stack left, so nothing will ever start or finish those runs. Failed now, with
+    the reason, their run slots free at once and the recovery sensor gives their batches to
+    the next run; left alone, a run killed while STARTING (no worker pid to check yet) held
+    its tenants until run monitoring's start timeout. Returns their run ids."""
+    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+    from dagster._core.launcher import DefaultRunLauncher
+
+    stranded = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
+    with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        if not isinstance(instance.run_launcher, DefaultRunLauncher):
+            return []  # runs of another launcher (a Kubernetes job) outlive the daemon
+        runs = instance.get_runs(RunsFilter(statuses=stranded))
+        for run in runs:
+            instance.report_run_failed(
+                run,
+                "The Lily stack that launched this run stopped (killed or crashed) before "
+                "the run ended; failed when the next `lily` started, so that its batches go "
+                "to the next run of its tenants.",
+            )
+        return [run.run_id for run in runs]
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:

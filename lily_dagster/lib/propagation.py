@@ -163,6 +163,28 @@ def position_path(root: Path, tenant: str, target: str) -> Path:
     return root / tenant / f"{target}.json"
 
 
+def change_head_path(root: Path, tenant: str) -> Path:
+    """Where the tenant's change-log head is noted as its batches are applied (no target is
+    named `_…`, so it cannot be a target's position file)."""
+    return root / tenant / "_change_head.json"
+
+
+def read_change_head(root: Path, tenant: str) -> int:
+    path = change_head_path(root, tenant)
+    return int(json.loads(path.read_text())["change_seq"]) if path.exists() else 0
+
+
+def record_change_head(root: Path, tenant: str, change_seq: int) -> None:
+    """Note the change log's head before the batches that moved it are marked applied: a run
+    killed after that mark and before its materialisation (which also carries the head)
+    must not leave changes the propagation sensor never hears of. Runs of one tenant are
+    serialised, so the head only grows."""
+    if change_seq > read_change_head(root, tenant):
+        path = change_head_path(root, tenant)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps({"change_seq": change_seq}))
+
+
 def idempotency_key(tenant: str, target: str, first: int, last: int) -> str:
     return hashlib.sha256(f"lily|{tenant}|{target}|{first}|{last}".encode()).hexdigest()[:32]
 

@@ -17,6 +17,7 @@ from lily_dagster.defs.ingest.assets import mark_replays_applied
 from lily_dagster.defs.partitions import tenant_partitions
 from lily_dagster.defs.resources import LilyResource
 from lily_dagster.lib.hub.base import HubUnavailableError, MetadataHub
+from lily_dagster.lib.propagation import record_change_head
 from lily_dagster.lib.staging import batch_set_key
 
 
@@ -117,6 +118,8 @@ def apply_to_hub(
         refused = lily.quarantine().add(tenant, f"hub-{batch_set_key(batch_ids)}", result.rejects)
         context.log.warning(f"the hub refused {refused} events of {tenant}; see its quarantine")
     replayed = mark_replays_applied(lily, tenant, batch_ids)
+    change_seq = hub.last_change(tenant)
+    record_change_head(lily.settings().propagation_dir, tenant, change_seq)
     # Only now is the batch safe to forget: its valid events are in the hub and its
     # invalid ones in the quarantine.
     lily.staging().mark_applied(tenant, batch_ids)
@@ -135,7 +138,7 @@ def apply_to_hub(
         "hub_deleted": counts.get("DELETED", 0),
         # The change log's head: propagation_sensor compares it with each target's
         # position without opening the hub.
-        "change_seq": hub.last_change(tenant),
+        "change_seq": change_seq,
         "hub": MetadataValue.text(hub.name),
         **(
             {"hub_changes": MetadataValue.md(changes_table(result.sample))} if result.sample else {}

@@ -24,6 +24,7 @@ from dagster import (
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
+    RUN_KEY_TAG,
 )
 
 from lily_dagster.defs.enrichment.assets import enriched_events
@@ -216,6 +217,18 @@ def tenants_with_waiting_run(runs: dict[str, list[DagsterRun]]) -> set[str]:
     }
 
 
+def unused_run_key(instance: DagsterInstance, key: str) -> str:
+    """`key`, or `key:aN` for the first attempt N no run has used. Dagster skips a request
+    whose run key a run already has, and a run that died before claiming its batches (killed
+    while starting, or in its first step) leaves no release to change the key: without a
+    new attempt its batches would wait for good. (No run of the tenant is in flight here.)"""
+    candidate, attempt = key, 0
+    while instance.get_runs_count(RunsFilter(tags={RUN_KEY_TAG: candidate})):
+        attempt += 1
+        candidate = f"{key}:a{attempt}"
+    return candidate
+
+
 def sweep_run_requests(
     instance: DagsterInstance,
     staging: StagingArea,
@@ -238,10 +251,10 @@ def sweep_run_requests(
             continue
         dead = sorted({run for b in stranded for run in staging.releases(tenant, b)})
         releases = sum(len(staging.releases(tenant, b)) for b in stranded)
+        key = f"sweep-{batch_set_key(stranded)}:{tenant}" + (f":r{releases}" if releases else "")
         requests.append(
             RunRequest(
-                run_key=f"sweep-{batch_set_key(stranded)}:{tenant}"
-                + (f":r{releases}" if releases else ""),
+                run_key=unused_run_key(instance, key),
                 partition_key=tenant,
                 run_config={
                     "ops": {"landed_events": {"config": {"batch_ids": stranded, "coalesce": True}}}

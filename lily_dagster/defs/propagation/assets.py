@@ -18,6 +18,7 @@ from dagster import (
     AssetsDefinition,
     AssetSelection,
     Config,
+    DagsterInstance,
     DagsterRunStatus,
     DefaultSensorStatus,
     Failure,
@@ -37,6 +38,7 @@ from dagster import (
 )
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
+from lily_dagster.defs.ingest.recovery import died
 from lily_dagster.defs.partitions import TENANTS, tenant_partitions
 from lily_dagster.defs.resources import LilyResource
 from lily_dagster.lib.propagation import (
@@ -44,6 +46,7 @@ from lily_dagster.lib.propagation import (
     Position,
     configure_target,
     position_path,
+    read_change_head,
 )
 from lily_dagster.settings import ConfigError, Settings, TargetConfig
 
@@ -162,7 +165,9 @@ def propagation_sensor_for(
                 continue
             if _failed_recently(context, tenant, settings.propagation_retry_s):
                 continue  # a target is down: no retry storm, try again after the pause
-            latest = _latest_change(context, tenant)
+            # The latest materialisation's head, or the one noted as batches were applied
+            # by a run that died before materialising.
+            latest = max(_latest_change(context, tenant), read_change_head(propagator_root, tenant))
             behind = [
                 t.name
                 for t in settings.config.targets_of(tenant)
@@ -181,14 +186,21 @@ def propagation_sensor_for(
     return propagation_sensor
 
 
-def _failed_recently(context: SensorEvaluationContext, tenant: str, pause_s: int) -> bool:
-    runs = context.instance.get_runs(
+def target_failure_ended_at(instance: DagsterInstance, tenant: str) -> float | None:
+    """When the tenant's latest propagation run ended, if it failed in a step (a target
+    down or refusing); else None. A run that died (killed, crashed, its stack stopped) says
+    nothing about the targets: its changes go out with the next run, without a pause."""
+    runs = instance.get_runs(
         RunsFilter(job_name="propagation_job", tags={TENANT_TAG: tenant}), limit=1
     )
-    if not runs or runs[0].status != DagsterRunStatus.FAILURE:
-        return False
-    record = context.instance.get_run_record_by_id(runs[0].run_id)
-    ended = record.end_time if record is not None else None
+    if not runs or runs[0].status != DagsterRunStatus.FAILURE or died(instance, runs[0].run_id):
+        return None
+    record = instance.get_run_record_by_id(runs[0].run_id)
+    return record.end_time if record is not None else None
+
+
+def _failed_recently(context: SensorEvaluationContext, tenant: str, pause_s: int) -> bool:
+    ended = target_failure_ended_at(context.instance, tenant)
     return ended is not None and datetime.now(UTC).timestamp() - ended < pause_s
 
 
