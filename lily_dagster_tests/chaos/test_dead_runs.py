@@ -1,16 +1,14 @@
 """A run whose process dies mid-way (kill -9 of the run worker inside a step): run
 monitoring marks it failed, its batches go to the next run of each tenant, and the hub ends
-exactly as the contract says, nothing lost and nothing applied twice."""
+exactly as the contract says, nothing lost and nothing applied twice. (Kills of the whole
+stack at every point of a run: test_kill_points.py.)"""
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,61 +17,15 @@ import pytest
 
 from lily_dagster.launcher import process_alive
 from lily_dagster.lib.broker import produce
-from lily_dagster.lib.demo import DemoTraffic, generate_demo
-
-LILY = [sys.executable, "-m", "lily_dagster.cli"]
-
-
-def export(tenant: str) -> dict[str, dict[str, object]]:
-    out = subprocess.run(
-        [*LILY, "hub", "export", "--tenant", tenant], capture_output=True, text=True, check=True
-    )
-    records = (json.loads(line) for line in out.stdout.splitlines())
-    return {r["qualified_name"]: {k: v for k, v in r.items() if k != "updated_at"} for r in records}
-
-
-def quarantined(tenant: str) -> list[tuple[str, str]]:
-    """The tenant's quarantine as sorted distinct (payload text, reason)."""
-    out = subprocess.run(
-        [*LILY, "quarantine", "export", "--tenant", tenant],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    rows = [json.loads(line) for line in out.stdout.splitlines()]
-    return sorted(
-        {
-            (
-                r["raw"]
-                if r["raw"] is not None
-                else base64.b64decode(r["raw_base64"]).decode("utf-8", "replace"),
-                r["reason"],
-            )
-            for r in rows
-        }
-    )
-
-
-def assert_exact(traffic: DemoTraffic, tenants: tuple[str, ...]) -> None:
-    """Hub and quarantine of every tenant as the contract says, after the crash."""
-    expected = traffic.expected_state()
-    for tenant in tenants:
-        assert export(tenant) == expected[tenant]
-    for tenant, rows in traffic.expected_quarantine().items():
-        assert quarantined(tenant) == rows
+from lily_dagster.lib.demo import generate_demo
+from lily_dagster_tests.chaos.outcome import LILY, assert_exact, chaos_pause_config
 
 
 def test_a_killed_run_worker_is_failed_and_its_batches_reach_the_hub(
     lily_home: Path, kafka_bootstrap: str, topic: str, tmp_path: Path
 ) -> None:
     pause = tmp_path / "pause"
-    config = tmp_path / "lily.yaml"
-    # The default chain plus a hook that holds the first batch until the test kills the run.
-    config.write_text(
-        "hooks:\n  pre_ingest:\n    - owner-normalise\n    - pii-classify\n"
-        f"    - name: chaos-pause\n      settings: {{dir: {pause}}}\n      timeout_s: 300\n"
-    )
-    os.environ["LILY_CONFIG"] = str(config)
+    os.environ["LILY_CONFIG"] = str(chaos_pause_config(tmp_path / "lily.yaml", pause))
     try:
         traffic = generate_demo(
             tenants=("acme", "globex"), tables_per_tenant=2, columns_per_table=2, seed=5
@@ -109,78 +61,6 @@ def test_a_killed_run_worker_is_failed_and_its_batches_reach_the_hub(
         assert recovered_s < 120
     finally:
         del os.environ["LILY_CONFIG"]
-
-
-def processes_of(home: Path) -> list[int]:
-    """Every process whose environment names this LILY_HOME (lily run, the Dagster daemon,
-    its code server, run workers)."""
-    marker = f"LILY_HOME={home}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if marker in environ.split(b"\0") and process_alive(int(entry.name)):
-            found.append(int(entry.name))
-    return found
-
-
-def kill_all(home: Path) -> None:
-    """SIGKILL every process of this LILY_HOME, again until none is left (one may be
-    spawning a child as it dies)."""
-    deadline = time.monotonic() + 10
-    while (left := processes_of(home)) and time.monotonic() < deadline:
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.1)
-
-
-def test_after_kill_9_of_every_process_the_next_run_recovers_the_dead_runs_batches(
-    lily_home: Path, kafka_bootstrap: str, topic: str, tmp_path: Path
-) -> None:
-    pause = tmp_path / "pause"
-    config = tmp_path / "lily.yaml"
-    config.write_text(
-        "hooks:\n  pre_ingest:\n    - owner-normalise\n    - pii-classify\n"
-        f"    - name: chaos-pause\n      settings: {{dir: {pause}}}\n      timeout_s: 300\n"
-    )
-    env = {**os.environ, "LILY_CONFIG": str(config)}
-    traffic = generate_demo(tenants=("acme", "globex"), tables_per_tenant=2, seed=9)
-    produce(kafka_bootstrap, topic, traffic.messages)
-    first = subprocess.Popen(
-        [*LILY, "run", "--until-idle", "--timeout", "240"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not (pause / "reached").exists():
-            assert first.poll() is None and time.monotonic() < deadline
-            time.sleep(0.2)
-    finally:
-        # An operator's worst case: every process of the stack killed at once, mid-run.
-        kill_all(lily_home)
-        first.wait(10)
-    assert processes_of(lily_home) == []
-    again = subprocess.run(
-        [*LILY, "run", "--until-idle", "--timeout", "240"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert again.returncode == 1, again.stderr[-3000:]
-    summary = json.loads(again.stdout)
-    assert summary["runs"]["failure"] == 1
-    for tenant in ("acme", "globex"):
-        assert summary["tenants"][tenant]["pending_batches"] == 0
-    assert_exact(traffic, ("acme", "globex"))
-    kill_all(lily_home)
 
 
 @pytest.mark.parametrize("owner_status", ["died", "failed_in_a_step", "gone"])

@@ -5,10 +5,8 @@ server, run workers, `dagster dev`'s webserver, the webhook receiver), survives 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import pytest
 
 from lily_dagster.lib.broker import free_port, port_open, produce
 from lily_dagster.lib.demo import generate_demo
+from lily_dagster_tests.chaos.outcome import run_until_idle
 from lily_dagster_tests.chaos.proctree import (
     LILY,
     Lily,
@@ -94,15 +93,7 @@ def test_lily_run_stops_its_daemon_code_server_and_run_workers(
             return
         # The run stopped mid-step is a dead run, not a failed step: the next `lily run`
         # takes its batch to the hub (nothing held for an operator).
-        again = subprocess.run(
-            [str(LILY), "run", "--until-idle", "--timeout", "240"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert again.returncode in (0, 1), again.stderr[-3000:]
-        summary = json.loads(again.stdout)
+        summary = run_until_idle(env)
         assert summary["tenants"]["acme"]["pending_batches"] == 0, summary
         assert summary["tenants"]["acme"]["hub_active"] == sum(
             1 for r in traffic.expected_state()["acme"].values() if r["status"] == "ACTIVE"

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from dagster import (
+    AssetKey,
     DagsterInstance,
     Definitions,
     RunRequest,
@@ -189,6 +190,21 @@ def test_each_target_gets_its_changes_once_and_pii_never_reaches_a_public_channe
     # Nothing new: no run, nothing sent again.
     assert stack.propagate() == []
     assert len(receivers["audit"].requests) == 1
+
+
+def test_changes_of_a_run_that_died_before_materialising_still_reach_the_targets(
+    stack: Stack, receivers: dict[str, RecordingReceiver]
+) -> None:
+    stack.ingest(estate())
+    assert stack.propagate() == [True]
+    stack.ingest(estate(5, "all customers"))
+    # As if its run was killed after applying its batches, before Dagster recorded the
+    # materialisation that carries the change log's head.
+    stack.instance.wipe_assets([AssetKey("hub_records")])
+    assert stack.propagate() == [True]
+    changes = webhook_changes(receivers["audit"])
+    assert len(changes) == 2
+    assert {c["version"] for batch in changes.values() for c in batch} == {1, 2}
 
 
 def test_a_target_down_for_a_while_gets_everything_once_when_it_is_back(
