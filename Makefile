@@ -25,9 +25,12 @@ setup: $(STAMP)
 run: setup
 	exec $(VENV)/bin/lily dev --stop-with-parent
 
-# Lint, types, then the full suite.
+# Lint, types, then the full suite on PYTEST_WORKERS workers (pytest-xdist). Each worker
+# that gets contract tests builds the contract scenarios once (xdist 3.8's loadgroup, which
+# could keep them on one worker, does not group under pytest 9).
+PYTEST_WORKERS ?= 2
 test: setup lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(PYTEST_WORKERS)
 
 lint: setup
 	$(VENV)/bin/ruff check lily_dagster lily_dagster_tests benchmarks
