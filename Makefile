@@ -25,12 +25,11 @@ setup: $(STAMP)
 run: setup
 	exec $(VENV)/bin/lily dev --stop-with-parent
 
-# Lint, types, then the full suite on PYTEST_WORKERS workers (pytest-xdist). Each worker
-# that gets contract tests builds the contract scenarios once (xdist 3.8's loadgroup, which
-# could keep them on one worker, does not group under pytest 9).
+# Lint, types, then the full suite on PYTEST_WORKERS workers (pytest-xdist); loadgroup keeps
+# the contract suite on one worker (its conftest groups it), so its stacks are built once.
 PYTEST_WORKERS ?= 2
 test: setup lint
-	$(PY) -m pytest -n $(PYTEST_WORKERS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 lint: setup
 	$(VENV)/bin/ruff check lily_dagster lily_dagster_tests benchmarks

@@ -74,17 +74,22 @@ def test_a_new_daemon_owner_fails_the_runs_a_stopped_stack_left_in_flight(
     assert fail_runs_of_a_stopped_stack(settings) == []  # nothing left to fail
 
 
-def test_a_sweep_takes_the_first_run_key_no_run_has_used() -> None:
+def test_a_sweep_or_isolate_run_is_tried_again_only_when_its_run_died() -> None:
     """Dagster runs a run key once: a sweep whose run died before claiming its batches (no
-    release to change its key) gets a new attempt's key, not a request Dagster skips."""
-    from dagster import DagsterRun, instance_for_test
+    release to change its key) gets a new attempt's key, not a request Dagster skips; a run
+    in flight or failed in a step keeps the key (Dagster skips the request: no retry loop)."""
+    from dagster import DagsterRun, DagsterRunStatus, instance_for_test
     from dagster._core.storage.tags import RUN_KEY_TAG
 
-    from lily_dagster.defs.ingest.sensors import unused_run_key
+    from lily_dagster.defs.ingest.sensors import attempt_run_key
 
     with instance_for_test() as instance:
-        assert unused_run_key(instance, "sweep-x:acme") == "sweep-x:acme"
-        for key in ("sweep-x:acme", "sweep-x:acme:a1"):
-            instance.add_run(DagsterRun(job_name="j", tags={RUN_KEY_TAG: key}))
-        assert unused_run_key(instance, "sweep-x:acme") == "sweep-x:acme:a2"
-        assert unused_run_key(instance, "sweep-y:acme") == "sweep-y:acme"
+        assert attempt_run_key(instance, "sweep-x:acme") == "sweep-x:acme"
+        first = instance.add_run(DagsterRun(job_name="j", tags={RUN_KEY_TAG: "sweep-x:acme"}))
+        assert attempt_run_key(instance, "sweep-x:acme") == "sweep-x:acme"  # not ended yet
+        instance.report_run_failed(first, "run worker process 1 is gone")  # died
+        assert attempt_run_key(instance, "sweep-x:acme") == "sweep-x:acme:a1"
+        second = DagsterRun(job_name="j", tags={RUN_KEY_TAG: "sweep-x:acme:a1"})
+        instance.add_run(second.with_status(DagsterRunStatus.SUCCESS))
+        assert attempt_run_key(instance, "sweep-x:acme") == "sweep-x:acme:a1"  # done
+        assert attempt_run_key(instance, "sweep-y:acme") == "sweep-y:acme"

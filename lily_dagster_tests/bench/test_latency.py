@@ -21,5 +21,6 @@ def test_every_event_produced_becomes_visible_with_ordered_percentiles(
     assert result["lost"] == 0 and result["visible"] == result["produced"]
     latency = result["latency_s"]
     assert 0 < latency["p50"] <= latency["p95"] <= latency["max"]
-    assert result["runs"]["count"] >= 2  # at least one run per tenant
+    # One run per tick covers every tenant with new events: one tick may have taken all.
+    assert result["runs"]["count"] >= 1
     assert result["runs"]["by_status"].get("failure", 0) == 0

@@ -31,7 +31,7 @@ from lily_dagster.defs.enrichment.assets import enriched_events
 from lily_dagster.defs.hub.assets import hub_records
 from lily_dagster.defs.hub.checks import hub_records_gx_suite
 from lily_dagster.defs.ingest.assets import landed_events
-from lily_dagster.defs.ingest.recovery import release_dead_runs_batches
+from lily_dagster.defs.ingest.recovery import died, release_dead_runs_batches
 from lily_dagster.defs.partitions import TENANTS, tenant_partitions
 from lily_dagster.defs.resources import KafkaResource, LilyResource
 from lily_dagster.defs.validation.assets import validated_events
@@ -167,9 +167,10 @@ def run_tenants(run: DagsterRun) -> list[str]:
     return [tenant] if tenant else []
 
 
-def isolated_run_requests(staging: StagingArea) -> list[RunRequest]:
+def isolated_run_requests(instance: DagsterInstance, staging: StagingArea) -> list[RunRequest]:
     """A run of the tenant alone for the batches a multi-tenant run left to one because they
-    would fail a blocking check (validated_events); its run key names them, so once only."""
+    would fail a blocking check (validated_events); its run key names them, so once only
+    (again only if that run died)."""
     requests: list[RunRequest] = []
     for tenant in staging.tenants_with_pending():
         isolated = staging.isolated(tenant)
@@ -177,7 +178,7 @@ def isolated_run_requests(staging: StagingArea) -> list[RunRequest]:
             continue
         requests.append(
             RunRequest(
-                run_key=f"isolate-{batch_set_key(isolated)}:{tenant}",
+                run_key=attempt_run_key(instance, f"isolate-{batch_set_key(isolated)}:{tenant}"),
                 partition_key=tenant,
                 run_config={"ops": {"landed_events": {"config": {"batch_ids": isolated}}}},
                 tags={"lily/tenant": tenant, "lily/batch": isolated[0], "lily/source": "isolate"},
@@ -217,13 +218,16 @@ def tenants_with_waiting_run(runs: dict[str, list[DagsterRun]]) -> set[str]:
     }
 
 
-def unused_run_key(instance: DagsterInstance, key: str) -> str:
-    """`key`, or `key:aN` for the first attempt N no run has used. Dagster skips a request
-    whose run key a run already has, and a run that died before claiming its batches (killed
-    while starting, or in its first step) leaves no release to change the key: without a
-    new attempt its batches would wait for good. (No run of the tenant is in flight here.)"""
+def attempt_run_key(instance: DagsterInstance, key: str) -> str:
+    """`key`, or `key:aN` once the runs of every earlier attempt died. Dagster skips a
+    request whose run key a run already has, and a run that died before claiming its
+    batches (killed while starting, or in its first step) leaves no release to change the
+    key: without a new attempt its batches would wait for good. A run in flight, done, or
+    failed in a step keeps its key, so Dagster skips the request (no retry storm)."""
     candidate, attempt = key, 0
-    while instance.get_runs_count(RunsFilter(tags={RUN_KEY_TAG: candidate})):
+    while runs := instance.get_runs(RunsFilter(tags={RUN_KEY_TAG: candidate}), limit=1):
+        if not died(instance, runs[0].run_id):
+            return candidate
         attempt += 1
         candidate = f"{key}:a{attempt}"
     return candidate
@@ -254,7 +258,7 @@ def sweep_run_requests(
         key = f"sweep-{batch_set_key(stranded)}:{tenant}" + (f":r{releases}" if releases else "")
         requests.append(
             RunRequest(
-                run_key=unused_run_key(instance, key),
+                run_key=attempt_run_key(instance, key),
                 partition_key=tenant,
                 run_config={
                     "ops": {"landed_events": {"config": {"batch_ids": stranded, "coalesce": True}}}
@@ -299,7 +303,7 @@ def land_and_request_runs(
     requests = [
         *ingest_run_requests(sorted(set(frames) - waiting), batch_id, source, [*known, *added]),
         *sweep_run_requests(context.instance, staging, runs, exclude=set(frames)),
-        *isolated_run_requests(staging),
+        *isolated_run_requests(context.instance, staging),
     ]
     return SensorResult(
         run_requests=requests,
@@ -382,7 +386,7 @@ def kafka_events_sensor(
             *sweep_run_requests(
                 context.instance, staging, ingest_runs_in_flight(context.instance), set()
             ),
-            *isolated_run_requests(staging),
+            *isolated_run_requests(context.instance, staging),
         ]
         if sweep:
             context.log.warning(
