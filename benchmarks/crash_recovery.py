@@ -27,6 +27,7 @@ from pathlib import Path
 
 from lily_dagster.lib.broker import ensure_topics, free_port, produce, start_broker
 from lily_dagster.lib.demo import generate_demo
+from lily_dagster_tests.chaos.outcome import chaos_pause_config
 
 LILY = [sys.executable, "-m", "lily_dagster.cli"]
 TENANTS = ("acme", "globex")
@@ -62,11 +63,7 @@ def all_applied(home: Path) -> bool:
 def one_kill(root: Path, bootstrap: str, index: int, stack: bool) -> float:
     home, pause, topic = root / f"home{index}", root / f"pause{index}", f"lily.bench.crash{index}"
     ensure_topics(bootstrap, [topic])
-    config = root / f"lily{index}.yaml"
-    config.write_text(
-        "hooks:\n  pre_ingest:\n    - owner-normalise\n    - pii-classify\n"
-        f"    - name: chaos-pause\n      settings: {{dir: {pause}}}\n      timeout_s: 300\n"
-    )
+    config = chaos_pause_config(root / f"lily{index}.yaml", pause)
     env = {
         **os.environ,
         "LILY_HOME": str(home),

@@ -63,3 +63,20 @@ def frame(envelopes: list[dict[str, Any]]) -> pl.DataFrame:
     )
     assert result.rejects.is_empty(), result.rejects.to_dicts()
     return normalise_owners(result.events)
+
+
+def table_messages(tenant: str, names: list[str]) -> list[tuple[bytes, bytes]]:
+    """Kafka messages (key, value): an upsert of a Table per name, for `tenant`."""
+    messages = []
+    for name in names:
+        qualified_name = f"default/snowflake/1700000000/DB/SCH/{name}"
+        envelope = {
+            "event_id": f"{tenant}-{name}",
+            "tenant": tenant,
+            "source": "snowflake",
+            "op": "upsert",
+            "event_time": "2026-11-23T10:00:00Z",
+            "asset": {"type_name": "Table", "qualified_name": qualified_name, "name": name},
+        }
+        messages.append((qualified_name.encode(), json.dumps(envelope).encode()))
+    return messages

@@ -26,6 +26,7 @@ from lily_dagster.lib.kafka_source import offset_resets_path, parse_cursor, read
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.settings import UNROUTED_TENANT, Settings
 from lily_dagster_tests import sensor_harness as harness
+from lily_dagster_tests.builders import table_messages
 
 TOPIC = "lily.chaos.events"
 
@@ -74,22 +75,6 @@ def broker(lily_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     broker.crash()
 
 
-def tables(names: list[str], tenant: str = "acme") -> list[tuple[bytes, bytes]]:
-    out = []
-    for name in names:
-        qualified_name = f"default/snowflake/1700000000/DB/SCH/{name}"
-        envelope = {
-            "event_id": f"{tenant}-{name}",
-            "tenant": tenant,
-            "source": "snowflake",
-            "op": "upsert",
-            "event_time": "2026-11-23T10:00:00Z",
-            "asset": {"type_name": "Table", "qualified_name": qualified_name, "name": name},
-        }
-        out.append((qualified_name.encode(), json.dumps(envelope).encode()))
-    return out
-
-
 def hub_names(home: Path, tenant: str = "acme") -> set[str]:
     return {r["name"] for r in LocalHub(home / "hub").export(tenant)}
 
@@ -111,9 +96,9 @@ def test_events_produced_after_a_restart_reach_the_hub_and_the_loss_is_reported(
 ) -> None:
     keys = ("topic", "partition", "kind", "cursor", "low", "end")
     with instance_for_test() as instance:
-        produce(broker.bootstrap, TOPIC, tables(["A1", "A2", "A3"]))
+        produce(broker.bootstrap, TOPIC, table_messages("acme", ["A1", "A2", "A3"]))
         cursor, _ = drain(instance, None)
-        produce(broker.bootstrap, TOPIC, tables(["B1", "B2", "B3"]))
+        produce(broker.bootstrap, TOPIC, table_messages("acme", ["B1", "B2", "B3"]))
         cursor, _ = drain(instance, cursor)
         assert parse_cursor(cursor) == {TOPIC: {"0": 6}}
         assert hub_names(lily_home) == {"A1", "A2", "A3", "B1", "B2", "B3"}
@@ -122,7 +107,7 @@ def test_events_produced_after_a_restart_reach_the_hub_and_the_loss_is_reported(
         # its cursor (6) is beyond the new log's end (3). They sit at offsets 0-2, the very
         # range of the first batch, which the hub has applied: read and applied all the same.
         broker.restart()
-        produce(broker.bootstrap, TOPIC, tables(["D1", "D2", "D3"]))
+        produce(broker.bootstrap, TOPIC, table_messages("acme", ["D1", "D2", "D3"]))
         first = tick(instance, cursor)
         assert isinstance(first, SensorResult) and first.run_requests
         assert all(r.tags[OFFSET_RESET_TAG] == f"{TOPIC}/0 6>0" for r in first.run_requests)
@@ -150,7 +135,7 @@ def test_events_produced_after_a_restart_reach_the_hub_and_the_loss_is_reported(
         assert "offsets reset" in skip and f"{TOPIC}/0: cursor 3 is beyond" in skip, skip
         assert parse_cursor(empty.cursor) == {TOPIC: {"0": 0}}
         assert [(r["cursor"], r["end"]) for r in resets(lily_home)] == [(6, 3), (3, 0)]
-        produce(broker.bootstrap, TOPIC, tables(["E1"]))
+        produce(broker.bootstrap, TOPIC, table_messages("acme", ["E1"]))
         cursor, runs = drain(instance, empty.cursor)
         assert runs and "E1" in hub_names(lily_home)
         assert parse_cursor(cursor) == {TOPIC: {"0": 1}}
@@ -163,7 +148,7 @@ def test_run_summary_and_idle_probe_report_the_reset_and_exit_3(
     settings = Settings.from_env()
     with instance_for_test() as instance:
         started = time.monotonic()
-        produce(broker.bootstrap, TOPIC, tables(["A1", "A2"]))
+        produce(broker.bootstrap, TOPIC, table_messages("acme", ["A1", "A2"]))
         cursor, _ = drain(instance, None)
         assert runtime.kafka_has_backlog(settings, parse_cursor(cursor)) is False
         broker.restart()
@@ -203,7 +188,7 @@ def test_unrouted_and_malformed_messages_keep_their_event_id_and_one_entry_each(
         (None, b""),
         (None, b""),
         (None, json.dumps({"event_id": "e1", "tenant": "acme", "op": 7}).encode()),
-        *tables(["T1"]),
+        *table_messages("acme", ["T1"]),
     ]
     with instance_for_test() as instance:
         produce(broker.bootstrap, TOPIC, messages)
@@ -231,13 +216,13 @@ def test_lily_run_until_idle_after_a_restart_finishes_reads_the_new_events_and_e
 ) -> None:
     """The real command and daemon: no longer waits forever on a cursor past the end."""
     lily = [sys.executable, "-m", "lily_dagster.cli", "run", "--until-idle", "--timeout", "120"]
-    produce(broker.bootstrap, TOPIC, tables(["A1", "A2"]))
+    produce(broker.bootstrap, TOPIC, table_messages("acme", ["A1", "A2"]))
     first = subprocess.run(lily, capture_output=True, text=True, timeout=180)
     assert first.returncode == 0, first.stderr[-3000:]
     assert json.loads(first.stdout)["kafka_offset_resets"] == []
 
     broker.restart()
-    produce(broker.bootstrap, TOPIC, tables(["N1"]))
+    produce(broker.bootstrap, TOPIC, table_messages("acme", ["N1"]))
     second = subprocess.run(lily, capture_output=True, text=True, timeout=180)
     assert second.returncode == 3, second.stderr[-3000:]
     (reset,) = json.loads(second.stdout)["kafka_offset_resets"]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lily_dagster.lib.broker import produce
 from lily_dagster.lib.demo import generate_demo
+from lily_dagster_tests.chaos.outcome import chaos_pause_config
 from lily_dagster_tests.chaos.proctree import (
     LILY,
     Lily,
@@ -27,16 +28,10 @@ from lily_dagster_tests.chaos.proctree import (
 
 
 def paused_config(tmp_path: Path) -> tuple[Path, Path]:
-    """A LILY_CONFIG whose chain holds the first run inside a step (the chaos-pause hook of
-    the test hook package), and the directory where it reports the run worker's pid."""
+    """A LILY_CONFIG whose chain holds the first run inside a step, and the directory where
+    the hook reports the run worker's pid."""
     pause = tmp_path / "pause"
-    config = tmp_path / "lily.yaml"
-    config.write_text(
-        "hooks:\n  pre_ingest:\n    - owner-normalise\n    - pii-classify\n"
-        f"    - name: chaos-pause\n      settings: {{dir: {pause}, wait_s: 120}}\n"
-        "      timeout_s: 300\n"
-    )
-    return config, pause
+    return chaos_pause_config(tmp_path / "lily.yaml", pause), pause
 
 
 def role(lily: Lily, needle: str) -> Proc:

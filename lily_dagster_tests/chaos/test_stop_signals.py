@@ -15,7 +15,7 @@ import pytest
 
 from lily_dagster.lib.broker import free_port, port_open, produce
 from lily_dagster.lib.demo import generate_demo
-from lily_dagster_tests.chaos.outcome import run_until_idle
+from lily_dagster_tests.chaos.outcome import chaos_pause_config, run_until_idle
 from lily_dagster_tests.chaos.proctree import (
     LILY,
     Lily,
@@ -70,13 +70,7 @@ def test_lily_run_stops_its_daemon_code_server_and_run_workers(
     pause = tmp_path / "pause"
     if sig == signal.SIGTERM:
         # Hold the first run inside a step, so that a run worker is alive at the signal.
-        config = tmp_path / "lily.yaml"
-        config.write_text(
-            "hooks:\n  pre_ingest:\n    - owner-normalise\n"
-            f"    - name: chaos-pause\n      settings: {{dir: {pause}, wait_s: 120}}\n"
-            "      timeout_s: 300\n"
-        )
-        env_extra["LILY_CONFIG"] = str(config)
+        env_extra["LILY_CONFIG"] = str(chaos_pause_config(tmp_path / "lily.yaml", pause))
     traffic = generate_demo(tenants=("acme",), tables_per_tenant=1, columns_per_table=2, seed=3)
     produce(kafka_bootstrap, topic, traffic.messages)
     with chaos_env() as (env, mark):

@@ -34,6 +34,7 @@ from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.lib.staging import StagingArea
 from lily_dagster.settings import UNROUTED_TENANT
 from lily_dagster_tests import sensor_harness as harness
+from lily_dagster_tests.builders import table_messages
 
 TENANTS = ("acme", "globex", "initech")
 
@@ -201,22 +202,6 @@ def test_topic_bound_to_a_tenant_quarantines_other_tenants_events(
 # --- coalescing: one queued run per tenant takes every batch landed meanwhile ---------------
 
 
-def _table_events(tenant: str, names: list[str]) -> list[tuple[bytes, bytes]]:
-    events = []
-    for name in names:
-        qualified_name = f"default/snowflake/1700000000/DB/SCH/{name}"
-        envelope = {
-            "event_id": f"{tenant}-{name}",
-            "tenant": tenant,
-            "source": "snowflake",
-            "op": "upsert",
-            "event_time": "2026-11-23T10:00:00Z",
-            "asset": {"type_name": "Table", "qualified_name": qualified_name, "name": name},
-        }
-        events.append((qualified_name.encode(), json.dumps(envelope).encode()))
-    return events
-
-
 def _queue(instance: DagsterInstance, request: RunRequest, status: DagsterRunStatus) -> str:
     """The run the daemon would create for `request`, left in `status` (no daemon here)."""
     origin = RemoteJobOrigin(
@@ -251,7 +236,7 @@ def _staging(home: Path) -> StagingArea:
 def test_a_tenant_with_a_queued_run_gets_no_second_run_and_that_run_takes_the_new_batch(
     lily_home: Path, kafka_bootstrap: str, topic: str, status: DagsterRunStatus
 ) -> None:
-    produce(kafka_bootstrap, topic, _table_events("acme", ["A1", "A2"]))
+    produce(kafka_bootstrap, topic, table_messages("acme", ["A1", "A2"]))
     with instance_for_test() as instance:
         first = tick(instance, None)
         assert isinstance(first, SensorResult) and first.cursor
@@ -264,7 +249,7 @@ def test_a_tenant_with_a_queued_run_gets_no_second_run_and_that_run_takes_the_ne
         produce(
             kafka_bootstrap,
             topic,
-            [*_table_events("acme", ["A3"]), *_table_events("globex", ["G1"])],
+            [*table_messages("acme", ["A3"]), *table_messages("globex", ["G1"])],
         )
         second = tick(instance, first.cursor)
         assert isinstance(second, SensorResult) and second.cursor
@@ -278,14 +263,14 @@ def test_a_tenant_with_a_queued_run_gets_no_second_run_and_that_run_takes_the_ne
 def test_a_batch_landed_once_the_run_has_started_gets_a_run_of_its_own(
     lily_home: Path, kafka_bootstrap: str, topic: str
 ) -> None:
-    produce(kafka_bootstrap, topic, _table_events("acme", ["A1"]))
+    produce(kafka_bootstrap, topic, table_messages("acme", ["A1"]))
     with instance_for_test() as instance:
         first = tick(instance, None)
         assert isinstance(first, SensorResult) and first.cursor
         (started,) = first.run_requests or []
         # Its landed_events may have listed the pending batches already: it cannot be relied on.
         _queue(instance, started, DagsterRunStatus.STARTED)
-        produce(kafka_bootstrap, topic, _table_events("acme", ["A2"]))
+        produce(kafka_bootstrap, topic, table_messages("acme", ["A2"]))
         second = tick(instance, first.cursor)
         assert isinstance(second, SensorResult)
         assert [r.partition_key for r in second.run_requests or []] == ["acme"]
@@ -294,7 +279,7 @@ def test_a_batch_landed_once_the_run_has_started_gets_a_run_of_its_own(
 def test_pending_batches_no_run_took_get_a_run_after_a_while(
     lily_home: Path, kafka_bootstrap: str, topic: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    produce(kafka_bootstrap, topic, _table_events("acme", ["A1"]))
+    produce(kafka_bootstrap, topic, table_messages("acme", ["A1"]))
     with instance_for_test() as instance:
         first = tick(instance, None)
         assert isinstance(first, SensorResult) and first.cursor
@@ -321,10 +306,10 @@ def test_pending_batches_no_run_took_get_a_run_after_a_while(
 def test_one_run_per_tick_skips_the_tenants_of_its_range_whose_queued_run_takes_their_batch(
     lily_home: Path, kafka_bootstrap: str, topic: str
 ) -> None:
-    produce(kafka_bootstrap, topic, [*_table_events("acme", ["A1"])])
+    produce(kafka_bootstrap, topic, [*table_messages("acme", ["A1"])])
     with instance_for_test() as instance:
         instance.add_dynamic_partitions("tenants", ["acme", "globex", "initech"])
-        produce(kafka_bootstrap, topic, _table_events("globex", ["G1"]))
+        produce(kafka_bootstrap, topic, table_messages("globex", ["G1"]))
         first = tick(instance, None)
         assert isinstance(first, SensorResult) and first.cursor
         (shared,) = first.run_requests or []
@@ -337,9 +322,9 @@ def test_one_run_per_tick_skips_the_tenants_of_its_range_whose_queued_run_takes_
             kafka_bootstrap,
             topic,
             [
-                *_table_events("acme", ["A2"]),
-                *_table_events("globex", ["G2"]),
-                *_table_events("initech", ["I1"]),
+                *table_messages("acme", ["A2"]),
+                *table_messages("globex", ["G2"]),
+                *table_messages("initech", ["I1"]),
             ],
         )
         second = tick(instance, first.cursor)
