@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 
-.PHONY: run test lint unit setup demo clean
+.PHONY: run test lint unit setup browser demo clean
 
 TEST_HOOKS := lily_dagster_tests/fixtures/lily_test_hooks
 
@@ -18,6 +18,19 @@ $(STAMP): setup.py pyproject.toml $(TEST_HOOKS)/pyproject.toml
 
 setup: $(STAMP)
 
+# The UI tests (lily_dagster_tests/ui) drive Debian's Chromium with Playwright (`make test`
+# installs it; `make run` does not need it); nothing is downloaded at test time (never `playwright install`). Installed quietly when missing, if
+# apt-get is there and we are root; otherwise the UI tests are skipped, naming the browser.
+CHROMIUM := /usr/bin/chromium
+APT_CHROMIUM := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1
+browser:
+	@test -x $(CHROMIUM) || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's chromium for the UI tests (apt-get)"; \
+	    $(APT_CHROMIUM) || { apt-get update -qq >/dev/null 2>&1 && $(APT_CHROMIUM); } \
+	      || echo "could not install chromium: the UI tests will be skipped"; \
+	  else echo "no $(CHROMIUM) (apt-get as root installs it): the UI tests will be skipped"; fi; }
+
 # The whole local stack on embedded defaults: Kafka-compatible broker, Dagster UI and
 # daemon (http://127.0.0.1:3000), demo traffic. Ctrl-C stops it; so does any signal to make:
 # exec makes lily make's own child (make passes SIGTERM on to it), and --stop-with-parent
@@ -28,7 +41,7 @@ run: setup
 # Lint, types, then the full suite on PYTEST_WORKERS workers (pytest-xdist); loadgroup keeps
 # the contract suite on one worker (its conftest groups it), so its stacks are built once.
 PYTEST_WORKERS ?= 2
-test: setup lint
+test: setup browser lint
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 lint: setup

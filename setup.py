@@ -49,6 +49,9 @@ setup(
             # The standard OpenAPI conformance fuzzer: checks the live receiver against its
             # published /openapi.json (lily_dagster_tests/webhook/test_openapi_conformance.py).
             "schemathesis>=4,<5",
+            # The UI tests drive Debian's Chromium (/usr/bin/chromium, which `make setup`
+            # installs) with Playwright's sync API; no browser is downloaded.
+            "playwright==1.65.2",
         ],
     },
     entry_points={"console_scripts": ["lily=lily_dagster.cli:main"]},

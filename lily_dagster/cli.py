@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 from lily_dagster.lib import processes
@@ -46,6 +48,17 @@ def _tenant_arg(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _reason_arg(value: str) -> str:
+    from lily_dagster.lib.reasons import Reason
+
+    known = [reason.value for reason in Reason]
+    if value not in known:
+        raise argparse.ArgumentTypeError(
+            f"unknown reason code {value!r}; the reason codes are: {', '.join(known)}"
+        )
+    return value
+
+
 def _settings() -> Settings:
     from lily_dagster.lib.hooks import check_hook_config
     from lily_dagster.lib.propagation import check_target_config
@@ -58,11 +71,52 @@ def _settings() -> Settings:
     return settings
 
 
+# Folders of a LILY_HOME that hold Lily's state; a home with none of them holds nothing.
+STATE_DIRS = ("dagster", "staging", "quarantine", "hub", "atlan-ledger")
+
+
+def known_tenants(settings: Settings) -> set[str]:
+    """The tenants a LILY_HOME knows: configured in LILY_CONFIG, or with a hub, staging or
+    quarantine of their own. Every tenant a source delivered for has its staging folder
+    (landed before the sensor adds its Dagster partition), so Dagster's storage, slower to
+    open, need not be asked."""
+    names = {t.name for t in settings.config.tenants}
+    for folder in (settings.staging_dir, settings.quarantine_dir):
+        if folder.is_dir():
+            names |= {d.name for d in folder.iterdir() if d.is_dir() and d.name[0] != "."}
+    for folder in (settings.hub_dir, settings.home / "atlan-ledger"):
+        if folder.is_dir():
+            names |= {f.stem for f in folder.glob("*.duckdb")}
+    return names
+
+
+def _state_settings(tenant: str) -> Settings:
+    """Settings of a command that reads a tenant's state. A LILY_HOME that holds no Lily
+    state (a command run from another folder: the default is ./.lily), or nothing of the
+    tenant (a typo), is refused with one line naming the absolute LILY_HOME looked in,
+    rather than answering as if the tenant had nothing."""
+    settings = _settings()
+    home = settings.home
+    if not any((home / name).is_dir() for name in STATE_DIRS):
+        raise CliError(
+            f"no Lily state in LILY_HOME={home} (none of {', '.join(STATE_DIRS)}); run "
+            "from your stack's folder or set LILY_HOME to its state directory"
+        )
+    known = known_tenants(settings)
+    if tenant != UNROUTED_TENANT and tenant not in known:
+        listed = ", ".join(sorted(known)[:10]) + (", ..." if len(known) > 10 else "")
+        raise CliError(
+            f"unknown tenant {tenant!r} in LILY_HOME={home}: no hub, staging or quarantine "
+            f"of it, and not in LILY_CONFIG (known: {listed or 'none'})"
+        )
+    return settings
+
+
 def cmd_hub_export(args: argparse.Namespace) -> int:
     from lily_dagster.lib.hub import open_hub
     from lily_dagster.lib.strict_json import dumps
 
-    settings = _settings()
+    settings = _state_settings(args.tenant)
     hub = open_hub(settings)
     out = sys.stdout
     for record in hub.export(args.tenant):
@@ -73,7 +127,7 @@ def cmd_hub_export(args: argparse.Namespace) -> int:
 def cmd_quarantine_export(args: argparse.Namespace) -> int:
     from lily_dagster.lib.quarantine import QuarantineStore
 
-    settings = _settings()
+    settings = _state_settings(args.tenant)
     for line in QuarantineStore(settings.quarantine_dir).export(args.tenant):
         sys.stdout.write(line + "\n")
     return 0
@@ -88,7 +142,7 @@ def _target(settings: Settings, tenant: str, name: str) -> Any:
 def cmd_dlq_list(args: argparse.Namespace) -> int:
     from lily_dagster.lib.quarantine import QuarantineStore
 
-    settings = _settings()
+    settings = _state_settings(args.tenant)
     _target(settings, args.tenant, args.target)
     for line in QuarantineStore(settings.dlq_dir / args.target).export(args.tenant):
         sys.stdout.write(line + "\n")
@@ -100,7 +154,7 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     from lily_dagster.lib.propagation import Propagator
     from lily_dagster.lib.quarantine import QuarantineStore
 
-    settings = _settings()
+    settings = _state_settings(args.tenant)
     target = _target(settings, args.tenant, args.target)
     propagator = Propagator(open_hub(settings), settings.propagation_dir, settings.dlq_dir)
     result = propagator.replay_dlq(args.tenant, target)
@@ -182,37 +236,13 @@ def cmd_bench_latency(args: argparse.Namespace) -> int:
 
 
 def cmd_quarantine_replay(args: argparse.Namespace) -> int:
-    from dagster import DagsterInstance
-
-    from lily_dagster.defs.partitions import TENANTS
-    from lily_dagster.runtime import prepare_dagster_home
-
-    settings = _settings()
     if args.tenant == UNROUTED_TENANT:
         raise CliError(
             "_unrouted events name no valid tenant: fix the producer and send them again"
         )
-    prepare_dagster_home(settings)
-    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
-    from lily_dagster.definitions import defs
-
-    with DagsterInstance.get() as instance:
-        if not instance.has_dynamic_partition(TENANTS, args.tenant):
-            instance.add_dynamic_partitions(TENANTS, [args.tenant])
-        before = lily_quarantine_count(settings, args.tenant, args.reason)
-        result = defs.resolve_job_def("quarantine_replay_job").execute_in_process(
-            run_config={
-                "ops": {
-                    "landed_events": {
-                        "config": {"replay": True, "replay_reasons": args.reason or []}
-                    }
-                }
-            },
-            partition_key=args.tenant,
-            instance=instance,
-            tags={"lily/tenant": args.tenant, "lily/source": "replay"},
-            raise_on_error=False,
-        )
+    settings = _state_settings(args.tenant)
+    before = lily_quarantine_count(settings, args.tenant, args.reason)
+    result = _replay_in_process(settings, args.tenant, args.reason or [])
     after = lily_quarantine_count(settings, args.tenant, args.reason)
     print(
         json.dumps(
@@ -226,13 +256,158 @@ def cmd_quarantine_replay(args: argparse.Namespace) -> int:
             }
         )
     )
-    return 0 if result.success else 1
+    if result.success:
+        return 0
+    print(
+        f"lily: error: {describe_failed_run(result)} (Dagster's log of the run: the UI, or "
+        f"{settings.logs_dir / REPLAY_LOG})",
+        file=sys.stderr,
+    )
+    return 1
+
+
+REPLAY_LOG = "replay.log"
+
+
+def _replay_in_process(settings: Settings, tenant: str, reasons: list[str]) -> Any:
+    """Run the tenant's quarantine_replay_job in this process. What Dagster prints meanwhile
+    (a line per event, a failed step's traceback, warnings) goes to $LILY_HOME/logs/, not
+    the terminal: the run and its whole log are in the instance, hence in the UI too."""
+    from dagster import DagsterInstance
+
+    from lily_dagster.defs.partitions import TENANTS
+    from lily_dagster.runtime import prepare_dagster_home
+
+    prepare_dagster_home(settings)
+    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    with (
+        open(settings.logs_dir / REPLAY_LOG, "a") as log,
+        contextlib.redirect_stderr(log),
+        contextlib.redirect_stdout(log),
+    ):
+        from lily_dagster.definitions import defs
+
+        with DagsterInstance.get() as instance:
+            if not instance.has_dynamic_partition(TENANTS, tenant):
+                instance.add_dynamic_partitions(TENANTS, [tenant])
+            config = {"replay": True, "replay_reasons": reasons}
+            return defs.resolve_job_def("quarantine_replay_job").execute_in_process(
+                run_config={"ops": {"landed_events": {"config": config}}},
+                partition_key=tenant,
+                instance=instance,
+                tags={"lily/tenant": tenant, "lily/source": "replay"},
+                raise_on_error=False,
+            )
+
+
+# Dagster's wrappers around the error a step raised: the one an operator needs is inside.
+_WRAPPER_ERRORS = {"RetryRequested", "DagsterExecutionStepExecutionError"}
+
+
+def _error_line(error: Any) -> str:
+    """The first line of the innermost-but-useful error of a step failure's chain."""
+    chain = []
+    while error is not None:
+        chain.append(error)
+        error = error.cause
+    useful = next((e for e in chain if e.cls_name not in _WRAPPER_ERRORS), chain[0])
+    lines = [line.strip() for line in useful.message.splitlines() if line.strip()]
+    if not lines:
+        return useful.cls_name or "unknown error"
+    return re.sub(r"^[\w.]+\.(\w+): ", r"\1: ", lines[0])  # the class without its module
+
+
+def describe_failed_run(result: Any) -> str:
+    """One line: the run id, each failed step with its error, the failed blocking checks."""
+    from dagster import AssetCheckSeverity
+
+    parts = [
+        f"step {event.step_key} failed: {_error_line(event.step_failure_data.error)}"
+        for event in result.get_step_failure_events()
+    ]
+    checks = [
+        f"{e.asset_key.to_user_string()}.{e.check_name}"
+        for e in result.get_asset_check_evaluations()
+        if not e.passed and e.severity == AssetCheckSeverity.ERROR
+    ]
+    if checks:
+        parts.append(f"checks failed: {', '.join(checks)}")
+    return f"run {result.run_id} failed: " + ("; ".join(parts) or "before any step")
 
 
 def lily_quarantine_count(settings: Settings, tenant: str, reasons: list[str] | None) -> int:
     from lily_dagster.lib.quarantine import QuarantineStore
 
     return QuarantineStore(settings.quarantine_dir).read(tenant, reasons or None).height
+
+
+@contextlib.contextmanager
+def _dagster_instance(settings: Settings) -> Iterator[Any]:
+    """The Dagster instance under $LILY_HOME/dagster, or None where no Lily command ever
+    made one (then no run can hold a batch there)."""
+    if not (settings.dagster_home / "dagster.yaml").is_file():
+        yield None
+        return
+    from dagster import DagsterInstance
+
+    with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        yield instance
+
+
+def cmd_batches_list(args: argparse.Namespace) -> int:
+    from lily_dagster.lib.staging import StagingArea, list_batches
+
+    settings = _state_settings(args.tenant)
+    batches = list_batches(StagingArea(settings.staging_dir), args.tenant)
+    held = any(b.run_id for b in batches)
+    with _dagster_instance(settings) if held else contextlib.nullcontext() as instance:
+        for batch in batches:
+            line = batch.as_dict()
+            if instance is not None and batch.run_id:
+                run = instance.get_run_by_id(batch.run_id)
+                line["run_status"] = run.status.value if run is not None else None
+            print(json.dumps(line))
+    return 0
+
+
+def _act_on_batch(settings: Settings, action: Callable[[Any], dict[str, Any]]) -> int:
+    """Release or discard a pending batch (`action`, given whether a run is in flight, as
+    the Dagster instance says); prints its one-line JSON result."""
+    from lily_dagster.defs.ingest.recovery import run_in_flight
+    from lily_dagster.lib.staging import BatchError
+
+    with _dagster_instance(settings) as instance:
+        in_flight = None if instance is None else lambda run_id: run_in_flight(instance, run_id)
+        try:
+            result = action(in_flight)
+        except BatchError as exc:
+            raise CliError(str(exc)) from None
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_batches_release(args: argparse.Namespace) -> int:
+    from lily_dagster.lib.staging import StagingArea, release_batch
+
+    settings = _state_settings(args.tenant)
+    staging = StagingArea(settings.staging_dir)
+    return _act_on_batch(
+        settings, lambda in_flight: release_batch(staging, args.tenant, args.batch, in_flight)
+    )
+
+
+def cmd_batches_discard(args: argparse.Namespace) -> int:
+    from lily_dagster.lib.quarantine import QuarantineStore
+    from lily_dagster.lib.staging import StagingArea, discard_batch
+
+    settings = _state_settings(args.tenant)
+    staging = StagingArea(settings.staging_dir)
+    quarantine = QuarantineStore(settings.quarantine_dir)
+    return _act_on_batch(
+        settings,
+        lambda in_flight: discard_batch(staging, quarantine, args.tenant, args.batch, in_flight),
+    )
 
 
 def _broker_storage(args: argparse.Namespace) -> str:
@@ -531,30 +706,74 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dev_broker(
+    settings: Settings, port: int, storage: str, procs: list[subprocess.Popen[bytes]]
+) -> Settings:
+    """`lily dev`'s broker: the one LILY_KAFKA_BOOTSTRAP names, the one already on `port`,
+    or an embedded one started there (added to `procs`)."""
+    from lily_dagster.lib.broker import ensure_topics, is_durable, port_open, start_broker
+    from lily_dagster.runtime import KAFKA_SENSOR, reset_sensor_cursor
+
+    if not os.environ.get("LILY_KAFKA_BOOTSTRAP"):
+        settings = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{port}"})
+        if port_open("127.0.0.1", port):
+            print(f"using the broker already on {settings.kafka_bootstrap}", file=sys.stderr)
+        else:
+            procs.append(start_broker(port, settings.logs_dir / "broker.log", storage=storage))
+            if not is_durable(storage):
+                # A broker that keeps its log in memory starts at offset 0: offsets saved
+                # against the previous one must not skip its messages.
+                reset_sensor_cursor(settings, KAFKA_SENSOR)
+    ensure_topics(settings.kafka_bootstrap, settings.kafka_topics)
+    return settings
+
+
+def _spawn_logged(
+    command: list[str], settings: Settings, log_name: str, pidfile: Any = None
+) -> subprocess.Popen[bytes]:
+    """A child of `lily dev` whose output goes to $LILY_HOME/logs/`log_name`."""
+    from lily_dagster.runtime import child_env
+
+    with open(settings.logs_dir / log_name, "ab") as log:
+        return processes.spawn(
+            command, env=child_env(settings), stdout=log, stderr=subprocess.STDOUT, pidfile=pidfile
+        )
+
+
+def _watch_dev(children: dict[str, subprocess.Popen[bytes]], settings: Settings) -> int:
+    """Wait while every named child runs; when one exits, say which and where its log is."""
+    while True:
+        for name, proc in children.items():
+            if proc.poll() is not None:
+                print(
+                    f"lily: error: {name} exited with code {proc.returncode}; its log: "
+                    f"{settings.logs_dir / DEV_LOGS[name]}",
+                    file=sys.stderr,
+                )
+                return 1
+        time.sleep(1)
+
+
+# The log of each process of `lily dev`, under $LILY_HOME/logs/.
+DEV_LOGS = {"dagster dev": "dagster.log", "the webhook receiver": "webhook.log"}
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
-    """The whole local stack (make run): broker, Dagster UI and daemon, demo traffic."""
-    from lily_dagster.lib.broker import (
-        ensure_topics,
-        is_durable,
-        port_open,
-        produce,
-        start_broker,
-    )
+    """The whole local stack (make run): broker, Dagster UI and daemon, demo traffic; their
+    output goes to $LILY_HOME/logs/, the terminal gets `lily dev`'s own lines."""
+    from lily_dagster.lib.broker import produce
     from lily_dagster.lib.demo import generate_demo
     from lily_dagster.runtime import (
-        DEFINITIONS_MODULE,
-        KAFKA_SENSOR,
-        child_env,
+        dagster_dev_command,
         fail_runs_of_a_stopped_stack,
         prepare_dagster_home,
-        reset_sensor_cursor,
     )
 
     settings = _settings()
     storage = _broker_storage(args)
     if args.stop_with_parent:
         processes.stop_with_parent()
-    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
     # One daemon per LILY_HOME: refused while another `lily run`/`lily dev` runs here; one a
     # killed predecessor left is stopped first.
     pidfile = processes.DaemonPidfile(settings.home)
@@ -562,41 +781,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
     procs: list[subprocess.Popen[bytes]] = []
     stop = threading.Event()
     try:
-        if not os.environ.get("LILY_KAFKA_BOOTSTRAP"):
-            settings = settings.model_copy(
-                update={"kafka_bootstrap": f"127.0.0.1:{args.broker_port}"}
-            )
-            if port_open("127.0.0.1", args.broker_port):
-                print(f"using the broker already on {settings.kafka_bootstrap}", file=sys.stderr)
-            else:
-                (settings.home / "logs").mkdir(exist_ok=True)
-                procs.append(
-                    start_broker(
-                        args.broker_port, settings.home / "logs" / "broker.log", storage=storage
-                    )
-                )
-                if not is_durable(storage):
-                    # A broker that keeps its log in memory starts at offset 0: offsets saved
-                    # against the previous one must not skip its messages.
-                    reset_sensor_cursor(settings, KAFKA_SENSOR)
-        ensure_topics(settings.kafka_bootstrap, settings.kafka_topics)
+        settings = _dev_broker(settings, args.broker_port, storage, procs)
         prepare_dagster_home(settings)
         fail_runs_of_a_stopped_stack(settings)
         os.environ.setdefault("LILY_JWT_HS256_SECRET", dev_jwt_secret(settings))
-        procs.append(
-            processes.spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "lily_dagster.cli",
-                    "webhook",
-                    "serve",
-                    "--port",
-                    str(args.webhook_port),
-                ],
-                env=child_env(settings),
-            )
-        )
+        receiver = [sys.executable, "-m", "lily_dagster.cli", "webhook", "serve", "--port"]
+        webhook = _spawn_logged([*receiver, str(args.webhook_port)], settings, "webhook.log")
+        procs.append(webhook)
         if not args.no_demo:
             produce(settings.kafka_bootstrap, settings.kafka_topics[0], generate_demo().messages)
             threading.Thread(
@@ -604,33 +795,17 @@ def cmd_dev(args: argparse.Namespace) -> int:
                 args=(settings, stop, args.demo_every, f"http://127.0.0.1:{args.webhook_port}"),
                 daemon=True,
             ).start()
-        webserver = processes.spawn(
-            [
-                sys.executable,
-                "-m",
-                "dagster",
-                "dev",
-                "-m",
-                DEFINITIONS_MODULE,
-                "--host",
-                args.host,
-                "--port",
-                str(args.port),
-            ],
-            env=child_env(settings),
-            pidfile=pidfile,  # `dagster dev` runs the daemon: its group is the one recorded
-        )
+        # `dagster dev` runs the daemon: its group is the one the pidfile records.
+        command = dagster_dev_command(settings, args.host, args.port)
+        webserver = _spawn_logged(command, settings, "dagster.log", pidfile=pidfile)
         procs.append(webserver)
         print(
             f"Dagster UI on http://{args.host}:{args.port}; Kafka on {settings.kafka_bootstrap} "
             f"(storage {storage}); webhooks on http://127.0.0.1:{args.webhook_port} (tokens: "
-            "`lily token --tenant T`); Ctrl-C stops it all",
+            f"`lily token --tenant T`); logs in {settings.logs_dir}; Ctrl-C stops it all",
             file=sys.stderr,
         )
-        while webserver.poll() is None:
-            time.sleep(1)
-        print(f"lily: dagster dev exited with code {webserver.returncode}", file=sys.stderr)
-        return 1
+        return _watch_dev({"dagster dev": webserver, "the webhook receiver": webhook}, settings)
     finally:
         stop.set()
         for proc in reversed(procs):
@@ -691,8 +866,24 @@ def build_parser() -> argparse.ArgumentParser:
         "replay", help="send a tenant's quarantined events through every gate again"
     )
     q_replay.add_argument("--tenant", required=True, type=_tenant_arg)
-    q_replay.add_argument("--reason", action="append", help="only this reason (repeatable)")
+    q_replay.add_argument(
+        "--reason", action="append", type=_reason_arg, help="only this reason (repeatable)"
+    )
     q_replay.set_defaults(func=cmd_quarantine_replay)
+
+    batches = sub.add_parser(
+        "batches", help="a tenant's pending batches (landed, not yet in the hub)"
+    ).add_subparsers(dest="batches_command", required=True)
+    for name, func, text in (
+        ("list", cmd_batches_list, "each pending batch and its state, as JSON Lines"),
+        ("release", cmd_batches_release, "drop a batch's claim: the next run takes it"),
+        ("discard", cmd_batches_discard, "move a batch's events to the quarantine"),
+    ):
+        command = batches.add_parser(name, help=text)
+        command.add_argument("--tenant", required=True, type=_tenant_arg)
+        if name != "list":
+            command.add_argument("--batch", required=True, help="its id (`lily batches list`)")
+        command.set_defaults(func=func)
 
     backfill = sub.add_parser(
         "backfill", help="bulk load of envelope files into a tenant's hub (resumable)"

@@ -11,6 +11,7 @@ from lily_dagster.defs.hub.checks import (
     hub_records_gx_suite,
 )
 from lily_dagster.defs.ingest.assets import landed_events
+from lily_dagster.defs.ingest.batches import staged_batches_job
 from lily_dagster.defs.ingest.poller_sensors import poller_sensors
 from lily_dagster.defs.ingest.sensors import (
     kafka_events_sensor,
@@ -18,6 +19,7 @@ from lily_dagster.defs.ingest.sensors import (
     tenant_ingest_job,
 )
 from lily_dagster.defs.ingest.webhook_sensor import webhook_inbox_sensor
+from lily_dagster.defs.maintenance.retention import run_retention_job, run_retention_schedule
 from lily_dagster.defs.propagation.assets import build_propagation
 from lily_dagster.defs.reconciliation.assets import (
     nightly_reconciliation,
@@ -56,9 +58,11 @@ defs = Definitions(
         data_quality_job,
         reconciliation_job,
         bulk_backfill_job,
+        run_retention_job,
+        staged_batches_job,
         *propagation["jobs"],
     ],
-    schedules=[data_quality_schedule, nightly_reconciliation],
+    schedules=[data_quality_schedule, nightly_reconciliation, run_retention_schedule],
     sensors=[kafka_events_sensor, webhook_inbox_sensor, *poller_sensors, *propagation["sensors"]],
     resources={
         "lily": LilyResource(),

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
-import shutil
+import re
 import subprocess
 import sys
 import time
@@ -27,7 +28,7 @@ from lily_dagster.lib.kafka_source import (
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.lib.staging import StagingArea
 from lily_dagster.lib.webhooks.inbox import inbox_exists, open_inbox
-from lily_dagster.settings import Settings
+from lily_dagster.settings import ConfigError, Settings
 
 DAGSTER_YAML = Path(__file__).with_name("dagster.yaml")
 KAFKA_SENSOR = "kafka_events_sensor"
@@ -36,14 +37,67 @@ DEFINITIONS_MODULE = "lily_dagster.definitions"
 
 
 def prepare_dagster_home(settings: Settings) -> Path:
-    """$LILY_HOME/dagster with the project's dagster.yaml; returns it."""
+    """$LILY_HOME/dagster with the project's dagster.yaml (LILY_LOG_LEVEL filled in);
+    returns it."""
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
-    if not target.exists() or target.read_bytes() != DAGSTER_YAML.read_bytes():
-        shutil.copyfile(DAGSTER_YAML, target)
+    text = instance_yaml(settings)
+    if not target.exists() or target.read_text() != text:
+        partial = target.with_suffix(".yaml.tmp")
+        partial.write_text(text)
+        os.replace(partial, target)  # a daemon reading it meanwhile sees one or the other
     create_storage(home)
     return home
+
+
+_PYTHON_LOG_LEVEL = re.compile(r"^(\s*python_log_level:\s*)\w+", re.MULTILINE)
+
+
+def instance_yaml(settings: Settings) -> str:
+    """The project's dagster.yaml with `python_logs.python_log_level` set to LILY_LOG_LEVEL:
+    the level of what runs log to their console (Dagster's DEBUG events, one line per step
+    output and check, were 80% of the output), not of what Dagster stores (every event)."""
+    text = DAGSTER_YAML.read_text()
+    rendered, found = _PYTHON_LOG_LEVEL.subn(rf"\g<1>{settings.log_level}", text, count=1)
+    if not found:
+        raise ConfigError(f"{DAGSTER_YAML}: python_logs.python_log_level is missing")
+    return rendered
+
+
+def dagster_dev_command(settings: Settings, host: str, port: int) -> list[str]:
+    """`dagster dev` for `lily dev`, through `dagster_dev_main`, at LILY_LOG_LEVEL."""
+    return [
+        sys.executable,
+        "-m",
+        "lily_dagster.runtime",
+        "dagster",
+        "dev",
+        "-m",
+        DEFINITIONS_MODULE,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--log-level",
+        settings.log_level.lower(),
+    ]
+
+
+def _not_the_copied_yaml_warning(record: logging.LogRecord) -> bool:
+    return "will not be used to configure Dagster" not in record.getMessage()
+
+
+def dagster_dev_main(argv: list[str]) -> None:
+    """Dagster's own CLI (`argv`: dagster dev ...) less a misleading warning: run from the
+    project's folder, `dagster dev` says its dagster.yaml "will not be used" since
+    DAGSTER_HOME is elsewhere; it is used, `lily` copies it there. (Its SupersessionWarning
+    is silenced by importing lily_dagster.)"""
+    from dagster._cli import main
+
+    logging.getLogger("dagster").addFilter(_not_the_copied_yaml_warning)
+    sys.argv = argv
+    main()
 
 
 def child_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -112,21 +166,24 @@ def sensor_cursor(instance: Any, name: str) -> KafkaCursor:
     return parse_cursor(sensor_cursor_raw(instance, name))
 
 
+def in_flight_statuses() -> list[Any]:
+    """Run statuses of a run that has not ended: queued, starting, running, cancelling."""
+    from dagster import DagsterRunStatus
+
+    return [
+        DagsterRunStatus.QUEUED,
+        DagsterRunStatus.NOT_STARTED,
+        DagsterRunStatus.STARTING,
+        DagsterRunStatus.STARTED,
+        DagsterRunStatus.CANCELING,
+    ]
+
+
 def runs_in_flight(instance: Any) -> int:
     """How many runs are queued, starting, running or being cancelled."""
-    from dagster import DagsterRunStatus, RunsFilter
+    from dagster import RunsFilter
 
-    count: int = instance.get_runs_count(
-        RunsFilter(
-            statuses=[
-                DagsterRunStatus.QUEUED,
-                DagsterRunStatus.NOT_STARTED,
-                DagsterRunStatus.STARTING,
-                DagsterRunStatus.STARTED,
-                DagsterRunStatus.CANCELING,
-            ]
-        )
-    )
+    count: int = instance.get_runs_count(RunsFilter(statuses=in_flight_statuses()))
     return count
 
 
@@ -214,8 +271,9 @@ def start_daemon(
         fail_runs_of_a_stopped_stack(settings)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
+            daemon = [sys.executable, "-m", "dagster._daemon", "run", "-m", DEFINITIONS_MODULE]
             return processes.spawn(
-                [sys.executable, "-m", "dagster._daemon", "run", "-m", DEFINITIONS_MODULE],
+                [*daemon, "--log-level", settings.log_level.lower()],
                 env=child_env(settings),
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -356,3 +414,8 @@ def run_until_idle(
     finally:
         stop_process(daemon)
     return run_summary(instance, settings, started)
+
+
+# `lily dev` starts `python -m lily_dagster.runtime dagster dev ...` (dagster_dev_command).
+if __name__ == "__main__":
+    dagster_dev_main(sys.argv[1:])

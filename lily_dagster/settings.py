@@ -35,6 +35,8 @@ DEFAULT_MAX_BATCH_EVENTS = 50_000
 DEFAULT_WEBHOOK_PORT = 8787
 DEFAULT_WEBHOOK_MAX_BODY_BYTES = 5_242_880
 DEFAULT_WEBHOOK_RATE_PER_S = 200.0
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+DEFAULT_RUN_RETENTION_DAYS = 7
 
 
 class ConfigError(ValueError):
@@ -264,6 +266,15 @@ def _env_share(name: str, default: float) -> float:
     return value
 
 
+def _env_log_level(name: str, default: str) -> str:
+    raw = (os.environ.get(name) or "").strip()
+    if not raw:
+        return default
+    if raw.upper() not in LOG_LEVELS:
+        raise ConfigError(f"{name}={raw!r}: expected one of {', '.join(LOG_LEVELS)}")
+    return raw.upper()
+
+
 def load_config_file(path: Path) -> LilyConfigFile:
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -315,6 +326,11 @@ class Settings(BaseModel):
     hub_retries: int  # times a hub_records step is retried while the hub is unavailable
     hub_retry_wait_s: int
     propagation_retry_s: int  # after a failed delivery run, wait this long before the next
+    # What Dagster's processes and runs write to their logs (DEBUG adds every Dagster event).
+    log_level: str = "INFO"
+    # Finished runs (and their event logs and intermediate files) older than this many days
+    # are deleted by the run retention schedule; 0 keeps everything.
+    run_retention_days: int = DEFAULT_RUN_RETENTION_DAYS
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -367,6 +383,10 @@ class Settings(BaseModel):
             webhook_rate_per_s=float(
                 _env_int("LILY_WEBHOOK_RATE_PER_S", int(DEFAULT_WEBHOOK_RATE_PER_S))
             ),
+            log_level=_env_log_level("LILY_LOG_LEVEL", "INFO"),
+            run_retention_days=_env_int(
+                "LILY_RUN_RETENTION_DAYS", DEFAULT_RUN_RETENTION_DAYS, minimum=0
+            ),
         )
 
     @cached_property
@@ -408,6 +428,11 @@ class Settings(BaseModel):
     @property
     def io_dir(self) -> Path:
         return self.home / "io"
+
+    @property
+    def logs_dir(self) -> Path:
+        """The logs of the processes `lily` starts (Dagster's, the broker's)."""
+        return self.home / "logs"
 
     def topic_bindings(self) -> dict[str, str]:
         return self.config.topic_bindings()

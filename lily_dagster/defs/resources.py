@@ -3,7 +3,13 @@
 from pathlib import Path
 
 import polars as pl
-from dagster import ConfigurableIOManager, ConfigurableResource, InputContext, OutputContext
+from dagster import (
+    ConfigurableIOManager,
+    ConfigurableResource,
+    DagsterInvariantViolationError,
+    InputContext,
+    OutputContext,
+)
 
 from lily_dagster.lib.hub import open_hub
 from lily_dagster.lib.hub.base import MetadataHub
@@ -53,25 +59,54 @@ class KafkaResource(ConfigurableResource):
 
 
 class PolarsParquetIOManager(ConfigurableIOManager):
-    """Stores polars frames as Parquet under $LILY_HOME/io/{asset}/{partition}.parquet
-    ({first}...{last}.parquet for a run over a range of partitions).
+    """Hands polars frames from one ingest step to the next, as Parquet under
+    $LILY_HOME/io/{asset}/{run_id}/{partition}.parquet ({first}...{last}.parquet for a run
+    over a range of partitions).
 
-    An input may ask for a subset of columns with `AssetIn(metadata={"columns": [...]})`.
+    The files are scoped to the run that wrote them: a step reads its upstream's output from
+    its own run, or from the parent run it re-executes. An upstream asset that is not part of
+    the run (materialising `hub_records` alone from the UI) loads as None, never as a frame
+    some earlier run left: the ingest chain moves events only within a run (README: Operating
+    from the Dagster UI). An input may ask for a subset of columns with
+    `AssetIn(metadata={"columns": [...]})`.
     """
 
     base_dir: str | None = None
 
-    def _path(self, context: InputContext | OutputContext) -> Path:
-        base = Path(self.base_dir) if self.base_dir else Settings.from_env().io_dir
+    def _base(self) -> Path:
+        return Path(self.base_dir) if self.base_dir else Settings.from_env().io_dir
+
+    def _path(self, context: InputContext | OutputContext, run_id: str) -> Path:
         keys = list(context.asset_partition_keys) if context.has_asset_partitions else []
         name = "__all__" if not keys else keys[0] if len(keys) == 1 else f"{keys[0]}...{keys[-1]}"
-        return base.joinpath(*context.asset_key.path) / f"{name}.parquet"
+        return self._base().joinpath(*context.asset_key.path) / run_id / f"{name}.parquet"
 
-    def handle_output(self, context: OutputContext, obj: pl.DataFrame) -> None:
-        path = self._path(context)
+    def handle_output(self, context: OutputContext, obj: pl.DataFrame | None) -> None:
+        if obj is None:  # a step that had no input in its run hands nothing on
+            return
+        path = self._path(context, context.run_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         obj.write_parquet(path)
 
-    def load_input(self, context: InputContext) -> pl.DataFrame:
+    def load_input(self, context: InputContext) -> pl.DataFrame | None:
+        source_run = _source_run_id(context)
+        if source_run is None:
+            return None
+        path = self._path(context, source_run)
+        if not path.exists():
+            return None
         columns = (context.definition_metadata or {}).get("columns")
-        return pl.read_parquet(self._path(context), columns=columns)
+        return pl.read_parquet(path, columns=columns)
+
+
+def _source_run_id(context: InputContext) -> str | None:
+    """The run whose output this input is (this run, or the parent a re-execution takes it
+    from); None when the upstream asset is not part of the run: Dagster then builds an
+    artificial upstream context without a run."""
+    upstream = context.upstream_output
+    if upstream is None or upstream.step_key == "none":
+        return None
+    try:
+        return upstream.run_id
+    except DagsterInvariantViolationError:
+        return None

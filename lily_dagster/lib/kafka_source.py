@@ -115,9 +115,9 @@ class KafkaBatch:
         """Messages left on the broker after this batch (0 once drained)."""
         if self.drained:
             return 0
-        return max(1, self._watermark_lag())
+        return max(1, self.watermark_lag())
 
-    def _watermark_lag(self) -> int:
+    def watermark_lag(self) -> int:
         # A lower bound where the broker's watermark lags (Tansu), exact on Kafka.
         return sum(
             max(0, high - self.next_cursor.get(t, {}).get(p, 0))

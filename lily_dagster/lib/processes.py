@@ -207,19 +207,39 @@ def spawn(
     """Start a child in a session and process group of its own, registered so that `stop`,
     `stop_all` and the stop signals end it with all its descendants. With `pidfile` (which
     the caller has acquired), its process group is recorded there."""
-    proc = subprocess.Popen(
-        list(args),
-        env=env,
-        stdout=stdout,
-        stderr=stderr,
-        start_new_session=True,
-        preexec_fn=_die_with_parent(),  # prctl resolved before the fork: no lock in the child
-    )
-    with _registry_lock:
-        _children.append(_Child.of(proc, pidfile))
+    with _signals_wait_for_registration():
+        proc = subprocess.Popen(
+            list(args),
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+            preexec_fn=_die_with_parent(),  # prctl resolved before the fork: no lock in child
+        )
+        with _registry_lock:
+            _children.append(_Child.of(proc, pidfile))
     if pidfile is not None:
         pidfile.record(proc, list(args))
     return proc
+
+
+@contextlib.contextmanager
+def _signals_wait_for_registration() -> Iterator[None]:
+    """A stop signal that arrives while the main thread starts a child (a signal to a whole
+    process group, say, as `lily dev` starts) is raised once the child is registered:
+    raised inside Popen, it would leave a child running that no one stops."""
+    global _spawning, _deferred
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _spawning = True
+    try:
+        yield
+    finally:
+        _spawning = False
+        signum, _deferred = _deferred, None
+        if signum is not None:
+            _on_signal(signum, None)
 
 
 def stop(proc: subprocess.Popen[bytes], grace_s: float = GRACE_S) -> int | None:
@@ -366,9 +386,16 @@ def _begin_stop(signum: int) -> None:
     _terminate_now()
 
 
+_spawning = False  # the main thread is starting a child (see spawn)
+_deferred: int | None = None  # a stop signal that came meanwhile
+
+
 def _on_signal(signum: int, _frame: object) -> None:
-    global _raised
+    global _raised, _deferred
     if _raised:
+        return
+    if _spawning:
+        _deferred = _deferred or signum
         return
     _raised = True
     _begin_stop(signum)

@@ -23,3 +23,5 @@ class Reason(StrEnum):
     PARENT_MISMATCH = "parent_mismatch"  # parent_qualified_name is not a prefix of the name
     ORPHAN = "orphan"  # waited past LILY_ORPHAN_WAIT_S for a record (or parent) that never came
     HUB_REFUSED = "hub_refused"  # the hub (Atlan) refused the entity; detail is its error
+    # an operator took its pending batch out of the pipeline (`lily batches discard`)
+    DISCARDED_BY_OPERATOR = "discarded_by_operator"

@@ -13,6 +13,11 @@ fail for everyone: it leaves them to a run of that tenant alone, claimed as
 or stopped by an operator) before any step failed releases its claims (`release`): its
 batches go to the next run, at most MAX_RELEASES times (`{batch_id}.released` names the
 runs), so a batch that kills every worker that takes it ends up waiting for an operator.
+
+What an operator does with them (`lily batches`, and the UI's job): `list_batches` shows each
+pending batch and its state, `release_batch` drops its claim so that the next run takes it,
+and `discard_batch` moves its events to the tenant's quarantine (reason
+`discarded_by_operator`, so nothing is lost) and the batch to `discarded/`.
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +35,9 @@ from typing import Any
 import polars as pl
 
 from lily_dagster.lib.durable import fsync_dir, write_atomic, write_text_atomic
+from lily_dagster.lib.envelope import make_rejects
+from lily_dagster.lib.quarantine import QuarantineStore
+from lily_dagster.lib.reasons import Reason
 
 LANDED_SCHEMA: dict[str, pl.DataType] = {
     "origin": pl.String(),  # e.g. kafka:topic/partition/offset
@@ -95,7 +103,8 @@ class StagingArea:
             details=details,
         )
         applied = self._dir(tenant, "applied") / f"{batch_id}.json"
-        if applied.exists():  # a replayed tick: the hub already holds this batch
+        discarded = self._dir(tenant, "discarded") / f"{batch_id}.json"
+        if applied.exists() or discarded.exists():  # a replayed tick: this batch was dealt with
             return manifest
         pending = self._dir(tenant, "pending")
         write_atomic(
@@ -143,12 +152,18 @@ class StagingArea:
         except FileNotFoundError:
             return []
 
-    def release(self, tenant: str, batch_id: str, owner: str) -> bool:
+    def release(
+        self, tenant: str, batch_id: str, owner: str, max_releases: int | None = MAX_RELEASES
+    ) -> bool:
         """Drop `owner`'s claim on a pending batch (its run died), unless the batch was
-        released MAX_RELEASES times already; whether it was."""
+        released `max_releases` times already (None: no limit, an operator's release);
+        whether it was. The release is recorded: the sweep's run key counts releases, so
+        the batch gets a run key no earlier run had."""
         pending = self._dir(tenant, "pending")
         released = self.releases(tenant, batch_id)
-        if self.claimed_by(tenant, batch_id) != owner or len(released) >= MAX_RELEASES:
+        if self.claimed_by(tenant, batch_id) != owner:
+            return False
+        if max_releases is not None and len(released) >= max_releases:
             return False
         write_text_atomic(pending / f"{batch_id}.released", " ".join([*released, owner]))
         (pending / f"{batch_id}.claim").unlink(missing_ok=True)
@@ -204,19 +219,191 @@ class StagingArea:
         return pl.concat(frames, how="vertical"), manifests
 
     def mark_applied(self, tenant: str, batch_ids: list[str]) -> None:
+        self._move_out(tenant, batch_ids, "applied")
+
+    def discard(self, tenant: str, batch_id: str) -> bool:
+        """Move a pending batch to `discarded/`, its claim and releases dropped; whether it
+        was pending. Landing it again is a no-op."""
+        return bool(self._move_out(tenant, [batch_id], "discarded"))
+
+    def _move_out(self, tenant: str, batch_ids: list[str], state: str) -> list[str]:
+        """Move pending batches to `state/` (applied, discarded); the ones that were pending."""
         pending = self._dir(tenant, "pending")
-        applied = self._dir(tenant, "applied")
-        applied.mkdir(parents=True, exist_ok=True)
+        target = self._dir(tenant, state)
+        target.mkdir(parents=True, exist_ok=True)
+        moved: list[str] = []
         for batch_id in batch_ids:
             manifest = pending / f"{batch_id}.json"
             if not manifest.exists():
                 continue
-            # Manifest first: once it is in applied/, the batch no longer counts as pending.
-            os.replace(manifest, applied / manifest.name)
+            # Manifest first: once it is out of pending/, the batch no longer counts as pending.
+            os.replace(manifest, target / manifest.name)
             data = pending / f"{batch_id}.parquet"
             if data.exists():
-                os.replace(data, applied / data.name)
+                os.replace(data, target / data.name)
             (pending / f"{batch_id}.claim").unlink(missing_ok=True)
             (pending / f"{batch_id}.released").unlink(missing_ok=True)
-        fsync_dir(applied)
+            moved.append(batch_id)
+        fsync_dir(target)
         fsync_dir(pending)
+        return moved
+
+    def dealt_with(self, tenant: str, batch_id: str) -> str | None:
+        """ "applied" or "discarded" for a batch that left pending that way, else None."""
+        for state in ("applied", "discarded"):
+            if (self._dir(tenant, state) / f"{batch_id}.json").exists():
+                return state
+        return None
+
+
+# --- an operator's view of pending batches (`lily batches`, the UI's job) -----------------
+
+UNCLAIMED, CLAIMED, ISOLATED = "unclaimed", "claimed", "isolated"
+
+# Whether the run with this id, or a re-execution of it, has not ended (claims name the root
+# run of a re-execution chain). The caller asks Dagster; these functions do not import it.
+RunInFlight = Callable[[str], bool]
+
+
+class BatchError(ValueError):
+    """An operator's action on a batch that cannot be done; the message is one line."""
+
+
+@dataclass(frozen=True)
+class PendingBatch:
+    """A pending batch as an operator sees it."""
+
+    tenant: str
+    batch_id: str
+    # UNCLAIMED: the next run of the tenant takes it; CLAIMED: run `run_id` took it (a run
+    # that failed in a step leaves it so, for an operator); ISOLATED: multi-tenant run
+    # `run_id` left it to a run of its tenant alone.
+    state: str
+    run_id: str | None
+    releases: int  # how often its claim was released (a dead run's, or an operator's)
+    released_from: list[str]  # the runs whose claims were released, oldest first
+    landed_at: str | None
+    events: int | None
+    source: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def list_batches(staging: StagingArea, tenant: str) -> list[PendingBatch]:
+    """The tenant's pending batches with their state, by id."""
+    found: list[PendingBatch] = []
+    for batch_id in staging.pending(tenant):
+        batch = pending_batch(staging, tenant, batch_id)
+        if batch is not None:  # applied or discarded meanwhile
+            found.append(batch)
+    return found
+
+
+def pending_batch(staging: StagingArea, tenant: str, batch_id: str) -> PendingBatch | None:
+    """One pending batch with its state; None when it is not pending."""
+    try:
+        manifest = json.loads((staging.root / tenant / "pending" / f"{batch_id}.json").read_text())
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    owner = staging.claimed_by(tenant, batch_id)
+    state = UNCLAIMED if owner is None else CLAIMED
+    if owner is not None and owner.startswith(ISOLATE_PREFIX):
+        state, owner = ISOLATED, owner.removeprefix(ISOLATE_PREFIX)
+    released = staging.releases(tenant, batch_id)
+    return PendingBatch(
+        tenant=tenant,
+        batch_id=batch_id,
+        state=state,
+        run_id=owner,
+        releases=len(released),
+        released_from=[r.removeprefix(ISOLATE_PREFIX) for r in released],
+        landed_at=manifest.get("landed_at"),
+        events=manifest.get("events"),
+        source=manifest.get("source"),
+    )
+
+
+def _batch_to_act_on(
+    staging: StagingArea, tenant: str, batch_id: str, in_flight: RunInFlight | None
+) -> PendingBatch:
+    """The pending batch, unless it is unknown or a run still in flight holds it."""
+    batch = pending_batch(staging, tenant, batch_id)
+    if batch is None:
+        state = staging.dealt_with(tenant, batch_id)
+        why = f"it was {state} already" if state else "`lily batches list` shows the pending ones"
+        raise BatchError(f"tenant {tenant} has no pending batch {batch_id!r}: {why}")
+    if batch.state == CLAIMED and batch.run_id and in_flight and in_flight(batch.run_id):
+        raise BatchError(
+            f"batch {batch_id} of {tenant} is held by run {batch.run_id}, which has not "
+            "ended: wait for it, or terminate it in the Dagster UI first"
+        )
+    return batch
+
+
+def release_batch(
+    staging: StagingArea, tenant: str, batch_id: str, in_flight: RunInFlight | None = None
+) -> dict[str, Any]:
+    """Drop the claim on a pending batch so that the next run of its tenant takes it (the
+    sweep runs it within a tick when no run of the tenant is in flight). BatchError for an
+    unknown batch, or one a run still in flight holds (`in_flight`). Releasing a batch no
+    run holds changes nothing."""
+    batch = _batch_to_act_on(staging, tenant, batch_id, in_flight)
+    result: dict[str, Any] = {"tenant": tenant, "batch_id": batch_id, "was": batch.state}
+    if batch.state == UNCLAIMED:
+        return {**result, "released": False, "detail": "no run holds it: the next run takes it"}
+    owner = staging.claimed_by(tenant, batch_id)
+    if owner is None or not staging.release(tenant, batch_id, owner, max_releases=None):
+        raise BatchError(f"batch {batch_id} of {tenant} changed meanwhile: list it again")
+    return {**result, "released": True, "run_id": batch.run_id, "releases": batch.releases + 1}
+
+
+def discard_batch(
+    staging: StagingArea,
+    quarantine: QuarantineStore,
+    tenant: str,
+    batch_id: str,
+    in_flight: RunInFlight | None = None,
+) -> dict[str, Any]:
+    """Take a pending batch out of the pipeline without losing it: each of its events goes
+    to the tenant's quarantine (reason `discarded_by_operator`, its payload byte for byte:
+    `lily quarantine replay` can send it again), then the batch moves to `discarded/`.
+    BatchError for an unknown batch, or one a run still in flight holds (`in_flight`)."""
+    batch = _batch_to_act_on(staging, tenant, batch_id, in_flight)
+    frame, _ = staging.read(tenant, [batch_id])
+    detail = (
+        f"discarded by an operator from pending batch {batch_id} (source {batch.source}, "
+        f"landed {batch.landed_at}, {batch.state}"
+        + (f" by run {batch.run_id})" if batch.run_id else ")")
+    )
+    rejects = make_rejects(
+        tenant,
+        [
+            (_event_id_of(value), Reason.DISCARDED_BY_OPERATOR, detail, value, origin)
+            for value, origin in zip(frame["value"], frame["origin"], strict=True)
+        ],
+    )
+    # Quarantined first: a crash in between leaves the batch pending, and discarding it
+    # again rewrites the same quarantine file.
+    quarantined = quarantine.add(tenant, f"discarded-{batch_id}", rejects)
+    if not staging.discard(tenant, batch_id):
+        raise BatchError(f"batch {batch_id} of {tenant} changed meanwhile: list it again")
+    return {
+        "tenant": tenant,
+        "batch_id": batch_id,
+        "was": batch.state,
+        "run_id": batch.run_id,
+        "discarded": True,
+        "quarantined": quarantined,
+        "reason": Reason.DISCARDED_BY_OPERATOR.value,
+    }
+
+
+def _event_id_of(value: bytes) -> str | None:
+    """The event_id a payload names, if it is a JSON object with a string one."""
+    try:
+        parsed = json.loads(value)
+    except (ValueError, RecursionError):
+        return None
+    event_id = parsed.get("event_id") if isinstance(parsed, dict) else None
+    return event_id if isinstance(event_id, str) else None

@@ -89,7 +89,12 @@ def family(root: int) -> list[Proc]:
 
 def marked(mark: str) -> list[Proc]:
     """Live processes whose environment carries LILY_CHAOS_MARK=mark."""
-    needle = f"{MARK_VAR}={mark}".encode()
+    return with_env(MARK_VAR, mark)
+
+
+def with_env(name: str, value: str) -> list[Proc]:
+    """Live processes (this one aside) whose environment has name=value."""
+    needle = f"{name}={value}".encode()
     found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == os.getpid():

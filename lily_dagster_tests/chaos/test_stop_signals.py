@@ -1,12 +1,16 @@
 """SIGTERM, SIGINT and SIGHUP sent to a long-running `lily` command (to its pid alone, as
-`kill PID` does) stop everything it started: the command exits with 128 + the signal within
-a bound, and no process it started, nor any of theirs (Tansu, the Dagster daemon, its code
-server, run workers, `dagster dev`'s webserver, the webhook receiver), survives it."""
+`kill PID` does, or to the whole process group of `make run`) stop everything it started:
+the command exits with 128 + the signal within a bound, and no process it started, nor any
+of theirs (Tansu, the Dagster daemon, its code server, run workers, `dagster dev`'s
+webserver, the webhook receiver), survives it."""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -26,6 +30,7 @@ from lily_dagster_tests.chaos.proctree import (
     still_alive,
     stop_and_check,
 )
+from lily_dagster_tests.chaos.proctree import _default_signals as default_signals
 
 SIGNALS = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
 SECRET = "chaos-test-secret-0123456789abcdef0123"
@@ -186,3 +191,86 @@ def test_lily_dev_of_make_run_stops_when_make_is_killed(lily_home: Path, tmp_pat
         assert not marked(mark), f"left behind: {describe(marked(mark))}"
         assert not any(still_alive(p) for p in before)
         assert "lily: stopped by SIGHUP" in make.output()
+
+
+def with_home(home: Path) -> list[int]:
+    """Live processes whose environment names this LILY_HOME."""
+    needle = f"LILY_HOME={home}".encode()
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry.name}/environ").read_bytes().split(b"\0")
+            state = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if needle in environ and state not in ("Z", "X"):
+            found.append(int(entry.name))
+    return found
+
+
+def make_available() -> bool:
+    return shutil.which("make") is not None
+
+
+class Group(Lily):
+    """A parent of `lily dev` (make, or a shell) started in a session and process group of
+    its own, as a terminal or a CI job starts `make run`."""
+
+    def __init__(self, command: list[str], env: dict[str, str], log: Path) -> None:
+        self.args, self.log = command, log
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                command,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=default_signals,
+            )
+
+
+@pytest.mark.parametrize(
+    "parent",
+    [
+        pytest.param("make", marks=pytest.mark.skipif(not make_available(), reason="no make")),
+        "sh",
+    ],
+)
+def test_lily_dev_stops_when_its_whole_process_group_is_signalled(
+    parent: str, lily_home: Path, tmp_path: Path
+) -> None:
+    """`kill -TERM -PGID` of `make run`: make (or a shell standing in for it) and `lily dev`
+    get the signal at once (make passes it on once more); the children `lily dev` started
+    in sessions of their own do not, and must still stop, with their ports closed."""
+    ui, webhook, broker = free_port(), free_port(), free_port()
+    command = (
+        f"{LILY} dev --stop-with-parent --no-demo --port {ui} --webhook-port {webhook} "
+        f"--broker-port {broker}"
+    )
+    makefile = tmp_path / "Makefile"
+    makefile.write_text(f"run:\n\texec {command}\n")  # as the project's Makefile does
+    shell = ["sh", "-c", f"{command}\nexit $?"]  # two commands: sh stays lily's parent
+    with chaos_env() as (env, mark):
+        env.pop("LILY_KAFKA_BOOTSTRAP", None)
+        env["LILY_JWT_HS256_SECRET"] = SECRET
+        via = ["make", "-f", str(makefile), "run"] if parent == "make" else shell
+        group = Group(via, env, tmp_path / "group.log")
+
+        def up() -> bool:
+            return http_ok(f"http://127.0.0.1:{ui}/server_info") and daemon_up(group)
+
+        group.wait_for(up, 90, "serving the UI with its daemon")
+        assert group.has("tansu", "webhook serve", "dagster dev")
+        os.killpg(group.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while (with_home(lily_home) or marked(mark)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not with_home(lily_home), f"left behind: {with_home(lily_home)}"
+        assert not marked(mark), f"left behind: {describe(marked(mark))}"
+        for port in (ui, webhook, broker):
+            assert not port_open("127.0.0.1", port), f"port {port} is still taken"
+        # Under a shell, which dies at once, `lily dev` may act on the parent-death SIGHUP
+        # (--stop-with-parent) before the SIGTERM: the same stop either way.
+        assert re.search(r"lily: stopped by SIG(TERM|HUP)", group.output()), group.output()

@@ -34,6 +34,7 @@ from lily_dagster_tests.contract.workload import (
     Workload,
     generate,
 )
+from lily_dagster_tests.xdist_groups import keep_on_one_worker
 
 HUBS = ("local", "atlan")
 JWT_SECRET = "contract-suite-hs256-secret-0123456789abcdef"
@@ -321,14 +322,5 @@ def local(scenarios: Scenarios) -> Scenario:
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under `make test` (pytest-xdist, `--dist loadgroup`) the contract suite runs on one
-    worker, so its two stacks are built once (~1.5 min of CPU saved). xdist 3.8 groups by a
-    `@group` suffix it writes to `item._nodeid`, which pytest 9 no longer reads; this writes
-    the suffix where pytest 9 keeps the node id."""
-    if not getattr(config.option, "loadgroup", False):
-        return
-    from _pytest.nodeid import NodeId
-
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.path)).parents:
-            item._id = NodeId.parse(f"{item.nodeid}@contract")  # type: ignore[attr-defined]
+    worker, so its two stacks are built once (~1.5 min of CPU saved)."""
+    keep_on_one_worker(config, items, Path(__file__).parent)

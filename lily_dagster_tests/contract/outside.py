@@ -80,12 +80,14 @@ def port_open(port: int) -> bool:
 # --- one-shot commands ------------------------------------------------------------------------
 
 
-def lily(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """`lily ARGS…` to completion, output captured as text; killed after `timeout` seconds
-    (then returncode -9 and a note on stderr)."""
+def lily(
+    *args: str, env: dict[str, str], timeout: float = 120, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`lily ARGS…` to completion (in `cwd`, else here), output captured as text; killed
+    after `timeout` seconds (then returncode -9 and a note on stderr)."""
     try:
         return subprocess.run(
-            [str(LILY), *args], capture_output=True, text=True, env=env, timeout=timeout
+            [str(LILY), *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd
         )
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""

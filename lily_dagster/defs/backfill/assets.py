@@ -101,7 +101,6 @@ def bulk_backfill(
 bulk_backfill_job = define_asset_job(
     "bulk_backfill_job",
     selection=AssetSelection.assets(bulk_backfill),
-    partitions_def=backfill_partitions,
     executor_def=in_process_executor,
     tags={"dagster-k8s/config": json.dumps(K8S_SHARD_CONFIG)},
     description="Loads one tenant shard of a bulk backfill (config `source`).",

@@ -18,15 +18,22 @@ def _lookup(hub: MetadataHub, tenant: str) -> Callable[[list[str]], set[str]]:
 
 @asset(
     partitions_def=tenant_partitions,
-    group_name="enrichment",
+    group_name="ingest",
     description="Validated events after the tenant's pre-ingest hooks (LILY_CONFIG `hooks`; "
     "default: owner-normalise, pii-classify). Rows a hook rejects or fails on go to the "
     "quarantine.",
     kinds={"polars"},
 )
 def enriched_events(
-    context: AssetExecutionContext, validated_events: pl.DataFrame, lily: LilyResource
-) -> Output[pl.DataFrame]:
+    context: AssetExecutionContext, validated_events: pl.DataFrame | None, lily: LilyResource
+) -> Output[pl.DataFrame | None]:
+    if validated_events is None:
+        for tenant in context.partition_keys:
+            context.add_asset_metadata(
+                {"events": 0, "input": "none (validated_events is not part of this run)"},
+                partition_key=tenant,
+            )
+        return Output(None)
     settings = lily.settings()
     hub = lily.hub()
     parts: list[pl.DataFrame] = []

@@ -1,5 +1,6 @@
 """hub_records: the enriched events applied to the tenant's hub records."""
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -7,7 +8,7 @@ import polars as pl
 from dagster import (
     AssetExecutionContext,
     AssetIn,
-    MaterializeResult,
+    AssetMaterialization,
     MetadataValue,
     RetryRequested,
     asset,
@@ -21,19 +22,20 @@ from lily_dagster.lib.propagation import record_change_head
 from lily_dagster.lib.staging import batch_set_key
 
 
-def latency_seconds(events: pl.DataFrame, now: datetime) -> dict[str, float]:
-    """End-to-end latency (now - event_time) percentiles of a batch."""
-    if events.is_empty():
+def seconds_since(events: pl.DataFrame, column: str, now: datetime) -> dict[str, float]:
+    """Percentiles of (now - `column`) over a batch, in seconds, to 0.01 s."""
+    if events.is_empty() or column not in events.columns:
         return {"p50": 0.0, "p95": 0.0}
-    lat = events.select(
+    ages = events.select(
         (
-            (
-                pl.lit(now).cast(pl.Datetime("us", "UTC")) - pl.col("event_time")
-            ).dt.total_milliseconds()
+            (pl.lit(now).cast(pl.Datetime("us", "UTC")) - pl.col(column)).dt.total_milliseconds()
             / 1000
         ).alias("s")
     ).get_column("s")
-    return {"p50": float(lat.quantile(0.5) or 0.0), "p95": float(lat.quantile(0.95) or 0.0)}
+    return {
+        "p50": round(float(ages.quantile(0.5) or 0.0), 2),
+        "p95": round(float(ages.quantile(0.95) or 0.0), 2),
+    }
 
 
 def changes_table(sample: list[dict[str, str]]) -> str:
@@ -44,52 +46,72 @@ def changes_table(sample: list[dict[str, str]]) -> str:
 
 @asset(
     partitions_def=tenant_partitions,
-    group_name="hub",
+    group_name="ingest",
     description="The tenant's records in the metadata hub (LocalHub or Atlan), upserted "
-    "last-writer-wins by (event_time, event_id).",
+    "last-writer-wins by (event_time, event_id). A run over several tenants records a "
+    "materialisation only for the tenants it had events of; a run of hub_records alone (from "
+    "the UI) applies nothing and records each tenant's hub as it is.",
     ins={"landed_events": AssetIn(metadata={"columns": ["batch_id", "tenant"]})},
     kinds={"duckdb"},
+    # Materialisations are recorded per tenant (below), not by an output for the whole range.
+    output_required=False,
     # Writers to one hub share its API budget: `dagster instance concurrency set lily_hub N`
     # caps how many tenants write at once (Atlan: 400 requests/min for all of them).
     pool="lily_hub",
 )
 def hub_records(
     context: AssetExecutionContext,
-    enriched_events: pl.DataFrame,
-    landed_events: pl.DataFrame,
+    enriched_events: pl.DataFrame | None,
+    landed_events: pl.DataFrame | None,
     lily: LilyResource,
-) -> MaterializeResult:
+) -> Iterator[AssetMaterialization]:
     hub = lily.hub()
-    staging = lily.staging()
+    several = len(context.partition_keys) > 1
     for tenant in context.partition_keys:
-        landed = landed_events.filter(pl.col("tenant") == tenant)
-        # Batches a multi-tenant run left to a run of their tenant alone (validated_events).
-        isolated = set(staging.isolated(tenant))
-        batch_ids = sorted(set(landed.get_column("batch_id").to_list()) - isolated)
-        # The change log's head goes with every materialisation: propagation_sensor reads
-        # it from the latest one of the tenant's partition.
-        if not batch_ids and landed.height:
-            context.add_asset_metadata(
-                {
-                    "events_applied": 0,
-                    "isolated_batches": ", ".join(sorted(isolated)),
-                    "change_seq": hub.last_change(tenant),
-                },
-                partition_key=tenant,
-            )
+        if enriched_events is None or landed_events is None:
+            yield _materialisation(tenant, hub_state(lily, hub, tenant, in_run=False))
             continue
-        if landed.is_empty() and len(context.partition_keys) > 1:
-            # A tenant of the range with nothing in this run: its hub is left alone.
-            context.add_asset_metadata(
-                {"events_applied": 0, "change_seq": hub.last_change(tenant)},
-                partition_key=tenant,
-            )
+        landed = landed_events.filter(pl.col("tenant") == tenant)
+        if landed.is_empty() and several:
+            continue  # a tenant of the range with nothing in this run: nothing to record
+        # Batches a multi-tenant run left to a run of their tenant alone (validated_events).
+        isolated = set(lily.staging().isolated(tenant))
+        batch_ids = sorted(set(landed.get_column("batch_id").to_list()) - isolated)
+        if not batch_ids and landed.height:
+            state = hub_state(lily, hub, tenant, in_run=True)
+            state["isolated_batches"] = ", ".join(sorted(isolated))
+            yield _materialisation(tenant, state)
             continue
         events = enriched_events.filter(pl.col("tenant") == tenant)
-        context.add_asset_metadata(
-            apply_to_hub(context, lily, hub, tenant, events, batch_ids), partition_key=tenant
-        )
-    return MaterializeResult()
+        yield _materialisation(tenant, apply_to_hub(context, lily, hub, tenant, events, batch_ids))
+
+
+def _materialisation(tenant: str, metadata: dict[str, Any]) -> AssetMaterialization:
+    return AssetMaterialization(asset_key="hub_records", partition=tenant, metadata=metadata)
+
+
+def hub_state(lily: LilyResource, hub: MetadataHub, tenant: str, in_run: bool) -> dict[str, Any]:
+    """The materialisation of a tenant whose hub this run did not change: the hub's figures
+    as they are, and what is waiting for an ingest run."""
+    counts = hub.status_counts(tenant)
+    return {
+        "events_applied": 0,
+        **(
+            {}
+            if in_run
+            else {
+                "input": "none: this run does not take landed events (launch "
+                "tenant_ingest_job to process pending batches)",
+                "pending_batches": len(lily.staging().pending(tenant)),
+            }
+        ),
+        "hub_active": counts.get("ACTIVE", 0),
+        "hub_deleted": counts.get("DELETED", 0),
+        # The change log's head goes with every materialisation: propagation_sensor reads
+        # it from the latest one of the tenant's partition.
+        "change_seq": hub.last_change(tenant),
+        "hub": MetadataValue.text(hub.name),
+    }
 
 
 def apply_to_hub(
@@ -123,7 +145,11 @@ def apply_to_hub(
     # Only now is the batch safe to forget: its valid events are in the hub and its
     # invalid ones in the quarantine.
     lily.staging().mark_applied(tenant, batch_ids)
-    latency = latency_seconds(enriched_events, datetime.now(UTC))
+    now = datetime.now(UTC)
+    # Freshness is Lily's own delay (landed or Kafka timestamp → visible in the hub); the
+    # event's age also counts how late its source sent it.
+    freshness = seconds_since(enriched_events, "received_at", now)
+    age = seconds_since(enriched_events, "event_time", now)
     counts = hub.status_counts(tenant)
     return {
         "events_applied": enriched_events.height,
@@ -132,8 +158,10 @@ def apply_to_hub(
         "replayed_from_quarantine": replayed,
         **{f"records_{k}": v for k, v in result.as_dict().items()},
         **{f"hub_{k}": v for k, v in sorted(result.details.items())},
-        "latency_p50_s": latency["p50"],
-        "latency_p95_s": latency["p95"],
+        "freshness_p50_s": freshness["p50"],
+        "freshness_p95_s": freshness["p95"],
+        "event_age_p50_s": age["p50"],
+        "event_age_p95_s": age["p95"],
         "hub_active": counts.get("ACTIVE", 0),
         "hub_deleted": counts.get("DELETED", 0),
         # The change log's head: propagation_sensor compares it with each target's

@@ -4,7 +4,7 @@ import hashlib
 from datetime import UTC, datetime
 
 import polars as pl
-from dagster import AssetExecutionContext, Config, Output, asset
+from dagster import AssetExecutionContext, AssetKey, Config, Output, asset
 
 from lily_dagster.defs.partitions import tenant_partitions
 from lily_dagster.defs.resources import LilyResource
@@ -30,6 +30,10 @@ class LandedEventsConfig(Config):
     tenants: list[str] = []
 
 
+# The batch ids of quarantine replays: validated_events judges them event by event.
+REPLAY_BATCH_PREFIX = "replay-"
+
+
 def land_replay(lily: LilyResource, tenant: str, reasons: list[str]) -> tuple[str | None, int]:
     """Land the quarantined events of `tenant` (optionally only `reasons`) as a batch; returns
     the batch id (None when there was nothing) and the count. They leave the quarantine only
@@ -40,9 +44,8 @@ def land_replay(lily: LilyResource, tenant: str, reasons: list[str]) -> tuple[st
         return None, 0
     now = datetime.now(UTC)
     ids = entries.get_column("quarantine_id").to_list()
-    batch_id = (
-        f"replay-{hashlib.sha256((now.isoformat() + ','.join(ids)).encode()).hexdigest()[:20]}"
-    )
+    digest = hashlib.sha256((now.isoformat() + ",".join(ids)).encode()).hexdigest()[:20]
+    batch_id = f"{REPLAY_BATCH_PREFIX}{digest}"
     frame = entries.select(
         (pl.col("origin").fill_null("quarantine") + "#replay").alias("origin"),
         payload_bytes().alias("value"),  # byte for byte as they arrived
@@ -57,7 +60,7 @@ def land_replay(lily: LilyResource, tenant: str, reasons: list[str]) -> tuple[st
 def mark_replays_applied(lily: LilyResource, tenant: str, batch_ids: list[str]) -> int:
     """For replay batches the hub has just applied: their events leave the quarantine, unless
     they were rejected again during this run (after the batch was landed)."""
-    replays = [b for b in batch_ids if b.startswith("replay-")]
+    replays = [b for b in batch_ids if b.startswith(REPLAY_BATCH_PREFIX)]
     if not replays:
         return 0
     frame, manifests = lily.staging().read(tenant, replays)
@@ -71,6 +74,16 @@ def mark_replays_applied(lily: LilyResource, tenant: str, batch_ids: list[str]) 
         )
         marked += len(ids)
     return marked
+
+
+_NOTHING = {"events_in": 0, "batches": 0, "kafka_lag": 0, "replayed_from_quarantine": 0}
+
+
+def run_reaches_hub(context: AssetExecutionContext) -> bool:
+    """Whether this run also materialises hub_records (every run of the ingest jobs does; a
+    materialisation of landed_events alone from the UI does not)."""
+    selection = context.run.asset_selection  # empty or None: the whole job
+    return not selection or AssetKey("hub_records") in selection
 
 
 @asset(
@@ -87,11 +100,24 @@ def landed_events(
 ) -> Output[pl.DataFrame]:
     staging = lily.staging()
     owner = context.run.root_run_id or context.run_id
+    reaches_hub = run_reaches_hub(context)
     frames: list[pl.DataFrame] = []
     for tenant in context.partition_keys:
         if config.tenants and tenant not in config.tenants:
+            # The same figures as a tenant of the run, at zero: plots have no gaps.
             context.add_asset_metadata(
-                {"events_in": 0, "batches": 0, "batch_ids": "none (not in this run)"},
+                {**_NOTHING, "batch_ids": "none (not in this run)"}, partition_key=tenant
+            )
+            continue
+        if not reaches_hub:
+            # Taking batches in a run that cannot apply them would strand them: only report.
+            context.add_asset_metadata(
+                {
+                    **_NOTHING,
+                    "pending_batches": len(staging.pending(tenant)),
+                    "batch_ids": "none (this run does not materialise hub_records, so it "
+                    "takes no batch: launch tenant_ingest_job to process pending batches)",
+                },
                 partition_key=tenant,
             )
             continue

@@ -9,7 +9,8 @@ wrong: their claims are released and the next tick's sweep gives them a run.
 
 from collections.abc import Iterable
 
-from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster._core.storage.tags import ROOT_RUN_ID_TAG
 
 from lily_dagster.lib.staging import ISOLATE_PREFIX, MAX_RELEASES, StagingArea
 
@@ -57,3 +58,19 @@ def release_dead_runs_batches(
             if staging.release(tenant, batch_id, owner):
                 released.setdefault(tenant, []).append(batch_id)
     return released
+
+
+def run_in_flight(instance: DagsterInstance, run_id: str) -> bool:
+    """Whether the run, or a re-execution of it, has not ended. A batch's claim names the
+    root run of a re-execution chain: a re-execution in flight takes the batch again."""
+    statuses = [
+        DagsterRunStatus.QUEUED,
+        DagsterRunStatus.NOT_STARTED,
+        DagsterRunStatus.STARTING,
+        DagsterRunStatus.STARTED,
+        DagsterRunStatus.CANCELING,
+    ]
+    return bool(
+        instance.get_runs_count(RunsFilter(run_ids=[run_id], statuses=statuses))
+        or instance.get_runs_count(RunsFilter(tags={ROOT_RUN_ID_TAG: run_id}, statuses=statuses))
+    )

@@ -5,14 +5,18 @@ import hashlib
 import polars as pl
 from dagster import DefaultSensorStatus, SensorEvaluationContext, SensorResult, SkipReason, sensor
 
-from lily_dagster.defs.ingest.sensors import land_and_request_runs, tenant_ingest_job
+from lily_dagster.defs.ingest.sensors import (
+    SENSOR_INTERVAL_S,
+    land_and_request_runs,
+    tenant_ingest_job,
+)
 from lily_dagster.defs.resources import LilyResource
 from lily_dagster.lib.webhooks.inbox import StoredEvent, inbox_exists, landed_frame_of, open_inbox
 
 
 @sensor(
     job=tenant_ingest_job,
-    minimum_interval_seconds=1,
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
     default_status=DefaultSensorStatus.RUNNING,
     description="Reads the webhook inbox after the position in its cursor, lands each "
     "tenant's events durably, then requests one run per tenant.",

@@ -118,7 +118,6 @@ def build_propagation(settings: Settings) -> dict[str, list[Any]]:
     propagation_job = define_asset_job(
         "propagation_job",
         selection=AssetSelection.groups(GROUP),
-        partitions_def=tenant_partitions,
         executor_def=in_process_executor,
         description="Delivers one tenant's new hub changes to its targets.",
     )

@@ -85,7 +85,6 @@ def reconciliation(
 reconciliation_job = define_asset_job(
     "reconciliation_job",
     selection=AssetSelection.assets(reconciliation),
-    partitions_def=tenant_partitions,
     executor_def=in_process_executor,
     description="Reconciles one tenant's hub with its source snapshot (config `dry_run`).",
 )

@@ -2,23 +2,35 @@
 
 Each rule is also a blocking asset check: its failures are counted per batch, and when more
 than LILY_BLOCK_REJECT_SHARE of a batch of at least LILY_BLOCK_MIN_EVENTS fails one rule, the
-check fails and gates the upsert (the batch stays pending for an operator). Rejected rows are
-quarantined either way.
+check fails and gates the upsert (the batch stays pending for an operator). A quarantine
+replay is judged event by event instead: it is mostly invalid events by nature. Rejected rows
+are quarantined either way. Checks are evaluated per tenant partition.
 """
 
+import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import polars as pl
 from dagster import (
-    AssetCheckResult,
+    AssetCheckEvaluation,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetKey,
+    AssetRecordsFilter,
     MetadataValue,
     Output,
+    PreviewWarning,
     asset,
 )
 
+# Not exported at the top level; the target of a check's evaluation, which the UI needs.
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
+
+from lily_dagster.defs.ingest.assets import REPLAY_BATCH_PREFIX
 from lily_dagster.defs.partitions import tenant_partitions
 from lily_dagster.defs.resources import LilyResource
 from lily_dagster.lib.staging import batch_set_key
@@ -33,138 +45,224 @@ from lily_dagster.lib.validation import (
 )
 
 PARENTS_CHECK = "columns_have_parents"
+VALIDATED = AssetKey("validated_events")
 
-_CHECKS = [
-    AssetCheckSpec(
-        DECODE_CHECK,
-        asset="validated_events",
-        blocking=True,
-        description="Payloads parse as envelopes (JSON, fields, types, op, event_time).",
-    ),
-    *[
+# Every check is evaluated per tenant partition (a multi-tenant run reports one evaluation
+# per tenant), so the check's page in the UI shows each tenant's outcome. Dagster calls
+# partitioned checks a preview: its warning would be printed by every process that loads
+# the definitions, the daemon's and each run's, so it is silenced here, for this only.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", PreviewWarning)
+    _CHECKS = [
         AssetCheckSpec(
-            rule_check(name),
+            DECODE_CHECK,
             asset="validated_events",
             blocking=True,
-            description=f"Row-level rule {name}; failing rows are quarantined.",
-        )
-        for name in rule_names()
-    ],
-    AssetCheckSpec(
-        PARENTS_CHECK,
-        asset="validated_events",
-        description="Columns whose table is neither in the batch nor in the hub yet (they are "
-        "kept, never rejected for arriving first; a warning only).",
-    ),
-]
+            partitions_def=tenant_partitions,
+            description="Payloads parse as envelopes (JSON, fields, types, op, event_time).",
+        ),
+        *[
+            AssetCheckSpec(
+                rule_check(name),
+                asset="validated_events",
+                blocking=True,
+                partitions_def=tenant_partitions,
+                description=f"Row-level rule {name}; failing rows are quarantined.",
+            )
+            for name in rule_names()
+        ],
+        AssetCheckSpec(
+            PARENTS_CHECK,
+            asset="validated_events",
+            partitions_def=tenant_partitions,
+            description="Columns whose table is neither in the batch nor in the hub yet (they are "
+            "kept, never rejected for arriving first; a warning only).",
+        ),
+    ]
+
+REPLAY_JUDGEMENT = "event by event (a quarantine replay: its share of invalid events is natural)"
 
 
-def _check_result(
-    name: str, counts: dict[str, dict[str, tuple[int, int]]], limit: float, min_rows: int
-) -> AssetCheckResult:
-    """One check's result over the run's tenants: it passes when it passes for each."""
-    failures = sum(c[name][0] for c in counts.values())
-    rows = sum(c[name][1] for c in counts.values())
-    return AssetCheckResult(
+def _evaluation(
+    name: str,
+    tenant: str,
+    counts: tuple[int, int],
+    limit: float,
+    min_rows: int,
+    replay: bool,
+    target: AssetCheckEvaluationTargetMaterializationData | None,
+) -> AssetCheckEvaluation:
+    """One blocking check's outcome for one tenant's events of the run."""
+    failures, rows = counts
+    return AssetCheckEvaluation(
+        asset_key=VALIDATED,
         check_name=name,
-        passed=all(share_passes(*c[name], limit, min_rows) for c in counts.values()),
+        passed=replay or share_passes(failures, rows, limit, min_rows),
         severity=AssetCheckSeverity.ERROR,
+        blocking=True,
+        partition=tenant,
+        target_materialization_data=target,
         metadata={
             "failures": failures,
             "rows": rows,
             "share": round(failures / rows if rows else 0.0, 4),
             "limit": limit,
             "min_rows": min_rows,
-            **(
-                {"by_tenant": MetadataValue.json({t: list(c[name]) for t, c in counts.items()})}
-                if len(counts) > 1
-                else {}
-            ),
+            "judged": REPLAY_JUDGEMENT if replay else "by share of the batch",
         },
     )
 
 
+@dataclass
+class _TenantOutcome:
+    valid: pl.DataFrame
+    counts: dict[str, tuple[int, int]]
+    replay: bool
+    columns: int
+    waiting: int
+
+
 @asset(
     partitions_def=tenant_partitions,
-    group_name="validation",
+    group_name="ingest",
     description="Landed events parsed as envelopes (CONTRACT.md §1) that pass every rule; "
     "every rejected event is kept in the tenant's quarantine with its reason.",
     check_specs=_CHECKS,
     kinds={"polars"},
 )
 def validated_events(
-    context: AssetExecutionContext, landed_events: pl.DataFrame, lily: LilyResource
-) -> Iterator[Output[pl.DataFrame] | AssetCheckResult]:
+    context: AssetExecutionContext, landed_events: pl.DataFrame | None, lily: LilyResource
+) -> Iterator[Output[pl.DataFrame] | Output[None] | AssetCheckEvaluation]:
     settings = lily.settings()
-    limit, min_rows = settings.block_reject_share, settings.block_min_events
-    # A run of several tenants does not let one tenant's failing check hold back the others:
-    # that tenant's batches are left untouched to a run of the tenant alone (the sensors
-    # request it), where the check fails and blocks the upsert as it always did.
-    several = len(context.partition_keys) > 1
-    counts: dict[str, dict[str, tuple[int, int]]] = {}
-    parts: list[pl.DataFrame] = []
-    columns = waiting = 0
+    outcomes: dict[str, _TenantOutcome] = {}
     for tenant in context.partition_keys:
-        landed = landed_events.filter(pl.col("tenant") == tenant)
-        checked = check_payloads(
-            landed.get_column("value").to_list(),
-            landed.get_column("origin").to_list(),
-            tenant,
-            settings.max_event_bytes,
-        )
-        tenant_counts = blocking_counts(checked, landed.height)
-        failing = sorted(
-            n for n, c in tenant_counts.items() if not share_passes(*c, limit, min_rows)
-        )
-        batch_ids = sorted(set(landed.get_column("batch_id").to_list()))
-        if several and failing:
-            lily.staging().isolate(tenant, batch_ids, context.run_id)
-            context.log.warning(
-                f"{tenant}: {failing} would block; its batches {batch_ids} are left to a run "
-                f"of {tenant} alone"
-            )
+        landed = _landed_of(landed_events, tenant)
+        if landed is None:
             context.add_asset_metadata(
-                {"events_in": landed.height, "valid": 0, "isolated_by_checks": ", ".join(failing)},
+                {"events_in": 0, "input": "none (landed_events is not part of this run)"},
                 partition_key=tenant,
             )
             continue
-        counts[tenant] = tenant_counts
-        valid = checked.valid.join(
-            landed.select("origin", "batch_id"), on="origin", how="left", maintain_order="left"
+        outcome = _validate_tenant(context, lily, tenant, landed)
+        if outcome is not None:
+            outcomes[tenant] = outcome
+    parts = [o.valid for o in outcomes.values()]
+    if not parts:  # no tenant of the run had events for the next step
+        parts.append(_empty_valid(context.partition_keys[0], settings.max_event_bytes))
+    yield Output(pl.concat(parts, how="vertical"))
+    yield from _check_outputs(context)
+    limit, min_rows = settings.block_reject_share, settings.block_min_events
+    for tenant, o in outcomes.items():
+        target = _materialisation_of(context, tenant)
+        for name in blocking_checks():
+            yield _evaluation(name, tenant, o.counts[name], limit, min_rows, o.replay, target)
+        yield AssetCheckEvaluation(
+            asset_key=VALIDATED,
+            check_name=PARENTS_CHECK,
+            passed=not o.waiting,
+            severity=AssetCheckSeverity.WARN,
+            partition=tenant,
+            target_materialization_data=target,
+            metadata={"columns": o.columns, "columns_without_parent_yet": o.waiting},
         )
-        rejects = checked.rejects
-        kept = lily.quarantine().add(tenant, f"validation-{batch_set_key(batch_ids)}", rejects)
-        by_reason = {
-            r: int(n) for r, n in rejects.group_by("reason").len().sort("reason").iter_rows()
-        }
-        if kept:
-            context.log.warning(f"{kept} events quarantined for {tenant}: {by_reason}")
-        parts.append(valid)
-        tenant_columns, tenant_waiting = _columns_waiting(valid, lily, tenant)
-        columns += tenant_columns
-        waiting += tenant_waiting
+
+
+def _materialisation_of(
+    context: AssetExecutionContext, tenant: str
+) -> AssetCheckEvaluationTargetMaterializationData | None:
+    """The tenant's materialisation this run just stored, which its evaluations check: without
+    it the UI shows the tenant's checks as never run against its latest materialisation."""
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=VALIDATED, asset_partitions=[tenant]), limit=1
+    ).records
+    if not records:
+        return None
+    latest = records[0]
+    return AssetCheckEvaluationTargetMaterializationData(
+        run_id=latest.event_log_entry.run_id,
+        storage_id=latest.storage_id,
+        timestamp=latest.timestamp,
+    )
+
+
+def _landed_of(landed_events: pl.DataFrame | None, tenant: str) -> pl.DataFrame | None:
+    if landed_events is None:
+        return None
+    return landed_events.filter(pl.col("tenant") == tenant)
+
+
+def _empty_valid(tenant: str, max_event_bytes: int) -> pl.DataFrame:
+    empty = check_payloads([], [], tenant, max_event_bytes)
+    return empty.valid.with_columns(
+        pl.lit(None, pl.String).alias("batch_id"),
+        pl.lit(None, pl.Datetime("us", "UTC")).alias("received_at"),
+    )
+
+
+def _check_outputs(context: AssetExecutionContext) -> Iterator[Output[None]]:
+    """The checks' own outputs (what Dagster makes of an AssetCheckResult), yielded once: the
+    evaluations that follow are per tenant partition, which an AssetCheckResult cannot be."""
+    selected = context.selected_asset_check_keys
+    for output_name, spec in context.assets_def.check_specs_by_output_name.items():
+        if spec.key in selected:
+            yield Output(None, output_name=output_name)
+
+
+def _validate_tenant(
+    context: AssetExecutionContext, lily: LilyResource, tenant: str, landed: pl.DataFrame
+) -> _TenantOutcome | None:
+    """A tenant's landed events through every rule: rejects to its quarantine, its
+    metadata recorded; None when a multi-tenant run leaves the tenant to a run of its own."""
+    settings = lily.settings()
+    limit, min_rows = settings.block_reject_share, settings.block_min_events
+    checked = check_payloads(
+        landed.get_column("value").to_list(),
+        landed.get_column("origin").to_list(),
+        tenant,
+        settings.max_event_bytes,
+    )
+    counts = blocking_counts(checked, landed.height)
+    batch_ids = sorted(set(landed.get_column("batch_id").to_list()))
+    replay = bool(batch_ids) and all(b.startswith(REPLAY_BATCH_PREFIX) for b in batch_ids)
+    failing = sorted(n for n, c in counts.items() if not share_passes(*c, limit, min_rows))
+    # A run of several tenants does not let one tenant's failing check hold back the others:
+    # that tenant's batches are left untouched to a run of the tenant alone (the sensors
+    # request it), where the check fails and blocks the upsert as it always did.
+    if len(context.partition_keys) > 1 and failing and not replay:
+        lily.staging().isolate(tenant, batch_ids, context.run_id)
+        context.log.warning(
+            f"{tenant}: {failing} would block; its batches {batch_ids} are left to a run "
+            f"of {tenant} alone"
+        )
         context.add_asset_metadata(
-            {
-                "events_in": landed.height,
-                "valid": valid.height,
-                "quarantined": kept,
-                "quarantined_by_reason": MetadataValue.json(by_reason),
-                "rule_failures": MetadataValue.json(checked.failures_by_rule),
-            },
+            {"events_in": landed.height, "valid": 0, "isolated_by_checks": ", ".join(failing)},
             partition_key=tenant,
         )
-    if not parts:  # every tenant of the run was left to a run of its own
-        empty = check_payloads([], [], context.partition_keys[0], settings.max_event_bytes)
-        parts.append(empty.valid.with_columns(pl.lit(None, pl.String).alias("batch_id")))
-    yield Output(pl.concat(parts, how="vertical"))
-    for name in blocking_checks():
-        yield _check_result(name, counts, limit, min_rows)
-    yield AssetCheckResult(
-        check_name=PARENTS_CHECK,
-        passed=not waiting,
-        severity=AssetCheckSeverity.WARN,
-        metadata={"columns": columns, "columns_without_parent_yet": waiting},
+        return None
+    valid = checked.valid.join(
+        landed.select("origin", "batch_id", "received_at"),
+        on="origin",
+        how="left",
+        maintain_order="left",
     )
+    rejects = checked.rejects
+    kept = lily.quarantine().add(tenant, f"validation-{batch_set_key(batch_ids)}", rejects)
+    by_reason = {r: int(n) for r, n in rejects.group_by("reason").len().sort("reason").iter_rows()}
+    if kept:
+        context.log.warning(f"{kept} events quarantined for {tenant}: {by_reason}")
+    columns, waiting = _columns_waiting(valid, lily, tenant)
+    context.add_asset_metadata(
+        {
+            "events_in": landed.height,
+            "valid": valid.height,
+            "quarantined": kept,
+            "quarantined_by_reason": MetadataValue.json(by_reason),
+            "rule_failures": MetadataValue.json(checked.failures_by_rule),
+            **({"judged": REPLAY_JUDGEMENT} if replay else {}),
+        },
+        partition_key=tenant,
+    )
+    return _TenantOutcome(valid, counts, replay, columns, waiting)
 
 
 def _columns_waiting(valid: pl.DataFrame, lily: LilyResource, tenant: str) -> tuple[int, int]:

@@ -1,0 +1,1 @@
+"""Housekeeping of the Dagster instance and Lily's state: run retention."""
