@@ -34,13 +34,16 @@ ASSET_JOB = defs.resolve_implicit_global_asset_job_def()
 
 
 def materialise_alone(instance: DagsterInstance, asset: str, tenant: str) -> bool:
-    """What Materialize… of one asset for one tenant partition in the UI launches."""
+    """What Materialize… of one asset for one tenant partition in the UI launches (with the
+    asset's checks); whether it succeeded, every step it planned run (none skipped)."""
     outcome = ASSET_JOB.execute_in_process(
         asset_selection=[AssetKey(asset)],
         partition_key=tenant,
         instance=instance,
         raise_on_error=False,
     )
+    skipped = [e.step_key for e in outcome.all_events if e.event_type_value == "STEP_SKIPPED"]
+    assert not skipped, f"steps skipped: {skipped}"
     return outcome.success
 
 
@@ -67,6 +70,10 @@ def test_hub_records_alone_applies_no_leftover_and_records_the_hub_as_it_is(
         assert acme["pending_batches"] == 1 and "tenant_ingest_job" in acme["input"]
         globex = materialisation(instance, "hub_records", "globex")
         assert globex["hub_active"] == 1 and globex["pending_batches"] == 1
+        # The hub's own check ran with it, against that materialisation.
+        gx = AssetCheckKey(AssetKey("hub_records"), "hub_records_gx_suite")
+        record = instance.get_latest_asset_check_evaluation_record(gx)
+        assert record is not None and record.event is not None
     assert names_in_hub(lily_home, "globex") == {"ORDERS"}
     assert {t: staging.pending(t) for t in ("acme", "globex")} == waiting
     assert staging.claims("globex") == {} and staging.claims("acme") == {}

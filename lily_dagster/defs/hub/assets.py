@@ -9,6 +9,7 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     AssetMaterialization,
+    MaterializeResult,
     MetadataValue,
     RetryRequested,
     asset,
@@ -53,7 +54,8 @@ def changes_table(sample: list[dict[str, str]]) -> str:
     "the UI) applies nothing and records each tenant's hub as it is.",
     ins={"landed_events": AssetIn(metadata={"columns": ["batch_id", "tenant"]})},
     kinds={"duckdb"},
-    # Materialisations are recorded per tenant (below), not by an output for the whole range.
+    # A multi-tenant run records a materialisation per tenant it had events of (below), not
+    # an output, which would record one for every partition of its range.
     output_required=False,
     # Writers to one hub share its API budget: `dagster instance concurrency set lily_hub N`
     # caps how many tenants write at once (Atlan: 400 requests/min for all of them).
@@ -64,12 +66,31 @@ def hub_records(
     enriched_events: pl.DataFrame | None,
     landed_events: pl.DataFrame | None,
     lily: LilyResource,
-) -> Iterator[AssetMaterialization]:
+) -> Iterator[AssetMaterialization | MaterializeResult]:
+    recorded = tenant_records(context, enriched_events, landed_events, lily)
+    if len(context.partition_keys) == 1:
+        # A run of one tenant (a UI launch, a sweep, a replay) materialises the output as
+        # usual, so checks selected with it (hub_records_gx_suite) run after it.
+        for _, metadata in recorded:
+            yield MaterializeResult(metadata=metadata)
+        return
+    for tenant, metadata in recorded:
+        yield AssetMaterialization(asset_key="hub_records", partition=tenant, metadata=metadata)
+
+
+def tenant_records(
+    context: AssetExecutionContext,
+    enriched_events: pl.DataFrame | None,
+    landed_events: pl.DataFrame | None,
+    lily: LilyResource,
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(tenant, materialisation metadata) of each tenant this run has something to record
+    of: what it applied, or the hub as it is."""
     hub = lily.hub()
     several = len(context.partition_keys) > 1
     for tenant in context.partition_keys:
         if enriched_events is None or landed_events is None:
-            yield _materialisation(tenant, hub_state(lily, hub, tenant, in_run=False))
+            yield tenant, hub_state(lily, hub, tenant, in_run=False)
             continue
         landed = landed_events.filter(pl.col("tenant") == tenant)
         if landed.is_empty() and several:
@@ -80,14 +101,10 @@ def hub_records(
         if not batch_ids and landed.height:
             state = hub_state(lily, hub, tenant, in_run=True)
             state["isolated_batches"] = ", ".join(sorted(isolated))
-            yield _materialisation(tenant, state)
+            yield tenant, state
             continue
         events = enriched_events.filter(pl.col("tenant") == tenant)
-        yield _materialisation(tenant, apply_to_hub(context, lily, hub, tenant, events, batch_ids))
-
-
-def _materialisation(tenant: str, metadata: dict[str, Any]) -> AssetMaterialization:
-    return AssetMaterialization(asset_key="hub_records", partition=tenant, metadata=metadata)
+        yield tenant, apply_to_hub(context, lily, hub, tenant, events, batch_ids)
 
 
 def hub_state(lily: LilyResource, hub: MetadataHub, tenant: str, in_run: bool) -> dict[str, Any]:
