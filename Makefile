@@ -48,6 +48,8 @@ lint: setup
 	$(VENV)/bin/ruff check lily_dagster lily_dagster_tests benchmarks
 	$(VENV)/bin/ruff format --check lily_dagster lily_dagster_tests benchmarks
 	$(VENV)/bin/mypy
+	@# Every definition loads (the code location, as the daemon and the UI load it).
+	LILY_HOME=$$(mktemp -d) VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/dg check defs
 
 demo: setup
 	$(VENV)/bin/lily demo

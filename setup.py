@@ -52,6 +52,9 @@ setup(
             # The UI tests drive Debian's Chromium (/usr/bin/chromium, which `make setup`
             # installs) with Playwright's sync API; no browser is downloaded.
             "playwright==1.65.2",
+            # Dagster's project CLI: `dg check defs` (a gate of `make test`), `dg list defs`,
+            # `dg dev`; the same release as dagster.
+            "dagster-dg-cli==1.13.27",
         ],
     },
     entry_points={"console_scripts": ["lily=lily_dagster.cli:main"]},

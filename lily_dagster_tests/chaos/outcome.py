@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lily_dagster.lib.demo import DemoTraffic
+from lily_dagster.lib.staging import MAX_RELEASES
 from lily_dagster_tests.receivers import RecordedRequest
 
 LILY = [sys.executable, "-m", "lily_dagster.cli"]
@@ -43,6 +44,29 @@ def quarantined(tenant: str, env: dict[str, str] | None = None) -> list[tuple[st
             for r in rows
         }
     )
+
+
+def release_batches_held_for_an_operator(tenants: list[str], env: dict[str, str]) -> list[str]:
+    """What an operator does about batches whose runs died MAX_RELEASES times (one LILY_HOME
+    killed round after round sweeps an earlier round's batches into later rounds' runs):
+    `lily batches release` each one; the ids released."""
+    released = []
+    for tenant in tenants:
+        listed = subprocess.run(
+            [*LILY, "batches", "list", "--tenant", tenant], capture_output=True, text=True, env=env
+        )
+        if "unknown tenant" in listed.stderr:  # nothing of it was landed yet
+            continue
+        assert listed.returncode == 0, listed.stderr
+        for line in listed.stdout.splitlines():
+            batch = json.loads(line)
+            if batch["state"] != "claimed" or batch["releases"] < MAX_RELEASES:
+                continue
+            args = ["batches", "release", "--tenant", tenant, "--batch", batch["batch_id"]]
+            (answer,) = lily_lines(args, env)
+            assert answer["released"] is True, answer
+            released.append(batch["batch_id"])
+    return released
 
 
 def run_until_idle(env: dict[str, str]) -> dict[str, Any]:

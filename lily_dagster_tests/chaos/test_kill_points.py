@@ -29,6 +29,7 @@ from lily_dagster_tests.chaos.outcome import (
     assert_delivered,
     assert_exact,
     export,
+    release_batches_held_for_an_operator,
     run_until_idle,
 )
 from lily_dagster_tests.chaos.proctree import Lily, chaos_env, kill_marked, marked
@@ -220,6 +221,11 @@ def test_kill_9_at_every_point_loses_nothing_and_applies_nothing_twice(
             print(f"{time.monotonic() - began:6.1f} s: killed {point.name}")
         receiver.delay(0)
         summary = run_until_idle(env)
+        # One LILY_HOME killed round after round sweeps a round's batches into later rounds'
+        # runs; a batch whose runs died MAX_RELEASES times waits for an operator, by design.
+        # (Released once the run above has failed the runs the last kill left.)
+        if release_batches_held_for_an_operator([t for *_, ts in rounds for t in ts], env):
+            summary = run_until_idle(env)
         for point, traffic, tenants in rounds:
             try:
                 for tenant in tenants:
