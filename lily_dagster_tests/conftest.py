@@ -188,3 +188,16 @@ def atlan_emulator(atlan_emulator_server: AtlanEmulator) -> AtlanEmulator:
     """The session's emulator, reset: empty, no faults or rate limit, key valid, default tags."""
     atlan_emulator_server.reset()
     return atlan_emulator_server
+
+
+# `make unit` runs the unit tests (lily_dagster_tests/lib: plain Python on polars frames,
+# no Dagster instance, no subprocess stack; under a minute on 2 cores); every other test is
+# an integration test (a Dagster instance, `lily` processes, a browser).
+_UNIT_FOLDERS = (Path(__file__).parent / "lib",)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = Path(str(item.path))
+        unit = any(folder in path.parents for folder in _UNIT_FOLDERS)
+        item.add_marker(pytest.mark.unit if unit else pytest.mark.integration)
