@@ -166,24 +166,13 @@ def sensor_cursor(instance: Any, name: str) -> KafkaCursor:
     return parse_cursor(sensor_cursor_raw(instance, name))
 
 
-def in_flight_statuses() -> list[Any]:
-    """Run statuses of a run that has not ended: queued, starting, running, cancelling."""
-    from dagster import DagsterRunStatus
-
-    return [
-        DagsterRunStatus.QUEUED,
-        DagsterRunStatus.NOT_STARTED,
-        DagsterRunStatus.STARTING,
-        DagsterRunStatus.STARTED,
-        DagsterRunStatus.CANCELING,
-    ]
-
-
 def runs_in_flight(instance: Any) -> int:
     """How many runs are queued, starting, running or being cancelled."""
     from dagster import RunsFilter
 
-    count: int = instance.get_runs_count(RunsFilter(statuses=in_flight_statuses()))
+    from lily_dagster.defs.ingest.recovery import IN_FLIGHT
+
+    count: int = instance.get_runs_count(RunsFilter(statuses=list(IN_FLIGHT)))
     return count
 
 

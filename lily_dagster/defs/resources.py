@@ -66,8 +66,8 @@ class PolarsParquetIOManager(ConfigurableIOManager):
     The files are scoped to the run that wrote them: a step reads its upstream's output from
     its own run, or from the parent run it re-executes. An upstream asset that is not part of
     the run (materialising `hub_records` alone from the UI) loads as None, never as a frame
-    some earlier run left: the ingest chain moves events only within a run (README: Operating
-    from the Dagster UI). An input may ask for a subset of columns with
+    some earlier run left: the ingest chain moves events only within a run
+    (docs/operating.md). An input may ask for a subset of columns with
     `AssetIn(metadata={"columns": [...]})`.
     """
 

@@ -260,8 +260,9 @@ def _classify_error(exc: ValidationError) -> tuple[Reason, str]:
     return Reason.WRONG_TYPE, detail
 
 
-def _event_id_of(text: str) -> str | None:
-    """Best-effort event_id of an invalid payload, for the quarantine record."""
+def event_id_of(text: str | bytes) -> str | None:
+    """Best-effort event_id of an invalid payload, for the quarantine record (None for a
+    payload that is not a JSON object naming a string one, or not UTF-8)."""
     try:
         value = json.loads(text)
     except (ValueError, RecursionError):  # RecursionError: nested deeper than Python reads
@@ -349,7 +350,7 @@ def decode_envelopes(
         if size > max_event_bytes:
             rejected.append(
                 (
-                    _event_id_of(text),
+                    event_id_of(text),
                     Reason.OVERSIZED,
                     f"{size} bytes exceeds the limit of {max_event_bytes}",
                     text,
@@ -362,7 +363,7 @@ def decode_envelopes(
             try:
                 strict_loads(text, check_numbers=False)
             except NotJSONError as exc:
-                rejected.append((_event_id_of(text), Reason.MALFORMED_JSON, str(exc), text, origin))
+                rejected.append((event_id_of(text), Reason.MALFORMED_JSON, str(exc), text, origin))
                 continue
             except (ValueError, RecursionError):
                 pass  # not JSON for another reason: pydantic words it below
@@ -370,7 +371,7 @@ def decode_envelopes(
             env = Envelope.model_validate_json(text)
         except ValidationError as exc:
             reason, detail = _classify_error(exc)
-            rejected.append((_event_id_of(text), reason, detail, text, origin))
+            rejected.append((event_id_of(text), reason, detail, text, origin))
             continue
         try:
             row = envelope_row(env)

@@ -35,7 +35,7 @@ from typing import Any
 import polars as pl
 
 from lily_dagster.lib.durable import fsync_dir, write_atomic, write_text_atomic
-from lily_dagster.lib.envelope import make_rejects
+from lily_dagster.lib.envelope import event_id_of, make_rejects
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.lib.reasons import Reason
 
@@ -379,7 +379,7 @@ def discard_batch(
     rejects = make_rejects(
         tenant,
         [
-            (_event_id_of(value), Reason.DISCARDED_BY_OPERATOR, detail, value, origin)
+            (event_id_of(value), Reason.DISCARDED_BY_OPERATOR, detail, value, origin)
             for value, origin in zip(frame["value"], frame["origin"], strict=True)
         ],
     )
@@ -397,13 +397,3 @@ def discard_batch(
         "quarantined": quarantined,
         "reason": Reason.DISCARDED_BY_OPERATOR.value,
     }
-
-
-def _event_id_of(value: bytes) -> str | None:
-    """The event_id a payload names, if it is a JSON object with a string one."""
-    try:
-        parsed = json.loads(value)
-    except (ValueError, RecursionError):
-        return None
-    event_id = parsed.get("event_id") if isinstance(parsed, dict) else None
-    return event_id if isinstance(event_id, str) else None

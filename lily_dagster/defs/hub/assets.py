@@ -90,7 +90,8 @@ def tenant_records(
     several = len(context.partition_keys) > 1
     for tenant in context.partition_keys:
         if enriched_events is None or landed_events is None:
-            yield tenant, hub_state(lily, hub, tenant, in_run=False)
+            pending = len(lily.staging().pending(tenant))
+            yield tenant, {**hub_state(hub, tenant), "input": NO_INPUT, "pending_batches": pending}
             continue
         landed = landed_events.filter(pl.col("tenant") == tenant)
         if landed.is_empty() and several:
@@ -99,29 +100,28 @@ def tenant_records(
         isolated = set(lily.staging().isolated(tenant))
         batch_ids = sorted(set(landed.get_column("batch_id").to_list()) - isolated)
         if not batch_ids and landed.height:
-            state = hub_state(lily, hub, tenant, in_run=True)
-            state["isolated_batches"] = ", ".join(sorted(isolated))
-            yield tenant, state
+            yield (
+                tenant,
+                {**hub_state(hub, tenant), "isolated_batches": ", ".join(sorted(isolated))},
+            )
             continue
         events = enriched_events.filter(pl.col("tenant") == tenant)
         yield tenant, apply_to_hub(context, lily, hub, tenant, events, batch_ids)
 
 
-def hub_state(lily: LilyResource, hub: MetadataHub, tenant: str, in_run: bool) -> dict[str, Any]:
+# What a run of hub_records alone says of its input.
+NO_INPUT = (
+    "none: this run does not take landed events (launch tenant_ingest_job to process "
+    "pending batches)"
+)
+
+
+def hub_state(hub: MetadataHub, tenant: str) -> dict[str, Any]:
     """The materialisation of a tenant whose hub this run did not change: the hub's figures
-    as they are, and what is waiting for an ingest run."""
+    as they are."""
     counts = hub.status_counts(tenant)
     return {
         "events_applied": 0,
-        **(
-            {}
-            if in_run
-            else {
-                "input": "none: this run does not take landed events (launch "
-                "tenant_ingest_job to process pending batches)",
-                "pending_batches": len(lily.staging().pending(tenant)),
-            }
-        ),
         "hub_active": counts.get("ACTIVE", 0),
         "hub_deleted": counts.get("DELETED", 0),
         # The change log's head goes with every materialisation: propagation_sensor reads

@@ -15,6 +15,14 @@ from dagster._core.storage.tags import ROOT_RUN_ID_TAG
 from lily_dagster.lib.staging import ISOLATE_PREFIX, MAX_RELEASES, StagingArea
 
 ENDED = (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
+# A run that has not ended: queued, starting, running or being cancelled.
+IN_FLIGHT = (
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.CANCELING,
+)
 
 
 def died(instance: DagsterInstance, run_id: str) -> bool:
@@ -63,13 +71,7 @@ def release_dead_runs_batches(
 def run_in_flight(instance: DagsterInstance, run_id: str) -> bool:
     """Whether the run, or a re-execution of it, has not ended. A batch's claim names the
     root run of a re-execution chain: a re-execution in flight takes the batch again."""
-    statuses = [
-        DagsterRunStatus.QUEUED,
-        DagsterRunStatus.NOT_STARTED,
-        DagsterRunStatus.STARTING,
-        DagsterRunStatus.STARTED,
-        DagsterRunStatus.CANCELING,
-    ]
+    statuses = list(IN_FLIGHT)
     return bool(
         instance.get_runs_count(RunsFilter(run_ids=[run_id], statuses=statuses))
         or instance.get_runs_count(RunsFilter(tags={ROOT_RUN_ID_TAG: run_id}, statuses=statuses))

@@ -31,7 +31,7 @@ from lily_dagster.defs.enrichment.assets import enriched_events
 from lily_dagster.defs.hub.assets import hub_records
 from lily_dagster.defs.hub.checks import hub_records_gx_suite
 from lily_dagster.defs.ingest.assets import landed_events
-from lily_dagster.defs.ingest.recovery import died, release_dead_runs_batches
+from lily_dagster.defs.ingest.recovery import IN_FLIGHT, died, release_dead_runs_batches
 from lily_dagster.defs.partitions import TENANTS, tenant_partitions
 from lily_dagster.defs.resources import KafkaResource, LilyResource
 from lily_dagster.defs.validation.assets import validated_events
@@ -106,7 +106,6 @@ NOT_YET_TAKING = (
     DagsterRunStatus.QUEUED,
     DagsterRunStatus.STARTING,
 )
-IN_FLIGHT = (*NOT_YET_TAKING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING)
 
 
 def ingest_run_request(tenant: str, batch_id: str, source: str) -> RunRequest:

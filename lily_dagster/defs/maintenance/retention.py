@@ -29,6 +29,7 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventL
 
 from lily_dagster.defs.resources import LilyResource
 from lily_dagster.lib.retention import (
+    ENDED,
     RunInfo,
     applied_batch_files,
     cutoff,
@@ -44,7 +45,7 @@ from lily_dagster.settings import Settings
 # hour, ten times what the demo traffic starts.
 RUNS_PER_BATCH = 500
 MAX_BATCHES = 10
-ENDED_STATUSES = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED]
+ENDED_STATUSES = [DagsterRunStatus(name) for name in sorted(ENDED)]
 
 
 def _run_info(record: Any) -> RunInfo:

@@ -10,6 +10,7 @@ are quarantined either way. Checks are evaluated per tenant partition.
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 from dagster import (
@@ -43,6 +44,7 @@ from lily_dagster.lib.validation import (
     rule_names,
     share_passes,
 )
+from lily_dagster.settings import Settings
 
 PARENTS_CHECK = "columns_have_parents"
 VALIDATED = AssetKey("validated_events")
@@ -132,18 +134,21 @@ class _TenantOutcome:
 )
 def validated_events(
     context: AssetExecutionContext, landed_events: pl.DataFrame | None, lily: LilyResource
-) -> Iterator[Output[pl.DataFrame] | Output[None] | AssetCheckEvaluation]:
-    settings = lily.settings()
-    outcomes: dict[str, _TenantOutcome] = {}
-    for tenant in context.partition_keys:
-        landed = _landed_of(landed_events, tenant)
-        if landed is None:
+) -> Iterator[Output[Any] | AssetCheckEvaluation]:
+    if landed_events is None:  # landed_events is not part of this run: no check to evaluate
+        for tenant in context.partition_keys:
             context.add_asset_metadata(
                 {"events_in": 0, "input": "none (landed_events is not part of this run)"},
                 partition_key=tenant,
             )
-            continue
-        outcome = _validate_tenant(context, lily, tenant, landed)
+        yield Output(None)
+        yield from _check_outputs(context)
+        return
+    settings = lily.settings()
+    outcomes: dict[str, _TenantOutcome] = {}
+    for tenant in context.partition_keys:
+        landed = landed_events.filter(pl.col("tenant") == tenant)
+        outcome = _validate_tenant(context, lily, settings, tenant, landed)
         if outcome is not None:
             outcomes[tenant] = outcome
     parts = [o.valid for o in outcomes.values()]
@@ -185,12 +190,6 @@ def _materialisation_of(
     )
 
 
-def _landed_of(landed_events: pl.DataFrame | None, tenant: str) -> pl.DataFrame | None:
-    if landed_events is None:
-        return None
-    return landed_events.filter(pl.col("tenant") == tenant)
-
-
 def _empty_valid(tenant: str, max_event_bytes: int) -> pl.DataFrame:
     empty = check_payloads([], [], tenant, max_event_bytes)
     return empty.valid.with_columns(
@@ -209,11 +208,14 @@ def _check_outputs(context: AssetExecutionContext) -> Iterator[Output[None]]:
 
 
 def _validate_tenant(
-    context: AssetExecutionContext, lily: LilyResource, tenant: str, landed: pl.DataFrame
+    context: AssetExecutionContext,
+    lily: LilyResource,
+    settings: Settings,
+    tenant: str,
+    landed: pl.DataFrame,
 ) -> _TenantOutcome | None:
     """A tenant's landed events through every rule: rejects to its quarantine, its
     metadata recorded; None when a multi-tenant run leaves the tenant to a run of its own."""
-    settings = lily.settings()
     limit, min_rows = settings.block_reject_share, settings.block_min_events
     checked = check_payloads(
         landed.get_column("value").to_list(),
