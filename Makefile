@@ -7,13 +7,16 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 .PHONY: run test lint unit setup browser demo clean
 
 TEST_HOOKS := lily_dagster_tests/fixtures/lily_test_hooks
+EMULATOR := tools/atlan-emulator
 
-$(STAMP): setup.py pyproject.toml $(TEST_HOOKS)/pyproject.toml
+$(STAMP): setup.py pyproject.toml $(TEST_HOOKS)/pyproject.toml $(EMULATOR)/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 needed, found {sys.version.split()[0]}"'
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@# A third-party hook package, registered through the lily_dagster.hooks entry point.
 	$(PY) -m pip install -q --disable-pip-version-check -e $(TEST_HOOKS)
+	@# The Atlan emulator (`lily atlan-emulator`), a distribution of its own for tests and benchmarks.
+	$(PY) -m pip install -q --disable-pip-version-check -e $(EMULATOR)
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -49,8 +52,8 @@ unit: setup
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -m unit -q lily_dagster_tests/lib
 
 lint: setup
-	$(VENV)/bin/ruff check lily_dagster lily_dagster_tests benchmarks
-	$(VENV)/bin/ruff format --check lily_dagster lily_dagster_tests benchmarks
+	$(VENV)/bin/ruff check lily_dagster lily_dagster_tests benchmarks tools
+	$(VENV)/bin/ruff format --check lily_dagster lily_dagster_tests benchmarks tools
 	$(VENV)/bin/mypy
 	@# Every definition loads (the code location, as the daemon and the UI load it).
 	LILY_HOME=$$(mktemp -d) VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/dg check defs

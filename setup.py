@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="Near-real-time metadata movement between a data stack and Atlan, on Dagster.",
     packages=find_packages(exclude=["lily_dagster_tests*"]),
-    package_data={"lily_dagster": ["dagster.yaml", "py.typed"]},
+    package_data={"lily_dagster": ["dagster.yaml", "dg.toml", "environment.yaml", "py.typed"]},
     python_requires=">=3.11,<3.12",
     install_requires=[
         "dagster==1.13.27",

@@ -4,7 +4,7 @@ own request encoder), in the same run; then entities/s end to end through AtlanH
 Atlan emulator over HTTP (pyatlan's client), with the client-side rate limit off and at
 Atlan's documented 400 requests/min. Prints one JSON object.
 
-    .venv/bin/python benchmarks/atlan_bulk.py [--entities 200000] [--naive 3000]
+    .venv/bin/python -m benchmarks.atlan_bulk [--entities 200000] [--naive 3000]
         [--http 20000] [--limited 3000]
 """
 

@@ -3,7 +3,7 @@ naive path (one pyatlan object per row) and a raw polars scan (the floor) measur
 same run, and the time a billion would take on one node and on N pods. Prints one JSON
 object (the same as `lily bench backfill`).
 
-    .venv/bin/python benchmarks/backfill.py [--assets 1000000 10000000] [--batch-rows N]
+    .venv/bin/python -m benchmarks.backfill [--assets 1000000 10000000] [--batch-rows N]
 """
 
 from __future__ import annotations

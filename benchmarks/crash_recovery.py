@@ -5,10 +5,11 @@ Two cases: `worker` kills only the run worker (the daemon and code server live o
 kills every process of the LILY_HOME (lily run, daemon, code server, worker) and starts a
 fresh `lily run --until-idle`, whose start is then part of the time.
 
-    .venv/bin/python benchmarks/crash_recovery.py [--kills 10] [--stack-kills 3]
+    .venv/bin/python -m benchmarks.crash_recovery [--kills 10] [--stack-kills 3]
 
 Needs the test hook package (`make setup` installs it): its `chaos-pause` hook holds the
-first batch until the benchmark kills the run.
+first batch until the benchmark kills the run. Runs from the repository root as a module: it
+imports the test support (`lily_dagster_tests.support`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from lily_dagster.lib.broker import ensure_topics, free_port, produce, start_broker
 from lily_dagster.lib.demo import generate_demo
-from lily_dagster_tests.chaos.outcome import chaos_pause_config
+from lily_dagster_tests.support.chaos import chaos_pause_config
 
 LILY = [sys.executable, "-m", "lily_dagster.cli"]
 TENANTS = ("acme", "globex")

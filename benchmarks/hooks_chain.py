@@ -7,7 +7,7 @@ e-mail and a phone number, one distinct description per table (1 row in 10); own
 repeat as they do in real estates. Prints one JSON object: events/s per total and the peak
 RSS after each, which stays flat when memory is bounded by the batch.
 
-    .venv/bin/python benchmarks/hooks_chain.py [--totals 1000000 10000000] [--batch 500000]
+    .venv/bin/python -m benchmarks.hooks_chain [--totals 1000000 10000000] [--batch 500000]
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Decode (pydantic) → validate (polars rules) → enrich → LocalHub upsert, on demo-shaped
 events, and the same batch re-applied (the replay path). Prints one JSON object.
 
-    .venv/bin/python benchmarks/micro_batch.py [--events N]
+    .venv/bin/python -m benchmarks.micro_batch [--events N]
 """
 
 from __future__ import annotations

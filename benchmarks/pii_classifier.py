@@ -2,7 +2,7 @@
 F1 of the `PII` tag, the kinds' accuracy, and every misclassified name. Prints one JSON
 object.
 
-    .venv/bin/python benchmarks/pii_classifier.py [--set benchmarks/data/pii_column_names.csv]
+    .venv/bin/python -m benchmarks.pii_classifier [--set benchmarks/data/pii_column_names.csv]
 """
 
 from __future__ import annotations

@@ -3,7 +3,10 @@ hub upsert to delivery (p50/p95), with local receivers (HTTP on loopback for web
 Slack and Teams; a DuckDB database for Snowflake statements; a copy of the sample dbt
 project for dbt). Prints one JSON object.
 
-    .venv/bin/python benchmarks/propagation.py [--changes 20000] [--batch 100] [--rounds 20]
+    .venv/bin/python -m benchmarks.propagation [--changes 20000] [--batch 100] [--rounds 20]
+
+From the repository root, as a module: the receivers are the test suite's
+(`lily_dagster_tests.support.receivers`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +26,8 @@ from lily_dagster.lib.envelope import decode_envelopes
 from lily_dagster.lib.hub.local import LocalHub
 from lily_dagster.lib.propagation import Propagator, configure_targets
 from lily_dagster.settings import LilyConfigFile
+from lily_dagster_tests.support.envelopes import envelope
+from lily_dagster_tests.support.receivers import RecordingReceiver
 
 SAMPLE_DBT = Path(__file__).resolve().parent.parent / "lily_dagster_tests/fixtures/dbt_project"
 CONN = "default/snowflake/1700000000/DB/SCH"
@@ -35,26 +39,22 @@ def events(n: int, tenant: str = "acme", round_: int = 0) -> pl.DataFrame:
     for i in range(n):
         table = f"{CONN}/T{i // 10}"
         qn = table if i % 10 == 0 else f"{table}/C{i % 10}"
-        asset: dict[str, Any] = {
-            "type_name": "Table" if i % 10 == 0 else "Column",
-            "qualified_name": qn,
-            "name": qn.rsplit("/", 1)[-1],
-            "attributes": {"description": f"asset {i} r{round_}", "owner_users": ["jdoe"]},
+        attributes: dict[str, Any] = {
+            "description": f"asset {i} r{round_}",
+            "owner_users": ["jdoe"],
         }
         if i % 10:
-            asset["attributes"]["parent_qualified_name"] = table
-        payloads.append(
-            json.dumps(
-                {
-                    "event_id": f"e{i}-{round_}",
-                    "tenant": tenant,
-                    "source": "bench",
-                    "op": "upsert",
-                    "event_time": f"2026-11-24T10:{round_ % 60:02d}:00Z",
-                    "asset": asset,
-                }
-            )
+            attributes["parent_qualified_name"] = table
+        event = envelope(
+            qn,
+            event_id=f"e{i}-{round_}",
+            tenant=tenant,
+            source="bench",
+            event_time=f"2026-11-24T10:{round_ % 60:02d}:00Z",
+            type_name="Table" if i % 10 == 0 else "Column",
+            attributes=attributes,
         )
+        payloads.append(json.dumps(event))
     return decode_envelopes(
         payloads, [f"b:{i}" for i in range(n)], tenant=tenant, max_event_bytes=1 << 20
     ).events
@@ -66,10 +66,6 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def main() -> None:
-    # The test suite's loopback receiver (a module of the repository, not of the package).
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from lily_dagster_tests.receivers import RecordingReceiver
-
     parser = argparse.ArgumentParser()
     parser.add_argument("--changes", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=100)

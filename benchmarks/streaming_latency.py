@@ -2,7 +2,7 @@
 several tenants with the Dagster daemon running; p50/p95/max from produce to visible in the
 hub, and events lost. Prints one JSON object (the same as `lily bench latency`).
 
-    .venv/bin/python benchmarks/streaming_latency.py [--rate 1000] [--seconds 30] [--tenants 3]
+    .venv/bin/python -m benchmarks.streaming_latency [--rate 1000] [--seconds 30] [--tenants 3]
 """
 
 from __future__ import annotations

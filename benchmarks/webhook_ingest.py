@@ -4,7 +4,7 @@ Starts `lily webhook serve` (SQLite inbox, WAL, synchronous=FULL) on a free loop
 drives it with wrk (`apt-get install wrk`) for each mode, checks that the inbox holds
 every acknowledged event, and prints one JSON object.
 
-    .venv/bin/python benchmarks/webhook_ingest.py [--seconds 15] [--connections 8]
+    .venv/bin/python -m benchmarks.webhook_ingest [--seconds 15] [--connections 8]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import httpx
 import jwt
 
 from lily_dagster.lib.broker import free_port
-from lily_dagster.lib.webhooks.inbox import SqliteInbox
+from lily_dagster.lib.inbox.sqlite import SqliteInbox
 
 SECRET = "benchmark-secret-0123456789abcdef0123"
 LUA = """
@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     args = parser.parse_args()
     if not shutil.which("wrk"):
-        sys.exit("benchmarks/webhook_ingest.py needs wrk: apt-get install wrk")
+        sys.exit("benchmarks.webhook_ingest needs wrk: apt-get install wrk")
     home = Path(tempfile.mkdtemp(prefix="lily-bench-"))
     port = free_port()
     env = {

@@ -17,6 +17,7 @@ from typing import Any
 from lily_dagster.defs.partitions import TENANTS
 from lily_dagster.lib import processes
 from lily_dagster.lib.hub import open_hub
+from lily_dagster.lib.inbox import inbox_exists, open_inbox
 from lily_dagster.lib.kafka_source import (
     KafkaCursor,
     KafkaUnavailableError,
@@ -27,7 +28,6 @@ from lily_dagster.lib.kafka_source import (
 )
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.lib.staging import StagingArea
-from lily_dagster.lib.webhooks.inbox import inbox_exists, open_inbox
 from lily_dagster.settings import ConfigError, Settings
 
 DAGSTER_YAML = Path(__file__).with_name("dagster.yaml")

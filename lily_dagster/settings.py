@@ -1,11 +1,15 @@
 """Lily's configuration: environment variables (CONTRACT.md §3) and the LILY_CONFIG YAML file.
 
-Every problem is raised as `ConfigError` with a one-line message, so the CLI and Dagster
-both report bad configuration at start rather than deep inside a run.
+Every environment variable Lily reads is read here: `Settings.from_env()` (resolved once per
+process and environment: later calls return the same object until a variable or the
+LILY_CONFIG file changes), and `env_secret` for the variables a configuration names as
+holding a secret. Every problem is raised as `ConfigError` with a one-line message, so the
+CLI and Dagster both report bad configuration at start rather than deep inside a run.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -37,10 +41,32 @@ DEFAULT_WEBHOOK_MAX_BODY_BYTES = 5_242_880
 DEFAULT_WEBHOOK_RATE_PER_S = 200.0
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEFAULT_RUN_RETENTION_DAYS = 7
+DEFAULT_BACKFILL_SHARDS = 4
+DEFAULT_BROKER_STORAGE = "memory://tansu/"
 
 
 class ConfigError(ValueError):
     """Bad configuration; the message is one line, fit for a CLI error."""
+
+
+def env_secret(name: str, what: str = "secret") -> str:
+    """The value of the variable a configuration names as holding a secret (`secret_env`,
+    `url_env`, `password_env`…), read when needed so rotated secrets are picked up."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"{what} variable {name} is not set")
+    return value
+
+
+def jwt_environment() -> dict[str, str]:
+    """The LILY_JWT_* variables (bearer-token verification), checked by the receiver's
+    `auth_config_from_env` where tokens are verified or minted."""
+    return {k: v for k, v in os.environ.items() if k.startswith("LILY_JWT_")}
+
+
+def env_value(name: str) -> str | None:
+    """An optional variable named by configuration (not a secret), or None when unset."""
+    return os.environ.get(name) or None
 
 
 class PluginConfig(BaseModel):
@@ -60,26 +86,14 @@ class VendorWebhookConfig(PluginConfig):
     secret_env: str
 
     def secret(self) -> str:
-        value = os.environ.get(self.secret_env)
-        if not value:
-            raise ConfigError(f"webhook secret variable {self.secret_env} is not set")
-        return value
+        return env_secret(self.secret_env, "webhook secret")
 
 
 class PollerConfig(PluginConfig):
-    """A polled source of one tenant; options are the poller's own (README: Pollers).
-    Options ending in `_env` name environment variables holding secrets."""
+    """A polled source of one tenant; the other keys are the poller's own options (its
+    `Options` model). Options ending in `_env` name environment variables holding secrets."""
 
     enabled: bool = True
-
-    def secret(self, key: str) -> str:
-        name = self.option(key)
-        if not name:
-            raise ConfigError(f"poller option {key} (an environment variable name) is missing")
-        value = os.environ.get(name)
-        if not value:
-            raise ConfigError(f"poller secret variable {name} is not set")
-        return value
 
 
 class HookRef(BaseModel):
@@ -240,8 +254,10 @@ class LilyConfigFile(BaseModel):
         return bindings
 
 
-def _env_int(name: str, default: int, minimum: int = 1) -> int:
-    raw = os.environ.get(name)
+def _env_int(
+    env: Mapping[str, str], name: str, default: int, minimum: int = 1, maximum: int | None = None
+) -> int:
+    raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
@@ -250,11 +266,13 @@ def _env_int(name: str, default: int, minimum: int = 1) -> int:
         raise ConfigError(f"{name}={raw!r} is not an integer") from None
     if value < minimum:
         raise ConfigError(f"{name}={value} must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name}={value} must be at most {maximum}")
     return value
 
 
-def _env_share(name: str, default: float) -> float:
-    raw = os.environ.get(name)
+def _env_share(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
@@ -266,8 +284,8 @@ def _env_share(name: str, default: float) -> float:
     return value
 
 
-def _env_log_level(name: str, default: str) -> str:
-    raw = (os.environ.get(name) or "").strip()
+def _env_log_level(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = (env.get(name) or "").strip()
     if not raw:
         return default
     if raw.upper() not in LOG_LEVELS:
@@ -292,6 +310,19 @@ def load_config_file(path: Path) -> LilyConfigFile:
         raise ConfigError(f"LILY_CONFIG {path}: {where}: {first['msg']}") from None
 
 
+def _env_number(
+    env: Mapping[str, str], name: str, default: float, low: float, high: float
+) -> float:
+    raw = env.get(name)
+    try:
+        value = float(raw) if raw not in (None, "") else default
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low:g} and {high:g}, got {raw}")
+    return value
+
+
 def atlan_credentials_problem(env: Mapping[str, str]) -> str | None:
     """What is missing for LILY_HUB=atlan, as a one-line error, or None."""
     if not env.get("ATLAN_BASE_URL", "").strip():
@@ -303,6 +334,42 @@ def atlan_credentials_problem(env: Mapping[str, str]) -> str | None:
             "ATLAN_OAUTH_CLIENT_SECRET"
         )
     return None
+
+
+class AtlanOptions(BaseModel):
+    """Atlan as the hub (LILY_HUB=atlan): the tenant's URL, credentials and request pacing."""
+
+    model_config = ConfigDict(frozen=True)
+
+    base_url: str
+    api_key: str | None = Field(default=None, repr=False)
+    oauth_client_id: str | None = None
+    oauth_client_secret: str | None = Field(default=None, repr=False)
+    bulk_size: int = 50
+    rate_per_min: float | None = 400
+    retries: int = 5
+    backoff_s: float = 1.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AtlanOptions:
+        env = os.environ if env is None else env
+        problem = atlan_credentials_problem(env)
+        if problem:
+            raise ConfigError(problem)
+        return cls(
+            base_url=env["ATLAN_BASE_URL"].strip(),
+            api_key=env.get("ATLAN_API_KEY") or None,
+            oauth_client_id=env.get("ATLAN_OAUTH_CLIENT_ID") or None,
+            oauth_client_secret=env.get("ATLAN_OAUTH_CLIENT_SECRET") or None,
+            bulk_size=int(_env_number(env, "LILY_ATLAN_BULK_SIZE", 50, 1, 500)),
+            rate_per_min=_env_number(env, "LILY_ATLAN_RATE_PER_MIN", 400, 0, 1e6) or None,
+            retries=int(_env_number(env, "LILY_ATLAN_RETRIES", 5, 0, 20)),
+            backoff_s=_env_number(env, "LILY_ATLAN_BACKOFF_S", 1.0, 0, 60),
+        )
+
+
+# The variables `Settings.from_env` depends on; a change to any of them resolves anew.
+_ENV_PREFIXES = ("LILY_", "ATLAN_", "AWS_")
 
 
 class Settings(BaseModel):
@@ -331,62 +398,43 @@ class Settings(BaseModel):
     # Finished runs (and their event logs and intermediate files) older than this many days
     # are deleted by the run retention schedule; 0 keeps everything.
     run_retention_days: int = DEFAULT_RUN_RETENTION_DAYS
+    # Shards per tenant of the bulk_backfill asset's partitions.
+    backfill_shards: int = DEFAULT_BACKFILL_SHARDS
+    # An S3-compatible endpoint (MinIO, moto) for s3:// inboxes, sources and broker storage.
+    s3_endpoint_url: str | None = None
+    # Where the embedded broker keeps its log (memory://, s3://, postgres://).
+    broker_storage: str = DEFAULT_BROKER_STORAGE
+    # Whether LILY_KAFKA_BOOTSTRAP was set (an external broker: `lily` starts none).
+    external_kafka: bool = False
+    atlan: AtlanOptions | None = None  # with hub == "atlan"
 
     @classmethod
     def from_env(cls) -> Settings:
-        home = Path(os.environ.get("LILY_HOME") or "./.lily").resolve()
-        bootstrap = os.environ.get("LILY_KAFKA_BOOTSTRAP") or f"127.0.0.1:{EMBEDDED_BROKER_PORT}"
-        topics_raw = os.environ.get("LILY_KAFKA_TOPICS") or DEFAULT_TOPIC
-        topics = tuple(t.strip() for t in topics_raw.split(",") if t.strip())
-        if not topics:
-            raise ConfigError("LILY_KAFKA_TOPICS names no topic")
-        bad = [t for t in topics if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", t)]
-        if bad:
-            raise ConfigError(f"LILY_KAFKA_TOPICS: invalid topic name {bad[0]!r}")
-        hub = os.environ.get("LILY_HUB") or "local"
+        """The settings of this process's environment, resolved once per environment."""
+        env = {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)}
+        return _resolved(tuple(sorted(env.items())), _config_stamp(env))
+
+    @classmethod
+    def resolve(cls, env: Mapping[str, str]) -> Settings:
+        """Settings from `env`, every variable checked (ConfigError on the first problem)."""
+        home = Path(env.get("LILY_HOME") or "./.lily").resolve()
+        hub = env.get("LILY_HUB") or "local"
         if hub not in ("local", "atlan"):
             raise ConfigError(f"LILY_HUB={hub!r}: expected 'local' or 'atlan'")
-        if hub == "atlan":
-            problem = atlan_credentials_problem(os.environ)
-            if problem:
-                raise ConfigError(problem)
-        inbox = os.environ.get("LILY_INBOX") or "sqlite"
-        if inbox != "sqlite" and not _S3_URI.fullmatch(inbox):
-            raise ConfigError(f"LILY_INBOX={inbox!r}: expected 'sqlite' or s3://bucket/prefix")
-        config_env = os.environ.get("LILY_CONFIG")
-        config_path: Path | None
-        if config_env:
-            config_path = Path(config_env).resolve()
-            if not config_path.is_file():
-                raise ConfigError(f"LILY_CONFIG={config_env}: no such file")
-        else:
-            default_config = home / "lily.yaml"
-            config_path = default_config if default_config.is_file() else None
         return cls(
             home=home,
-            kafka_bootstrap=bootstrap,
-            kafka_topics=topics,
+            kafka_bootstrap=env.get("LILY_KAFKA_BOOTSTRAP") or f"127.0.0.1:{EMBEDDED_BROKER_PORT}",
+            external_kafka=bool(env.get("LILY_KAFKA_BOOTSTRAP")),
+            kafka_topics=_topics(env.get("LILY_KAFKA_TOPICS") or DEFAULT_TOPIC),
             hub=hub,  # type: ignore[arg-type]
-            config_path=config_path,
-            max_event_bytes=_env_int("LILY_MAX_EVENT_BYTES", DEFAULT_MAX_EVENT_BYTES),
-            max_batch_events=_env_int("LILY_MAX_BATCH_EVENTS", DEFAULT_MAX_BATCH_EVENTS),
-            webhook_max_body_bytes=_env_int(
-                "LILY_WEBHOOK_MAX_BODY_BYTES", DEFAULT_WEBHOOK_MAX_BODY_BYTES
+            atlan=AtlanOptions.from_env(env) if hub == "atlan" else None,
+            config_path=_config_path(env, home),
+            inbox=_inbox(env.get("LILY_INBOX") or "sqlite"),
+            broker_storage=check_broker_storage(
+                env.get("LILY_BROKER_STORAGE") or DEFAULT_BROKER_STORAGE
             ),
-            inbox=inbox,
-            orphan_wait_s=_env_int("LILY_ORPHAN_WAIT_S", 86_400, minimum=0),
-            block_reject_share=_env_share("LILY_BLOCK_REJECT_SHARE", 0.5),
-            block_min_events=_env_int("LILY_BLOCK_MIN_EVENTS", 100, minimum=1),
-            hub_retries=_env_int("LILY_HUB_RETRIES", 3, minimum=0),
-            hub_retry_wait_s=_env_int("LILY_HUB_RETRY_WAIT_S", 30, minimum=0),
-            propagation_retry_s=_env_int("LILY_PROPAGATION_RETRY_S", 30, minimum=0),
-            webhook_rate_per_s=float(
-                _env_int("LILY_WEBHOOK_RATE_PER_S", int(DEFAULT_WEBHOOK_RATE_PER_S))
-            ),
-            log_level=_env_log_level("LILY_LOG_LEVEL", "INFO"),
-            run_retention_days=_env_int(
-                "LILY_RUN_RETENTION_DAYS", DEFAULT_RUN_RETENTION_DAYS, minimum=0
-            ),
+            s3_endpoint_url=env.get("LILY_S3_ENDPOINT_URL") or None,
+            **_numbers(env),
         )
 
     @cached_property
@@ -438,8 +486,107 @@ class Settings(BaseModel):
         return self.config.topic_bindings()
 
 
+def _numbers(env: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "max_event_bytes": _env_int(env, "LILY_MAX_EVENT_BYTES", DEFAULT_MAX_EVENT_BYTES),
+        "max_batch_events": _env_int(env, "LILY_MAX_BATCH_EVENTS", DEFAULT_MAX_BATCH_EVENTS),
+        "webhook_max_body_bytes": _env_int(
+            env, "LILY_WEBHOOK_MAX_BODY_BYTES", DEFAULT_WEBHOOK_MAX_BODY_BYTES
+        ),
+        "webhook_rate_per_s": float(
+            _env_int(env, "LILY_WEBHOOK_RATE_PER_S", int(DEFAULT_WEBHOOK_RATE_PER_S))
+        ),
+        "orphan_wait_s": _env_int(env, "LILY_ORPHAN_WAIT_S", 86_400, minimum=0),
+        "block_reject_share": _env_share(env, "LILY_BLOCK_REJECT_SHARE", 0.5),
+        "block_min_events": _env_int(env, "LILY_BLOCK_MIN_EVENTS", 100, minimum=1),
+        "hub_retries": _env_int(env, "LILY_HUB_RETRIES", 3, minimum=0),
+        "hub_retry_wait_s": _env_int(env, "LILY_HUB_RETRY_WAIT_S", 30, minimum=0),
+        "propagation_retry_s": _env_int(env, "LILY_PROPAGATION_RETRY_S", 30, minimum=0),
+        "log_level": _env_log_level(env, "LILY_LOG_LEVEL", "INFO"),
+        "run_retention_days": _env_int(
+            env, "LILY_RUN_RETENTION_DAYS", DEFAULT_RUN_RETENTION_DAYS, minimum=0
+        ),
+        "backfill_shards": _env_int(
+            env, "LILY_BACKFILL_SHARDS", DEFAULT_BACKFILL_SHARDS, minimum=1, maximum=256
+        ),
+    }
+
+
+def _topics(raw: str) -> tuple[str, ...]:
+    topics = tuple(t.strip() for t in raw.split(",") if t.strip())
+    if not topics:
+        raise ConfigError("LILY_KAFKA_TOPICS names no topic")
+    bad = [t for t in topics if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", t)]
+    if bad:
+        raise ConfigError(f"LILY_KAFKA_TOPICS: invalid topic name {bad[0]!r}")
+    return topics
+
+
+def _inbox(inbox: str) -> str:
+    if inbox != "sqlite" and not _S3_URI.fullmatch(inbox):
+        raise ConfigError(f"LILY_INBOX={inbox!r}: expected 'sqlite' or s3://bucket/prefix")
+    return inbox
+
+
+_BROKER_STORAGE = re.compile(
+    r"memory://\S*|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?|postgres(ql)?://\S+"
+)
+
+
+def check_broker_storage(url: str, source: str = "LILY_BROKER_STORAGE") -> str:
+    """A storage URL for the embedded broker (Tansu's `--storage-engine`), or ConfigError
+    naming `source`."""
+    if not _BROKER_STORAGE.fullmatch(url):
+        raise ConfigError(
+            f"{source}={url!r}: expected memory://tansu/ (in memory, the default), "
+            "s3://bucket/ or postgres://user:pass@host/db"
+        )
+    return url
+
+
+def _config_path(env: Mapping[str, str], home: Path) -> Path | None:
+    config_env = env.get("LILY_CONFIG")
+    if config_env:
+        path = Path(config_env).resolve()
+        if not path.is_file():
+            raise ConfigError(f"LILY_CONFIG={config_env}: no such file")
+        return path
+    default_config = home / "lily.yaml"
+    return default_config if default_config.is_file() else None
+
+
+def _config_stamp(env: Mapping[str, str]) -> tuple[str, int, int]:
+    """Which LILY_CONFIG file, and its version: an edited file resolves anew."""
+    home = Path(env.get("LILY_HOME") or "./.lily").resolve()
+    path = Path(env["LILY_CONFIG"]).resolve() if env.get("LILY_CONFIG") else home / "lily.yaml"
+    try:
+        stat = path.stat()
+    except OSError:
+        return (str(path), -1, -1)
+    return (str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _resolved(env: tuple[tuple[str, str], ...], config_stamp: tuple[str, int, int]) -> Settings:
+    return Settings.resolve(dict(env))
+
+
 def validate_tenant(tenant: str) -> str:
     """Raise ConfigError unless `tenant` is a valid tenant name (CLI arguments)."""
     if not is_tenant(tenant):
         raise ConfigError(f"invalid tenant {tenant!r}: must match {TENANT_PATTERN}")
     return tenant
+
+
+class EnvVar(BaseModel):
+    """One environment variable Lily reads, as documented in `environment.yaml`."""
+
+    name: str
+    default: str
+    meaning: str
+
+
+def environment_reference() -> list[EnvVar]:
+    """Every variable read above, documented (docs/reference/settings.md is made of it)."""
+    rows = yaml.safe_load((Path(__file__).parent / "environment.yaml").read_text())
+    return [EnvVar.model_validate(row) for row in rows]

@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
+from atlan_emulator import API_KEY_ENV, DEFAULT_API_KEY
 
-from lily_dagster.atlan_emulator import API_KEY_ENV, DEFAULT_API_KEY
 from lily_dagster.lib.broker import ensure_topics, free_port, start_broker
 
 _topic_seq = itertools.count()
@@ -81,7 +81,7 @@ def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
 @dataclass
 class AtlanEmulator:
     """A running `lily atlan-emulator` (an Atlan-compatible server for pyatlan) and its admin
-    API; lily_dagster.atlan_emulator documents what each call does."""
+    API; atlan_emulator (tools/atlan-emulator) documents what each call does."""
 
     base_url: str  # "http://127.0.0.1:PORT"
     api_key: str

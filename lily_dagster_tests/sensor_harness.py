@@ -13,8 +13,10 @@ from dagster import (
     build_sensor_context,
 )
 
-from lily_dagster.definitions import defs
+from lily_dagster.definitions import defs as load_definitions
 from lily_dagster.defs.resources import KafkaResource, LilyResource
+
+defs = load_definitions()
 
 JOB = defs.resolve_job_def("tenant_ingest_job")
 

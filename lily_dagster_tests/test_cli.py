@@ -13,7 +13,7 @@ import pytest
 from lily_dagster.lib.broker import free_port, produce
 from lily_dagster.lib.demo import generate_demo
 from lily_dagster_tests.conftest import AtlanEmulator
-from lily_dagster_tests.receivers import RecordingReceiver
+from lily_dagster_tests.support.receivers import RecordingReceiver
 
 LILY = [sys.executable, "-m", "lily_dagster.cli"]
 

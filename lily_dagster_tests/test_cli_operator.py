@@ -17,7 +17,8 @@ import pytest
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, Failure, RetryRequested, job, op
 from dagster._core.storage.tags import ROOT_RUN_ID_TAG
 
-from lily_dagster.cli import describe_failed_run, main
+from lily_dagster.cli import main
+from lily_dagster.cli.quarantine import describe_failed_run
 from lily_dagster.defs.ingest.recovery import run_in_flight
 from lily_dagster.lib.reasons import Reason
 from lily_dagster.lib.staging import LANDED_SCHEMA, StagingArea

@@ -17,7 +17,9 @@ SNAPSHOT = Path(__file__).parent / "snapshots" / "definitions.json"
 # environment (targets from LILY_CONFIG), and the test process's may be anything.
 _DUMP = """
 import json
-from lily_dagster.definitions import defs
+from lily_dagster.definitions import defs as load_definitions
+
+defs = load_definitions()
 
 repo = defs.get_repository_def()
 assets = {}

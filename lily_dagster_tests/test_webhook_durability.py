@@ -19,8 +19,9 @@ from dagster import instance_for_test
 from lily_dagster.defs.ingest.webhook_sensor import webhook_inbox_sensor
 from lily_dagster.lib.broker import free_port
 from lily_dagster.lib.hub.local import LocalHub
-from lily_dagster.lib.webhooks.inbox import SqliteInbox
+from lily_dagster.lib.inbox.sqlite import SqliteInbox
 from lily_dagster_tests import sensor_harness as harness
+from lily_dagster_tests.support.envelopes import SCHEMA, envelope
 
 SECRET = "durability-test-secret-0123456789abcdef"
 
@@ -45,18 +46,7 @@ def _serve(port: int) -> subprocess.Popen[bytes]:
 
 
 def _envelope(i: int) -> dict[str, object]:
-    return {
-        "event_id": f"burst-{i:06d}",
-        "tenant": "acme",
-        "source": "burst",
-        "op": "upsert",
-        "event_time": "2026-11-23T10:00:00Z",
-        "asset": {
-            "type_name": "Table",
-            "qualified_name": f"default/snowflake/1700000000/DB/SCH/T{i:06d}",
-            "name": f"T{i:06d}",
-        },
-    }
+    return envelope(f"{SCHEMA}/T{i:06d}", event_id=f"burst-{i:06d}", source="burst")
 
 
 def test_every_acknowledged_event_survives_kill_9_and_reaches_the_hub_once(lily_home: Path) -> None:

@@ -132,7 +132,7 @@ def run(
     naive_sample: int = 2_000,
     pods: tuple[int, ...] = (8, 32),
 ) -> dict[str, Any]:
-    from lily_dagster.lib.estate import write_estate
+    from lily_dagster.bench.estate import write_estate
 
     out: dict[str, Any] = {"benchmark": "backfill", "batch_rows": batch_rows, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import dagster as dg
 import polars as pl
 from dagster import (
     ConfigurableIOManager,
@@ -110,3 +111,15 @@ def _source_run_id(context: InputContext) -> str | None:
         return upstream.run_id
     except DagsterInvariantViolationError:
         return None
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    """The resources every definition shares (settings come from the environment)."""
+    return dg.Definitions(
+        resources={
+            "lily": LilyResource(),
+            "kafka": KafkaResource(),
+            "io_manager": PolarsParquetIOManager(),
+        }
+    )

@@ -23,7 +23,7 @@ from typing import Any
 
 import polars as pl
 
-from lily_dagster.lib.bulk_decode import decode_frame, fill_raw, scan_envelopes
+from lily_dagster.lib.decode import decode_frame, fill_raw, scan_envelopes
 from lily_dagster.lib.envelope import empty_events
 from lily_dagster.lib.hooks import HookContext, run_chain, tenant_chain
 from lily_dagster.lib.hub.base import MetadataHub, UpsertResult

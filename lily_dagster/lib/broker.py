@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from lily_dagster.lib import processes
-from lily_dagster.settings import ConfigError
-
-STORAGE_ENV = "LILY_BROKER_STORAGE"
-DEFAULT_STORAGE = "memory://tansu/"  # the log lives in the broker's memory: gone when it stops
-_STORAGE = re.compile(
-    r"memory://\S*|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?|postgres(ql)?://\S+"
+from lily_dagster.settings import (
+    DEFAULT_BROKER_STORAGE,
+    Settings,
+    check_broker_storage,
 )
+
+# The log lives in the broker's memory by default: gone when it stops.
+DEFAULT_STORAGE = DEFAULT_BROKER_STORAGE
+check_storage = check_broker_storage
 _FEATURE = re.compile(r'FeatureNotEnabled \{ feature: "([a-z0-9_-]+)"')
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -28,20 +30,9 @@ class BrokerError(RuntimeError):
     pass
 
 
-def check_storage(url: str, source: str = STORAGE_ENV) -> str:
-    """A storage URL for Tansu's `--storage-engine`, or ConfigError naming `source`."""
-    if not _STORAGE.fullmatch(url):
-        raise ConfigError(
-            f"{source}={url!r}: expected memory://tansu/ (in memory, the default), "
-            "s3://bucket/ or postgres://user:pass@host/db"
-        )
-    return url
-
-
-def storage_from_env(env: Mapping[str, str] | None = None) -> str:
+def storage_from_env() -> str:
     """LILY_BROKER_STORAGE, checked; the in-memory default when unset."""
-    value = (os.environ if env is None else env).get(STORAGE_ENV) or DEFAULT_STORAGE
-    return check_storage(value)
+    return Settings.from_env().broker_storage
 
 
 def is_durable(storage: str) -> bool:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ import polars as pl
 from lily_dagster.lib.envelope import empty_events, empty_rejects
 from lily_dagster.lib.staging import landed_frame
 from lily_dagster.lib.validation import check_payloads
-from lily_dagster.settings import ConfigError
+from lily_dagster.settings import ConfigError, Settings
 
 SNAPSHOT_SUFFIXES = (".jsonl", ".ndjson", ".parquet")
 DEFAULT_BATCH_ROWS = 50_000
@@ -79,7 +78,7 @@ def _s3_client() -> Any:
     import boto3  # only when a snapshot is on S3
 
     # The same endpoint variable as the S3 inbox: one S3-compatible store for both.
-    return boto3.client("s3", endpoint_url=os.environ.get("LILY_S3_ENDPOINT_URL") or None)
+    return boto3.client("s3", endpoint_url=Settings.from_env().s3_endpoint_url)
 
 
 def _s3_error(uri: str, what: str, exc: Exception) -> InventoryError:

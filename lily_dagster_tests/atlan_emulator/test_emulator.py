@@ -7,8 +7,12 @@ pyatlan is imported inside the tests: importing it takes seconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from atlan_emulator import API_KEY_ENV, DEFAULT_API_KEY
 
-from lily_dagster.atlan_emulator import API_KEY_ENV, DEFAULT_API_KEY
 from lily_dagster.lib.broker import free_port
 from lily_dagster_tests.conftest import AtlanEmulator, start_atlan_emulator, stop_atlan_emulator
 
@@ -441,3 +445,47 @@ def test_state_file_survives_a_restart_and_the_env_key_applies(tmp_path: Path) -
         stop_atlan_emulator(second)
     assert got.status_code == 200 and got.json()["entity"]["attributes"]["name"] == "ORDERS"
     assert refused.status_code == 401
+
+
+def test_its_own_command_serves_without_lily(tmp_path: Path) -> None:
+    """`atlan-emulator` (the lily-atlan-emulator distribution's command) takes the flags of
+    `lily atlan-emulator`, serves the same API and stops on SIGTERM."""
+    port = free_port()
+    command = Path(sys.executable).with_name("atlan-emulator")
+    log = tmp_path / "emulator.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(command), "--port", str(port), "--api-key", "own-key"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                answer = httpx.get(
+                    f"http://127.0.0.1:{port}/api/meta/types/typedefs",
+                    headers={"Authorization": "Bearer own-key"},
+                )
+                break
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+    finally:
+        stop_atlan_emulator(proc)
+    assert answer.status_code == 200
+    assert proc.returncode in (0, -signal.SIGTERM)
+    assert f"Atlan emulator on http://127.0.0.1:{port} (API key: --api-key" in log.read_text()
+
+
+def test_lily_atlan_emulator_without_the_package_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lily_dagster.cli import main
+
+    monkeypatch.setitem(sys.modules, "atlan_emulator", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "atlan_emulator.cli", None)
+    assert main(["atlan-emulator", "--port", str(free_port())]) == 2
+    assert capsys.readouterr().err == (
+        "lily atlan-emulator needs the lily-atlan-emulator package: "
+        "pip install -e tools/atlan-emulator\n"
+    )

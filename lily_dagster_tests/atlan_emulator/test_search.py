@@ -6,10 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from lily_dagster.atlan_emulator.errors import AtlasError
-from lily_dagster.atlan_emulator.model import StoredEntity
-from lily_dagster.atlan_emulator.search import narrowing, run_search
+from atlan_emulator.errors import AtlasError
+from atlan_emulator.model import StoredEntity
+from atlan_emulator.search import narrowing, run_search
 
 
 def entity(n: int, type_name: str = "Table", **attributes: Any) -> StoredEntity:

@@ -9,12 +9,11 @@ import json
 import subprocess
 import sys
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 from lily_dagster.lib.demo import DemoTraffic
 from lily_dagster.lib.staging import MAX_RELEASES
-from lily_dagster_tests.receivers import RecordedRequest
+from lily_dagster_tests.support.receivers import RecordedRequest
 
 LILY = [sys.executable, "-m", "lily_dagster.cli"]
 
@@ -94,17 +93,6 @@ def assert_exact(
     for tenant, rows in traffic.expected_quarantine().items():
         if tenant in tenants:
             assert quarantined(tenant, env) == rows, f"quarantine of {tenant}"
-
-
-def chaos_pause_config(path: Path, pause_dir: Path, extra: str = "") -> Path:
-    """A LILY_CONFIG with the default pre-ingest chain plus the test hook `chaos-pause`,
-    which holds the first batch until the test kills its run."""
-    path.write_text(
-        "hooks:\n  pre_ingest:\n    - owner-normalise\n    - pii-classify\n"
-        f"    - name: chaos-pause\n      settings: {{dir: {pause_dir}}}\n      timeout_s: 300\n"
-        + extra
-    )
-    return path
 
 
 def deliveries_by_key(requests: list[RecordedRequest]) -> dict[str, dict[str, Any]]:

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from dagster import DagsterInstance, RunRequest, SensorResult, SkipReason, instance_for_test
 
-from lily_dagster import cli, runtime
+from lily_dagster import runtime
+from lily_dagster.cli.run import cmd_run
 from lily_dagster.defs.ingest.sensors import OFFSET_RESET_TAG, kafka_events_sensor
 from lily_dagster.lib.broker import ensure_topics, free_port, produce, start_broker
 from lily_dagster.lib.hub.local import LocalHub
@@ -26,7 +27,7 @@ from lily_dagster.lib.kafka_source import offset_resets_path, parse_cursor, read
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.settings import UNROUTED_TENANT, Settings
 from lily_dagster_tests import sensor_harness as harness
-from lily_dagster_tests.builders import table_messages
+from lily_dagster_tests.support.envelopes import table_messages
 
 TOPIC = "lily.chaos.events"
 
@@ -170,11 +171,11 @@ def test_run_summary_and_idle_probe_report_the_reset_and_exit_3(
 
     monkeypatch.setattr(runtime, "run_until_idle", lambda *a, **k: summary)
     args = argparse.Namespace(until_idle=True, timeout=5)
-    assert cli.cmd_run(args) == 3
+    assert cmd_run(args) == 3
     monkeypatch.setattr(
         runtime, "run_until_idle", lambda *a, **k: {**summary, "kafka_offset_resets": []}
     )
-    assert cli.cmd_run(args) == 0
+    assert cmd_run(args) == 0
 
 
 def test_unrouted_and_malformed_messages_keep_their_event_id_and_one_entry_each(

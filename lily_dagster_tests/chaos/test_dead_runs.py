@@ -18,7 +18,8 @@ import pytest
 from lily_dagster.launcher import process_alive
 from lily_dagster.lib.broker import produce
 from lily_dagster.lib.demo import generate_demo
-from lily_dagster_tests.chaos.outcome import LILY, assert_exact, chaos_pause_config
+from lily_dagster_tests.chaos.outcome import LILY, assert_exact
+from lily_dagster_tests.support.chaos import chaos_pause_config
 
 
 def test_a_killed_run_worker_is_failed_and_its_batches_reach_the_hub(

@@ -34,7 +34,7 @@ from lily_dagster_tests.chaos.outcome import (
 )
 from lily_dagster_tests.chaos.proctree import Lily, chaos_env, kill_marked, marked
 from lily_dagster_tests.conftest import AtlanEmulator
-from lily_dagster_tests.receivers import RecordingReceiver
+from lily_dagster_tests.support.receivers import RecordingReceiver
 
 TARGET = "chaos-hook"
 LAST_STEP = "quarantined_events"  # the ingest job's last step (the quarantine's asset)

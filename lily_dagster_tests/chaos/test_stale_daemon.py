@@ -13,7 +13,6 @@ from pathlib import Path
 
 from lily_dagster.lib.broker import produce
 from lily_dagster.lib.demo import generate_demo
-from lily_dagster_tests.chaos.outcome import chaos_pause_config
 from lily_dagster_tests.chaos.proctree import (
     LILY,
     Lily,
@@ -25,6 +24,7 @@ from lily_dagster_tests.chaos.proctree import (
     still_alive,
     stop_and_check,
 )
+from lily_dagster_tests.support.chaos import chaos_pause_config
 
 
 def paused_config(tmp_path: Path) -> tuple[Path, Path]:

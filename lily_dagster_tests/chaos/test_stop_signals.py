@@ -19,7 +19,7 @@ import pytest
 
 from lily_dagster.lib.broker import free_port, port_open, produce
 from lily_dagster.lib.demo import generate_demo
-from lily_dagster_tests.chaos.outcome import chaos_pause_config, run_until_idle
+from lily_dagster_tests.chaos.outcome import run_until_idle
 from lily_dagster_tests.chaos.proctree import (
     LILY,
     Lily,
@@ -31,6 +31,7 @@ from lily_dagster_tests.chaos.proctree import (
     stop_and_check,
 )
 from lily_dagster_tests.chaos.proctree import _default_signals as default_signals
+from lily_dagster_tests.support.chaos import chaos_pause_config
 
 SIGNALS = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
 SECRET = "chaos-test-secret-0123456789abcdef0123"

@@ -18,6 +18,7 @@ from typing import Any
 
 from lily_dagster_tests.contract import outside
 from lily_dagster_tests.contract.workload import encode, expected_state, stamp
+from lily_dagster_tests.support import envelopes
 
 TENANTS = ("acme", "globex", "initech")
 TOPIC = "lily.crash.events"
@@ -26,21 +27,16 @@ TOPIC = "lily.crash.events"
 def envelope(
     tenant: str, n: int, op: str, qn: str, type_name: str, start: datetime
 ) -> dict[str, Any]:
-    at = start + timedelta(seconds=n)
-    parent = qn.rsplit("/", 1)[0]
-    return {
-        "event_id": f"{stamp(at)}-{tenant}-{n:05d}",
-        "tenant": tenant,
-        "source": "snowflake",
-        "op": op,
-        "event_time": stamp(at),
-        "asset": {
-            "type_name": type_name,
-            "qualified_name": qn,
-            "name": qn.rsplit("/", 1)[1],
-            "attributes": {"description": f"v{n}", "parent_qualified_name": parent},
-        },
-    }
+    at = stamp(start + timedelta(seconds=n))
+    return envelopes.envelope(
+        qn,
+        event_id=f"{at}-{tenant}-{n:05d}",
+        tenant=tenant,
+        op=op,
+        event_time=at,
+        type_name=type_name,
+        attributes={"description": f"v{n}", "parent_qualified_name": qn.rsplit("/", 1)[0]},
+    )
 
 
 def workload() -> tuple[list[dict[str, Any]], list[bytes]]:

@@ -14,26 +14,19 @@ import pytest
 
 from lily_dagster_tests.contract import outside
 from lily_dagster_tests.contract.workload import stamp
+from lily_dagster_tests.support.envelopes import envelope
 
 TOPIC = "lily.operator.events"
 SMALL = 2_000  # LILY_MAX_EVENT_BYTES at ingest: the long tables are `oversized`
 
 
 def table(n: int, description: str, at: datetime) -> dict[str, Any]:
-    qn = f"default/snowflake/1/OPS_DB/RAW/T{n}"
-    return {
-        "event_id": f"ops-{n:03d}",
-        "tenant": "acme",
-        "source": "snowflake",
-        "op": "upsert",
-        "event_time": stamp(at + timedelta(seconds=n)),
-        "asset": {
-            "type_name": "Table",
-            "qualified_name": qn,
-            "name": f"T{n}",
-            "attributes": {"description": description},
-        },
-    }
+    return envelope(
+        f"default/snowflake/1/OPS_DB/RAW/T{n}",
+        event_id=f"ops-{n:03d}",
+        event_time=stamp(at + timedelta(seconds=n)),
+        attributes={"description": description},
+    )
 
 
 def workload() -> list[bytes]:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from lily_dagster_tests.contract import outside
+from lily_dagster_tests.support.envelopes import envelope
 
 TABLES = 4
 SMALL = 200  # LILY_MAX_EVENT_BYTES of the backfill: every table is `oversized`
@@ -25,21 +26,13 @@ SMALL = 200  # LILY_MAX_EVENT_BYTES of the backfill: every table is `oversized`
 def tables() -> str:
     lines = []
     for n in range(TABLES):
-        qn = f"default/snowflake/1700000000/OPS/RAW/T{n}"
-        envelope: dict[str, Any] = {
-            "event_id": f"ops-{n}",
-            "tenant": "acme",
-            "source": "snowflake",
-            "op": "upsert",
-            "event_time": "2026-01-01T00:00:00Z",
-            "asset": {
-                "type_name": "Table",
-                "qualified_name": qn,
-                "name": f"T{n}",
-                "attributes": {"description": "x" * SMALL},
-            },
-        }
-        lines.append(json.dumps(envelope))
+        table = envelope(
+            f"default/snowflake/1700000000/OPS/RAW/T{n}",
+            event_id=f"ops-{n}",
+            event_time="2026-01-01T00:00:00Z",
+            attributes={"description": "x" * SMALL},
+        )
+        lines.append(json.dumps(table))
     return "\n".join(lines) + "\n"
 
 

@@ -14,6 +14,7 @@ import pytest
 from lily_dagster_tests.contract import outside
 from lily_dagster_tests.contract.conftest import MAX_BODY_BYTES, Scenario
 from lily_dagster_tests.contract.workload import TENANTS, encode, table_qn
+from lily_dagster_tests.support import envelopes
 
 
 def test_the_workloads_posts_were_answered_202_listing_accepted_and_rejected(
@@ -66,19 +67,14 @@ def acme_token(local: Scenario) -> str:
 
 
 def _envelope(name: str, tenant: str = "acme") -> dict[str, Any]:
-    return {
-        "event_id": f"contract-http-{name}",
-        "tenant": tenant,
-        "source": "contract-suite",
-        "op": "upsert",
-        "event_time": "2024-01-02T03:04:05Z",
-        "asset": {
-            "type_name": "Table",
-            "qualified_name": table_qn(tenant, f"HTTP_{name.upper()}"),
-            "name": f"HTTP_{name.upper()}",
-            "attributes": {"description": "sent by the HTTP tests"},
-        },
-    }
+    return envelopes.envelope(
+        table_qn(tenant, f"HTTP_{name.upper()}"),
+        event_id=f"contract-http-{name}",
+        tenant=tenant,
+        source="contract-suite",
+        event_time="2024-01-02T03:04:05Z",
+        attributes={"description": "sent by the HTTP tests"},
+    )
 
 
 def _post(

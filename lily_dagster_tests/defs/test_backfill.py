@@ -7,10 +7,10 @@ from pathlib import Path
 
 from dagster import BackfillPolicy, MultiPartitionKey, instance_for_test, materialize
 
+from lily_dagster.bench.estate import write_estate
 from lily_dagster.defs.backfill.assets import SHARDS, bulk_backfill, bulk_backfill_job
 from lily_dagster.defs.partitions import TENANTS
 from lily_dagster.defs.resources import LilyResource
-from lily_dagster.lib.estate import write_estate
 from lily_dagster.lib.hub.local import LocalHub
 
 

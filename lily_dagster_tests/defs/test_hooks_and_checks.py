@@ -21,7 +21,7 @@ from dagster import (
     instance_for_test,
 )
 
-from lily_dagster.definitions import defs
+from lily_dagster.definitions import defs as load_definitions
 from lily_dagster.defs.ingest.sensors import kafka_events_sensor
 from lily_dagster.lib.broker import produce
 from lily_dagster.lib.hooks import HookContext, register_hook
@@ -29,6 +29,9 @@ from lily_dagster.lib.hub.local import LocalHub
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.lib.staging import StagingArea
 from lily_dagster_tests import sensor_harness as harness
+from lily_dagster_tests.support import envelopes
+
+defs = load_definitions()
 
 TABLE = "default/snowflake/1700000000/DB/SCH/ORDERS"
 RECENT = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -69,30 +72,19 @@ def column(
         attributes["description"] = description
     if owners is not None:
         attributes["owner_users"] = owners
-    return {
-        "event_id": f"{tenant}-{name}-{event_time}",
-        "tenant": tenant,
-        "source": "snowflake",
-        "op": "upsert",
-        "event_time": event_time,
-        "asset": {
-            "type_name": "Column",
-            "qualified_name": qualified_name or f"{TABLE}/{name}",
-            "name": name,
-            "attributes": attributes,
-        },
-    }
+    return envelopes.envelope(
+        qualified_name or f"{TABLE}/{name}",
+        event_id=f"{tenant}-{name}-{event_time}",
+        tenant=tenant,
+        event_time=event_time,
+        type_name="Column",
+        name=name,
+        attributes=attributes,
+    )
 
 
 def table(tenant: str) -> dict[str, Any]:
-    return {
-        "event_id": f"{tenant}-table",
-        "tenant": tenant,
-        "source": "snowflake",
-        "op": "upsert",
-        "event_time": RECENT,
-        "asset": {"type_name": "Table", "qualified_name": TABLE, "name": "ORDERS"},
-    }
+    return envelopes.envelope(TABLE, event_id=f"{tenant}-table", tenant=tenant, event_time=RECENT)
 
 
 def send(bootstrap: str, topic: str, envelopes: list[dict[str, Any]]) -> None:

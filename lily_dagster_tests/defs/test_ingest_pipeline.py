@@ -34,7 +34,7 @@ from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.lib.staging import StagingArea
 from lily_dagster.settings import UNROUTED_TENANT
 from lily_dagster_tests import sensor_harness as harness
-from lily_dagster_tests.builders import table_messages
+from lily_dagster_tests.support.envelopes import table_messages
 
 TENANTS = ("acme", "globex", "initech")
 

@@ -32,27 +32,23 @@ from lily_dagster.lib.propagation import check_target_config
 from lily_dagster.lib.targets.builtin.webhook import verify_signature
 from lily_dagster.settings import ConfigError, LilyConfigFile, Settings
 from lily_dagster_tests import sensor_harness as harness
-from lily_dagster_tests.receivers import RecordingReceiver
+from lily_dagster_tests.support import envelopes
+from lily_dagster_tests.support.receivers import RecordingReceiver
 
 SECRET = "s3cret-for-the-audit-hook"
 TABLE = "default/snowflake/1700000000/DB/SCH/CUSTOMERS"
 
 
 def envelope(event_id: str, qn: str, type_name: str, minutes: int, **attributes: Any) -> bytes:
-    body = {
-        "event_id": event_id,
-        "tenant": "acme",
-        "source": "snowflake",
-        "op": "upsert",
-        "event_time": f"2026-11-24T10:{minutes:02d}:00Z",
-        "asset": {
-            "type_name": type_name,
-            "qualified_name": qn,
-            "name": qn.rsplit("/", 1)[-1],
-            "attributes": attributes,
-        },
-    }
-    return json.dumps(body).encode()
+    event_time = f"2026-11-24T10:{minutes:02d}:00Z"
+    body = envelopes.envelope(
+        qn,
+        event_id=event_id,
+        event_time=event_time,
+        type_name=type_name,
+        attributes=attributes,
+    )
+    return envelopes.encode(body)
 
 
 def estate(minutes: int = 0, description: str = "customers") -> list[tuple[bytes, bytes]]:

@@ -14,29 +14,22 @@ import pytest
 from dagster import instance_for_test
 
 from lily_dagster.cli import main
-from lily_dagster.definitions import defs
+from lily_dagster.definitions import defs as load_definitions
 from lily_dagster.lib.broker import ensure_topics, produce
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.settings import UNROUTED_TENANT
 from lily_dagster_tests.defs.test_ingest_pipeline import drain, hub_state
+from lily_dagster_tests.support import envelopes
+
+defs = load_definitions()
 
 NOT_UTF8 = [b'\xff\xfe{"a":1}', b'\xfe\xff{"a":1}']  # one text once U+FFFD replaces bad bytes
 
 
 def envelope(event_id: str, name: str, **attributes: Any) -> dict[str, Any]:
-    return {
-        "event_id": event_id,
-        "tenant": "acme",
-        "source": "snowflake",
-        "op": "upsert",
-        "event_time": "2026-11-23T10:00:00Z",
-        "asset": {
-            "type_name": "Table",
-            "qualified_name": f"default/snowflake/1700000000/DB/SCH/{name}",
-            "name": name,
-            "attributes": {"description": "d", **attributes},
-        },
-    }
+    qualified_name = f"{envelopes.SCHEMA}/{name}"
+    attributes = {"description": "d", **attributes}
+    return envelopes.envelope(qualified_name, event_id=event_id, attributes=attributes)
 
 
 def exported(tenant: str, capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:

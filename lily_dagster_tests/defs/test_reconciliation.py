@@ -20,7 +20,7 @@ from dagster import (
     instance_for_test,
 )
 
-from lily_dagster.definitions import defs
+from lily_dagster.definitions import defs as load_definitions
 from lily_dagster.defs.partitions import TENANTS
 from lily_dagster.defs.reconciliation.assets import nightly_reconciliation
 from lily_dagster.defs.resources import LilyResource
@@ -29,6 +29,9 @@ from lily_dagster.lib.hub.local import LocalHub
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.settings import ConfigError
 from lily_dagster_tests.conftest import AtlanEmulator
+from lily_dagster_tests.support import envelopes
+
+defs = load_definitions()
 
 JOB = defs.resolve_job_def("reconciliation_job")
 SCHEMA = "default/snowflake/1700000000/DB/SCH"
@@ -51,19 +54,14 @@ def table(
         attributes["description"] = description
     if owners is not None:
         attributes["owner_users"] = owners
-    return {
-        "event_id": f"{name}@{event_time}",
-        "tenant": tenant,
-        "source": "snowflake",
-        "op": "upsert",
-        "event_time": event_time,
-        "asset": {
-            "type_name": "Table",
-            "qualified_name": qualified_name or f"{SCHEMA}/{name}",
-            "name": name,
-            "attributes": attributes,
-        },
-    }
+    return envelopes.envelope(
+        qualified_name or f"{SCHEMA}/{name}",
+        event_id=f"{name}@{event_time}",
+        tenant=tenant,
+        event_time=event_time,
+        name=name,
+        attributes=attributes,
+    )
 
 
 def use_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> None:

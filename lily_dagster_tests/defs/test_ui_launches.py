@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from dagster import AssetCheckKey, AssetKey, DagsterInstance, instance_for_test
 
-from lily_dagster.definitions import defs
+from lily_dagster.definitions import defs as load_definitions
 from lily_dagster.defs.ingest.sensors import kafka_events_sensor
 from lily_dagster.lib.staging import StagingArea
 from lily_dagster_tests import sensor_harness as harness
@@ -29,6 +29,8 @@ from lily_dagster_tests.defs.test_hooks_and_checks import (
     table,
     use_config,
 )
+
+defs = load_definitions()
 
 ASSET_JOB = defs.resolve_implicit_global_asset_job_def()
 

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from lily_dagster.lib.hub.atlan import AtlanHub, AtlanOptions
-from lily_dagster_tests.builders import ev, frame
+from lily_dagster_tests.support.envelopes import ev
+from lily_dagster_tests.support.frames import frame
 
 REAL_TENANT_VARS = ("ATLAN_BASE_URL", "ATLAN_API_KEY", "LILY_ATLAN_TEST_CONNECTION")
 

@@ -16,14 +16,14 @@ import boto3
 import polars as pl
 import pytest
 
+from lily_dagster.bench.estate import write_estate
 from lily_dagster.lib.backfill import BackfillError, BackfillReport, run_backfill
-from lily_dagster.lib.estate import write_estate
 from lily_dagster.lib.hub.base import UpsertResult
 from lily_dagster.lib.hub.local import LocalHub
 from lily_dagster.lib.inventory import InventoryError
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.settings import LilyConfigFile
-from lily_dagster_tests.builders import ev
+from lily_dagster_tests.support.envelopes import envelope, ev
 
 ASSETS = 3_000
 
@@ -170,13 +170,19 @@ def test_a_bad_shard_spec_is_one_clear_error(
         load(tmp_path, str(estate), shards=shards, shard=shard)
 
 
+def database(attributes: dict[str, Any]) -> dict[str, Any]:
+    return envelope(
+        "default/snowflake/1/DB",
+        event_id="g",
+        source="s",
+        event_time="2026-11-24T10:00:00Z",
+        type_name="Database",
+        attributes=attributes,
+    )
+
+
 def test_invalid_rows_are_quarantined_with_reasons_the_rest_land(tmp_path: Path) -> None:
-    good = {
-        "event_id": "g", "tenant": "acme", "source": "s", "op": "upsert",
-        "event_time": "2026-11-24T10:00:00Z",
-        "asset": {"type_name": "Database", "qualified_name": "default/snowflake/1/DB",
-                  "name": "DB", "attributes": {}},
-    }  # fmt: skip
+    good = database(attributes={})
     lines = [
         json.dumps(good),
         json.dumps({**good, "event_id": "bad-op", "op": "merge"}),
@@ -194,12 +200,7 @@ def test_invalid_rows_are_quarantined_with_reasons_the_rest_land(tmp_path: Path)
 def test_nan_and_bytes_that_are_not_utf8_are_quarantined_byte_for_byte(tmp_path: Path) -> None:
     """NaN and Infinity (not JSON) in JSON Lines or in a Parquet float are malformed_json
     and never reach the hub; a line that is not UTF-8 is kept as its exact bytes."""
-    good = {
-        "event_id": "g", "tenant": "acme", "source": "s", "op": "upsert",
-        "event_time": "2026-11-24T10:00:00Z",
-        "asset": {"type_name": "Database", "qualified_name": "default/snowflake/1/DB",
-                  "name": "DB", "attributes": {"score": 0.5}},
-    }  # fmt: skip
+    good = database(attributes={"score": 0.5})
     nan_line = json.dumps({**good, "event_id": "nan"}).replace("0.5", "NaN").encode()
     inf_line = json.dumps({**good, "event_id": "inf"}).replace("0.5", "[-Infinity]").encode()
     latin1 = json.dumps({**good, "event_id": "caf\u00e9"}, ensure_ascii=False).encode("latin-1")

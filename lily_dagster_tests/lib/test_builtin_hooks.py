@@ -15,6 +15,7 @@ from lily_dagster.lib.envelope import decode_envelopes
 from lily_dagster.lib.hooks import ChainResult, HookContext, build_chain, run_chain
 from lily_dagster.lib.hub.local import LocalHub
 from lily_dagster.settings import ConfigError, HookRef
+from lily_dagster_tests.support import envelopes
 
 CONN = "default/snowflake/1700000000"
 TABLE = f"{CONN}/DB/SCH/ORDERS"
@@ -27,32 +28,20 @@ def envelope(
     qualified_name: str | None = None,
     op: str = "upsert",
     event_id: str | None = None,
-    event_time: str = "2026-11-23T10:00:00Z",
     attributes: dict[str, Any] | None = None,
-    classifications: list[str] | None = None,
-    inputs: list[str] | None = None,
-    outputs: list[str] | None = None,
+    **fields: Any,
 ) -> dict[str, Any]:
-    asset: dict[str, Any] = {
-        "type_name": type_name,
-        "qualified_name": qualified_name or f"{TABLE}/{name}",
-        "name": name,
-        "attributes": attributes or {},
-    }
-    if classifications is not None:
-        asset["classifications"] = classifications
-    if inputs is not None:
-        asset["inputs"] = inputs
-    if outputs is not None:
-        asset["outputs"] = outputs
-    return {
-        "event_id": event_id or f"evt-{type_name}-{name}-{op}",
-        "tenant": "acme",
-        "source": "snowflake",
-        "op": op,
-        "event_time": event_time,
-        "asset": asset,
-    }
+    """An asset named `name` (a column of ORDERS unless `qualified_name` says otherwise),
+    attributes always given; `fields` as the shared builder's."""
+    return envelopes.envelope(
+        qualified_name or f"{TABLE}/{name}",
+        name=name,
+        type_name=type_name,
+        op=op,
+        event_id=event_id or f"evt-{type_name}-{name}-{op}",
+        attributes=attributes or {},
+        **fields,
+    )
 
 
 def frame(envelopes: list[dict[str, Any]]) -> pl.DataFrame:
@@ -487,11 +476,14 @@ def test_glossary_tags_keep_what_the_event_has_and_null_apart_from_empty() -> No
 @pytest.mark.parametrize(
     ("settings", "expected"),
     [
-        ({"rules": [{"qualified_name": "[abc", "add_terms": ["x"]}]}, "rule 0: qualified_name"),
+        (
+            {"rules": [{"qualified_name": "[abc", "add_terms": ["x"]}]},
+            "rules.0.qualified_name: '[abc' is not a regex",
+        ),
         ({"rules": [{"qualified_name": "x"}]}, "adds nothing"),
-        ({"rules": [{"add_terms": ["x"]}]}, "with qualified_name"),
-        ({"rules": "x"}, "non-empty list of rules"),
-        ({}, "non-empty list of rules"),
+        ({"rules": [{"add_terms": ["x"]}]}, "rules.0.qualified_name is required"),
+        ({"rules": "x"}, "rules: Input should be a valid list"),
+        ({}, "rules is required"),
     ],
 )
 def test_glossary_tags_bad_rules_fail_at_load(settings: dict[str, Any], expected: str) -> None:

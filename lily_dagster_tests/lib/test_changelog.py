@@ -9,7 +9,8 @@ from pathlib import Path
 import duckdb
 
 from lily_dagster.lib.hub.local import LocalHub
-from lily_dagster_tests.builders import ev, frame
+from lily_dagster_tests.support.envelopes import ev
+from lily_dagster_tests.support.frames import frame
 
 QN = "default/snowflake/1700000000/DB/SCH/ORDERS"
 

@@ -10,22 +10,15 @@ from polars.testing import assert_frame_equal
 
 from lily_dagster.lib.enrichment import normalise_owners
 from lily_dagster.lib.envelope import EVENT_SCHEMA, decode_envelopes, empty_events
+from lily_dagster_tests.support import envelopes
 
 
 def envelope(event_id: str, attributes: dict[str, Any] | None) -> str:
-    asset: dict[str, Any] = {"type_name": "Table", "qualified_name": f"q/{event_id}", "name": "t"}
-    if attributes is not None:
-        asset["attributes"] = attributes
-    return json.dumps(
-        {
-            "event_id": event_id,
-            "tenant": "acme",
-            "source": "dbt",
-            "op": "upsert",
-            "event_time": "2026-11-23T10:00:00Z",
-            "asset": asset,
-        }
+    """A Table envelope as text; None leaves `attributes` out."""
+    env = envelopes.envelope(
+        f"q/{event_id}", event_id=event_id, source="dbt", name="t", attributes=attributes
     )
+    return json.dumps(env)
 
 
 def events_of(payloads: list[str]) -> pl.DataFrame:

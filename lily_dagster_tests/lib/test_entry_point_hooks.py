@@ -6,7 +6,6 @@ here imports it: only the entry point can make its hook known.
 
 from __future__ import annotations
 
-import json
 from importlib.metadata import entry_points
 
 import polars as pl
@@ -15,6 +14,7 @@ import pytest
 from lily_dagster.lib.envelope import decode_envelopes
 from lily_dagster.lib.hooks import HookContext, get_hook, hook_names, run_chain, tenant_chain
 from lily_dagster.settings import ConfigError, LilyConfigFile
+from lily_dagster_tests.support.envelopes import encode, envelope
 
 FIXTURE = "lily_dagster_tests/fixtures/lily_test_hooks"
 
@@ -32,20 +32,10 @@ def require_fixture_package() -> None:
 
 def events() -> pl.DataFrame:
     payloads = [
-        json.dumps(
-            {
-                "event_id": f"e{i}",
-                "tenant": "acme",
-                "source": "dbt",
-                "op": "upsert",
-                "event_time": "2026-11-23T10:00:00Z",
-                "asset": {
-                    "type_name": "Table",
-                    "qualified_name": f"default/dbt/1/DB/SCH/T{i}",
-                    "name": f"T{i}",
-                    "attributes": attributes,
-                },
-            }
+        encode(
+            envelope(
+                f"default/dbt/1/DB/SCH/T{i}", event_id=f"e{i}", source="dbt", attributes=attributes
+            )
         )
         for i, attributes in enumerate(
             [
@@ -95,5 +85,7 @@ def test_entry_point_hook_settings_are_checked_at_load() -> None:
     config = LilyConfigFile.model_validate(
         {"hooks": {"pre_ingest": [{"name": "shout-description", "settings": {"loud": True}}]}}
     )
-    with pytest.raises(ConfigError, match=r"^hook 'shout-description': takes no settings"):
+    with pytest.raises(
+        ConfigError, match=r"^hook 'shout-description': unknown settings \['loud'\]"
+    ):
         tenant_chain(config, "acme", "pre_ingest")

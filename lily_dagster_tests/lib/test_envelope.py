@@ -17,33 +17,29 @@ from lily_dagster.lib.envelope import (
     frame_to_envelopes,
 )
 from lily_dagster.lib.reasons import Reason
+from lily_dagster_tests.support import envelopes
 
 MAX = 1_048_576
 
 
 def envelope(**overrides: Any) -> dict[str, Any]:
-    env: dict[str, Any] = {
-        "event_id": "01J9Z3AAAA",
-        "tenant": "acme",
-        "source": "snowflake",
-        "op": "upsert",
-        "event_time": "2026-11-23T10:00:00Z",
-        "asset": {
-            "type_name": "Column",
-            "qualified_name": "default/snowflake/1700000000/DB/SCH/ORDERS/EMAIL",
-            "name": "EMAIL",
-            "attributes": {
-                "description": "customer e-mail",
-                "owner_users": ["jdoe"],
-                "owner_groups": [],
-                "certificate_status": "VERIFIED",
-                "parent_qualified_name": "default/snowflake/1700000000/DB/SCH/ORDERS",
-                "data_type": "VARCHAR",
-                "order": 3,
-            },
-            "classifications": ["PII"],
+    """The column ORDERS/EMAIL with every attribute kind; `overrides` replace top-level keys
+    (any value, for the refusals)."""
+    env = envelopes.envelope(
+        f"{envelopes.ORDERS}/EMAIL",
+        event_id="01J9Z3AAAA",
+        type_name="Column",
+        attributes={
+            "description": "customer e-mail",
+            "owner_users": ["jdoe"],
+            "owner_groups": [],
+            "certificate_status": "VERIFIED",
+            "parent_qualified_name": envelopes.ORDERS,
+            "data_type": "VARCHAR",
+            "order": 3,
         },
-    }
+        classifications=["PII"],
+    )
     env.update(overrides)
     return env
 

@@ -10,14 +10,14 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from lily_dagster.lib.bulk_decode import decode_frame, scan_envelopes
-from lily_dagster.lib.estate import (
+from lily_dagster.bench.estate import (
     BATCH_ROWS,
     KINDS,
     PII_COLUMN_TYPES,
     EstateManifest,
     write_estate,
 )
+from lily_dagster.lib.decode import decode_frame, scan_envelopes
 from lily_dagster.lib.validation import all_rules, split_valid
 
 ASSETS = 12_000

@@ -19,6 +19,7 @@ from lily_dagster.lib.hooks import (
     ChainResult,
     HookContext,
     HookOutput,
+    PluginOptions,
     build_chain,
     check_hook_config,
     register_hook,
@@ -26,31 +27,22 @@ from lily_dagster.lib.hooks import (
     tenant_chain,
 )
 from lily_dagster.settings import ConfigError, HookRef, LilyConfigFile, load_config_file
+from lily_dagster_tests.support import envelopes
 
 # --- events -------------------------------------------------------------------------------
 
 
-def envelope(i: int, name: str, description: str | None = None) -> dict[str, Any]:
-    attributes: dict[str, Any] = {"owner_users": [" JDoe "]}
-    if description is not None:
-        attributes["description"] = description
-    return {
-        "event_id": f"evt-{i:03d}",
-        "tenant": "acme",
-        "source": "snowflake",
-        "op": "upsert",
-        "event_time": "2026-11-23T10:00:00Z",
-        "asset": {
-            "type_name": "Column",
-            "qualified_name": f"default/snowflake/1700000000/DB/SCH/ORDERS/{name}",
-            "name": name,
-            "attributes": attributes,
-        },
-    }
+def envelope(i: int, name: str) -> dict[str, Any]:
+    return envelopes.envelope(
+        f"{envelopes.ORDERS}/{name}",
+        event_id=f"evt-{i:03d}",
+        type_name="Column",
+        attributes={"owner_users": [" JDoe "], "description": f"about {name}"},
+    )
 
 
 def frame(names: list[str]) -> pl.DataFrame:
-    payloads = [json.dumps(envelope(i, n, description=f"about {n}")) for i, n in enumerate(names)]
+    payloads = [json.dumps(envelope(i, n)) for i, n in enumerate(names)]
     decoded = decode_envelopes(
         payloads,
         [f"test/{i}" for i in range(len(payloads))],
@@ -264,10 +256,11 @@ class Post:
 class NeedsLevel:
     stage = "pre_ingest"
 
-    def configure(self, settings: dict[str, Any]) -> int:
-        if not isinstance(settings.get("level"), int):
-            raise ConfigError("needs an integer level")
-        return int(settings["level"])
+    class Options(PluginOptions):
+        level: int
+
+    def configure(self, options: Options) -> int:
+        return options.level
 
     def apply(self, events: pl.DataFrame, config: int, ctx: HookContext) -> pl.DataFrame:
         return events
@@ -311,9 +304,12 @@ def test_hook_of_the_other_stage_fails_at_load() -> None:
                 "name": "glossary-tags",
                 "settings": {"rules": [{"qualified_name": "x", "add_tags": ["PII"]}]},
             },
-            "rule 0",
+            "rules.0: unknown setting 'add_tags'",
         ),
-        ({"name": "glossary-tags", "settings": {"rules": []}}, "non-empty"),
+        (
+            {"name": "glossary-tags", "settings": {"rules": []}},
+            "rules: List should have at least 1",
+        ),
         ({"name": "glossary-tags", "settings": {"rule": [{"qualified_name": "x"}]}}, "'rule'"),
         ({"name": "pii-classify", "settings": {"colour": "red"}}, "'colour'"),
         ({"name": "pii-classify", "settings": {"kinds": ["email", "shoe_size"]}}, "shoe_size"),
@@ -322,7 +318,10 @@ def test_hook_of_the_other_stage_fails_at_load() -> None:
         ({"name": "ownership-map", "settings": {}}, "needs users, groups or file"),
         ({"name": "ownership-map", "settings": {"users": {"a": "b"}, "unmapped": "x"}}, "keep"),
         ({"name": "lineage-check", "settings": {"reference": "Asset"}}, "'reference'"),
-        ({"name": "test-fw-needs-level", "settings": {"level": "high"}}, "integer level"),
+        (
+            {"name": "test-fw-needs-level", "settings": {"level": "high"}},
+            "level: Input should be a valid integer",
+        ),
     ],
 )
 def test_bad_settings_fail_at_load_with_the_hook_named(ref: dict[str, Any], expected: str) -> None:
@@ -468,7 +467,7 @@ def test_check_hook_config_accepts_a_good_file() -> None:
                     }
                 ]
             },
-            "hook 'glossary-tags': rule 0",
+            "hook 'glossary-tags': rules.0",
         ),
     ],
     ids=["file-default", "one-tenant", "stage", "tenant-settings"],

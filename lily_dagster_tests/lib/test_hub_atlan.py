@@ -15,8 +15,9 @@ import pytest
 from lily_dagster.lib.hub.atlan import AtlanHub, AtlanOptions
 from lily_dagster.lib.hub.atlan.transport import AtlanAuthError, AtlanUnavailableError
 from lily_dagster.settings import ConfigError
-from lily_dagster_tests.builders import ev, frame
 from lily_dagster_tests.conftest import AtlanEmulator
+from lily_dagster_tests.support.envelopes import ev
+from lily_dagster_tests.support.frames import frame
 
 CONN = "default/snowflake/1700000000"
 DB, SCH = f"{CONN}/DB", f"{CONN}/DB/SCH"

@@ -20,7 +20,8 @@ from lily_dagster.lib.demo import expected_hub_state
 from lily_dagster.lib.envelope import decode_envelopes, empty_events
 from lily_dagster.lib.hub.base import UpsertResult, hub_factory
 from lily_dagster.lib.hub.local import HubLockedError, LocalHub
-from lily_dagster_tests.builders import T0, at, ev, frame
+from lily_dagster_tests.support.envelopes import T0, at, encode, envelope, ev
+from lily_dagster_tests.support.frames import frame
 
 EXPORT_KEYS = {
     "qualified_name",
@@ -506,19 +507,8 @@ def test_writer_gives_up_with_a_clear_error_when_the_lock_is_never_released(tmp_
 
 
 def _lock_events(event_id: str, when: str = "2026-11-23T10:00:00Z") -> pl.DataFrame:
-    payload = json.dumps(
-        {
-            "event_id": event_id,
-            "tenant": "acme",
-            "source": "dbt",
-            "op": "upsert",
-            "event_time": when,
-            "asset": {
-                "type_name": "Table",
-                "qualified_name": "default/db/T",
-                "name": "T",
-                "attributes": {"description": event_id},
-            },
-        }
+    attributes = {"description": event_id}
+    env = envelope(
+        "default/db/T", event_id=event_id, source="dbt", event_time=when, attributes=attributes
     )
-    return decode_envelopes([payload], ["o"], tenant="acme", max_event_bytes=1 << 20).events
+    return decode_envelopes([encode(env)], ["o"], tenant="acme", max_event_bytes=1 << 20).events

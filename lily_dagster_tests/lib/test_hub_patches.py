@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +17,9 @@ from lily_dagster.lib.enrichment import normalise_owners
 from lily_dagster.lib.envelope import decode_envelopes
 from lily_dagster.lib.hub.base import UpsertResult
 from lily_dagster.lib.hub.local import LocalHub
+from lily_dagster_tests.support.envelopes import ORDERS, T0, at, envelope
 
-T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
-QN = "default/snowflake/1700000000/DB/SCH/ORDERS"
-
-
-def at(minutes: float) -> str:
-    return (T0 + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+QN = ORDERS
 
 
 def full(
@@ -35,47 +31,30 @@ def full(
     attributes: dict[str, Any] | None = None,
     classifications: list[str] | None = None,
 ) -> str:
-    return json.dumps(
-        {
-            "event_id": event_id,
-            "tenant": "acme",
-            "source": "snowflake",
-            "op": op,
-            "event_time": at(minutes),
-            "asset": {
-                "type_name": "Table",
-                "qualified_name": qn,
-                "name": qn.rsplit("/", 1)[-1],
-                "attributes": attributes
-                if attributes is not None
-                else {
-                    "description": "one row per order",
-                    "owner_users": ["jdoe"],
-                    "row_count": 10,
-                },
-                "classifications": classifications if classifications is not None else ["PII"],
-            },
-        }
+    if attributes is None:
+        attributes = {"description": "one row per order", "owner_users": ["jdoe"], "row_count": 10}
+    env = envelope(
+        qn,
+        event_id=event_id,
+        op=op,
+        event_time=at(minutes),
+        attributes=attributes,
+        classifications=classifications if classifications is not None else ["PII"],
     )
+    return json.dumps(env)
 
 
 def patch(event_id: str, minutes: float, lily_patch: dict[str, Any], *, qn: str = QN) -> str:
     """A partial change as chat commands and vendor webhooks produce it."""
-    return json.dumps(
-        {
-            "event_id": event_id,
-            "tenant": "acme",
-            "source": "slack",
-            "op": "upsert",
-            "event_time": at(minutes),
-            "asset": {
-                "type_name": "Asset",
-                "qualified_name": qn,
-                "name": qn.rsplit("/", 1)[-1],
-                "attributes": {"lily_patch": lily_patch},
-            },
-        }
+    env = envelope(
+        qn,
+        event_id=event_id,
+        source="slack",
+        event_time=at(minutes),
+        type_name="Asset",
+        attributes={"lily_patch": lily_patch},
     )
+    return json.dumps(env)
 
 
 def frame(*payloads: str) -> pl.DataFrame:

@@ -24,27 +24,22 @@ from lily_dagster.lib.inventory import (
 )
 from lily_dagster.lib.staging import LANDED_SCHEMA
 from lily_dagster.settings import ConfigError
+from lily_dagster_tests.support import envelopes
 
 SCHEMA = "default/snowflake/1700000000/DB/SCH"
 MAX_BYTES = 1_048_576
 
 
 def envelope(i: int, tenant: str = "acme", **asset: Any) -> dict[str, Any]:
-    return {
-        "event_id": f"e{i}",
-        "tenant": tenant,
-        "source": "snowflake",
-        "op": "upsert",
-        "event_time": f"2026-01-0{1 + i % 9}T10:00:00Z",
-        "asset": {
-            "type_name": "Table",
-            "qualified_name": f"{SCHEMA}/T{i}",
-            "name": f"T{i}",
-            "attributes": {"description": f"table {i}", "owner_users": ["jdoe"], "rows": i},
-            "classifications": ["PII"] if i % 2 else [],
-            **asset,
-        },
-    }
+    """Table T`i` (PII when i is odd); `asset` overrides its qualified name and so on."""
+    return envelopes.envelope(
+        **{"qualified_name": f"{SCHEMA}/T{i}", "name": f"T{i}", **asset},
+        event_id=f"e{i}",
+        tenant=tenant,
+        event_time=f"2026-01-0{1 + i % 9}T10:00:00Z",
+        attributes={"description": f"table {i}", "owner_users": ["jdoe"], "rows": i},
+        classifications=["PII"] if i % 2 else [],
+    )
 
 
 def write_jsonl(path: Path, envelopes: list[dict[str, Any]], extra: Sequence[str] = ()) -> Path:

@@ -14,9 +14,10 @@ from lily_dagster.lib.hooks import HookContext, register_hook
 from lily_dagster.lib.hub.local import LocalHub
 from lily_dagster.lib.propagation import Position, Propagator, allowed, configure_targets
 from lily_dagster.settings import AccessRules, LilyConfigFile
-from lily_dagster_tests.builders import ev, frame
 from lily_dagster_tests.lib.targets.changes import change_frame
-from lily_dagster_tests.receivers import RecordingReceiver
+from lily_dagster_tests.support.envelopes import ev
+from lily_dagster_tests.support.frames import frame
+from lily_dagster_tests.support.receivers import RecordingReceiver
 
 SCH = "default/snowflake/1700000000/DB/SCH"
 

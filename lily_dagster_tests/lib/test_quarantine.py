@@ -14,18 +14,13 @@ import polars as pl
 from lily_dagster.lib.envelope import REJECT_SCHEMA, decode_envelopes, empty_rejects
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.lib.reasons import Reason
+from lily_dagster_tests.support import envelopes
 
 
 def envelope(event_id: str, **overrides: Any) -> str:
-    env: dict[str, Any] = {
-        "event_id": event_id,
-        "tenant": "acme",
-        "source": "dbt",
-        "op": "upsert",
-        "event_time": "2026-11-23T10:00:00Z",
-        "asset": {"type_name": "Table", "qualified_name": f"q/{event_id}", "name": "t"},
-    }
-    env.update(overrides)
+    env = envelopes.envelope(
+        f"q/{event_id}", event_id=event_id, source="dbt", name="t", **overrides
+    )
     return json.dumps(env)
 
 

@@ -24,6 +24,7 @@ from lily_dagster.lib.reconciliation import (
     to_events,
 )
 from lily_dagster.settings import ConfigError, load_config_file
+from lily_dagster_tests.support import envelopes
 
 SNOW = "default/snowflake/1700000000"
 DBT = "default/dbt/1700000001"
@@ -38,19 +39,14 @@ def event(
     type_name: str = "Table",
     **attributes: Any,
 ) -> dict[str, Any]:
-    return {
-        "event_id": f"{qualified_name}@{event_time}",
-        "tenant": "acme",
-        "source": "snowflake",
-        "op": op,
-        "event_time": event_time,
-        "asset": {
-            "type_name": type_name,
-            "qualified_name": qualified_name,
-            "name": qualified_name.rsplit("/", 1)[-1],
-            "attributes": attributes,
-        },
-    }
+    return envelopes.envelope(
+        qualified_name,
+        event_id=f"{qualified_name}@{event_time}",
+        op=op,
+        event_time=event_time,
+        type_name=type_name,
+        attributes=attributes,
+    )
 
 
 def events(*envelopes: dict[str, Any]) -> pl.DataFrame:

@@ -14,7 +14,8 @@ from lily_dagster.cli import main
 from lily_dagster.lib import strict_json
 from lily_dagster.lib.hub.local import LocalHub
 from lily_dagster.lib.strict_json import NotJSONError
-from lily_dagster_tests.builders import ev, frame
+from lily_dagster_tests.support.envelopes import ev
+from lily_dagster_tests.support.frames import frame
 
 
 def strict(text: str) -> object:

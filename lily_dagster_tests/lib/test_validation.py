@@ -12,6 +12,7 @@ from polars.testing import assert_frame_equal
 from lily_dagster.lib.envelope import EVENT_SCHEMA, REJECT_SCHEMA, decode_envelopes, empty_events
 from lily_dagster.lib.reasons import Reason
 from lily_dagster.lib.validation import envelope_rules, split_valid
+from lily_dagster_tests.support import envelopes
 
 RULE_NAMES = [
     "tenant_format",
@@ -29,23 +30,12 @@ RULE_NAMES = [
 ]
 
 
-def envelope(
-    event_id: str = "e1",
-    tenant: str = "acme",
-    type_name: str = "Table",
-    qualified_name: str = "default/snowflake/1/DB/SCH/ORDERS",
-    name: str = "ORDERS",
-) -> str:
-    return json.dumps(
-        {
-            "event_id": event_id,
-            "tenant": tenant,
-            "source": "snowflake",
-            "op": "upsert",
-            "event_time": "2026-11-23T10:00:00Z",
-            "asset": {"type_name": type_name, "qualified_name": qualified_name, "name": name},
-        }
-    )
+def envelope(**fields: Any) -> str:
+    """A valid Table envelope as text (name ORDERS whatever the qualified name); `fields`
+    override the shared builder's."""
+    defaults = {"event_id": "e1", "name": "ORDERS"}
+    qualified_name = fields.pop("qualified_name", "default/snowflake/1/DB/SCH/ORDERS")
+    return json.dumps(envelopes.envelope(qualified_name, **{**defaults, **fields}))
 
 
 def events_of(payloads: list[str]) -> pl.DataFrame:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from lily_dagster_tests.builders import ev
+from lily_dagster_tests.support.envelopes import ev
 
 TENANTS = ("acme", "globex", "initech")
 REPLAY_TENANT = "acme"

@@ -30,11 +30,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from prometheus_client.parser import text_string_to_metric_families
 
+from lily_dagster.api.app import create_app
 from lily_dagster.lib.broker import free_port
+from lily_dagster.lib.inbox import StoredEvent
+from lily_dagster.lib.inbox.sqlite import SqliteInbox
 from lily_dagster.lib.quarantine import QuarantineStore
-from lily_dagster.lib.webhooks.inbox import SqliteInbox, StoredEvent
 from lily_dagster.settings import Settings
-from lily_dagster.webhook.app import create_app
+from lily_dagster_tests.support import envelopes
 
 HS256_SECRET = "hs256-test-secret-0123456789abcdef-lily"  # >= 32 characters
 RSA_KID = "lily-test-rsa-1"
@@ -55,30 +57,19 @@ def envelope(
     event_id: str | None = None,
     qualified_name: str | None = None,
     *,
-    tenant: str = "acme",
-    op: str = "upsert",
-    type_name: str = "Table",
-    name: str | None = None,
     attributes: dict[str, Any] | None = None,
-    classifications: list[str] | None = None,
     event_time: str | None = None,
-    source: str = "test",
+    **fields: Any,
 ) -> dict[str, Any]:
-    qn = qualified_name or f"default/snowflake/1700000000/DB/SCH/{unique('T')}"
-    return {
-        "event_id": event_id or unique(),
-        "tenant": tenant,
-        "source": source,
-        "op": op,
-        "event_time": event_time or iso(datetime.now(UTC) - timedelta(hours=1)),
-        "asset": {
-            "type_name": type_name,
-            "qualified_name": qn,
-            "name": name if name is not None else qn.rsplit("/", 1)[-1],
-            "attributes": attributes if attributes is not None else {"description": "d"},
-            "classifications": classifications or [],
-        },
-    }
+    """A valid envelope no other test sends: a fresh event id and table, an hour old, with a
+    description and classifications; `fields` as the shared builder's."""
+    return envelopes.envelope(
+        qualified_name or f"{envelopes.SCHEMA}/{unique('T')}",
+        event_id=event_id or unique(),
+        event_time=event_time or iso(datetime.now(UTC) - timedelta(hours=1)),
+        attributes=attributes if attributes is not None else {"description": "d"},
+        **{"source": "test", "classifications": [], **fields},
+    )
 
 
 # --- keys and tokens ----------------------------------------------------------------------------

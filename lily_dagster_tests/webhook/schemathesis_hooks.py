@@ -24,9 +24,9 @@ import jwt
 import requests
 import schemathesis
 
+from lily_dagster.api.openapi import RFC3339_PATTERN
 from lily_dagster.lib.validation import EARLIEST_EVENT_TIME, MAX_FUTURE, QUALIFIED_NAME_SEGMENTS
 from lily_dagster.settings import is_tenant
-from lily_dagster.webhook.openapi import RFC3339_PATTERN
 
 EVENTS_PATH = "/v1/tenants/{tenant}/events"
 VENDOR_PATH_REGEX = r"^/v1/webhooks/[^/]+/\{tenant\}$"

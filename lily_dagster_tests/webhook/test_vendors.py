@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from lily_dagster.lib.webhooks.commands import USAGE
+from lily_dagster.api.app import create_app
+from lily_dagster.lib.receiver.commands import USAGE
 from lily_dagster.settings import ConfigError, Settings
-from lily_dagster.webhook.app import create_app
 from lily_dagster_tests.webhook.conftest import Live, unique
 from lily_dagster_tests.webhook.vendor_setup import (
     CONNECTION,

@@ -7,7 +7,6 @@ on Kubernetes each shard is its own pod (`dagster-k8s/config` below: resources p
 """
 
 import json
-import os
 
 from dagster import (
     AssetExecutionContext,
@@ -27,8 +26,9 @@ from dagster import (
 from lily_dagster.defs.partitions import tenant_partitions
 from lily_dagster.defs.resources import LilyResource
 from lily_dagster.lib.backfill import run_backfill
+from lily_dagster.settings import Settings
 
-SHARDS = int(os.environ.get("LILY_BACKFILL_SHARDS") or 4)
+SHARDS = Settings.from_env().backfill_shards
 shard_partitions = StaticPartitionsDefinition([str(i) for i in range(SHARDS)])
 backfill_partitions = MultiPartitionsDefinition(
     {"tenant": tenant_partitions, "shard": shard_partitions}

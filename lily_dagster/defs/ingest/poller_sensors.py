@@ -17,8 +17,9 @@ from dagster import (
 
 from lily_dagster.defs.ingest.sensors import land_and_request_runs, tenant_ingest_job
 from lily_dagster.defs.resources import LilyResource
-from lily_dagster.lib.pollers import PollError, get_poller, poller_names
+from lily_dagster.lib.pollers import PollError, get_poller, poller_names, poller_options
 from lily_dagster.lib.staging import landed_frame
+from lily_dagster.settings import ConfigError
 
 
 def build_poller_sensor(poller_name: str) -> SensorDefinition:
@@ -47,8 +48,10 @@ def build_poller_sensor(poller_name: str) -> SensorDefinition:
             if config is None or not config.enabled:
                 continue
             try:
-                result = poller.poll(tenant.name, config, cursors.get(tenant.name))
-            except PollError as exc:  # this tenant waits for the next tick; others go on
+                options = poller_options(poller_name, config)
+                result = poller.poll(tenant.name, options, cursors.get(tenant.name))
+            # This tenant waits for the next tick; the others go on.
+            except (PollError, ConfigError) as exc:
                 problems.append(f"{tenant.name}: {exc}")
                 continue
             if result.envelopes:

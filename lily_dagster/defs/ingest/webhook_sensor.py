@@ -11,7 +11,7 @@ from lily_dagster.defs.ingest.sensors import (
     tenant_ingest_job,
 )
 from lily_dagster.defs.resources import LilyResource
-from lily_dagster.lib.webhooks.inbox import StoredEvent, inbox_exists, landed_frame_of, open_inbox
+from lily_dagster.lib.inbox import StoredEvent, inbox_exists, landed_frame_of, open_inbox
 
 
 @sensor(

@@ -22,6 +22,7 @@ from dagster import (
     DagsterRunStatus,
     DefaultSensorStatus,
     Failure,
+    JobDefinition,
     MaterializeResult,
     OpExecutionContext,
     RunRequest,
@@ -123,7 +124,7 @@ def build_propagation(settings: Settings) -> dict[str, list[Any]]:
     )
     return {
         "assets": assets,
-        "jobs": [propagation_job, dlq_replay_job],
+        "jobs": [propagation_job, dlq_replay_job_def()],
         "sensors": [propagation_sensor_for(propagation_job, targets)],
     }
 
@@ -240,10 +241,17 @@ def replay_dead_letters(
         raise Failure(description=result.error)
 
 
-@job(
-    partitions_def=tenant_partitions,
-    executor_def=in_process_executor,
-    description="Sends one tenant's dead-lettered changes of a target again (config target).",
-)
-def dlq_replay_job() -> None:
-    replay_dead_letters()
+def dlq_replay_job_def() -> JobDefinition:
+    """Built with the targets, not at import: a module-level job would be found by the defs
+    folder's autoloading even without targets."""
+
+    @job(
+        name="dlq_replay_job",
+        partitions_def=tenant_partitions,
+        executor_def=in_process_executor,
+        description="Sends one tenant's dead-lettered changes of a target again (config target).",
+    )
+    def dlq_replay_job() -> None:
+        replay_dead_letters()
+
+    return dlq_replay_job

@@ -7,8 +7,12 @@ third-party package through the entry point group `lily_dagster.hooks`:
     @register_hook("my-hook")
     class MyHook:
         stage = "pre_ingest"
-        def configure(self, settings: dict) -> object: ...   # validate at load
+        class Options(PluginOptions):          # its settings, validated at load
+            level: int = Field(1, description="...")
+        def configure(self, options: Options) -> object: ...  # optional: compile them
         def apply(self, events: pl.DataFrame, config: object, ctx: HookContext) -> HookOutput: ...
+
+`config` is what `configure` returned, or the options themselves without a `configure`.
 
 `apply` gets a batch and returns the batch (same columns and types; it may add rows, e.g.
 lineage references) and optionally rows it rejects, with a `reason` and `detail` each. A
@@ -28,8 +32,11 @@ from typing import Any, Literal, Protocol
 import polars as pl
 
 from lily_dagster.lib.envelope import to_rejects
+
+# PluginOptions is re-exported: a hook module needs only this package.
+from lily_dagster.lib.plugins import PluginOptions as PluginOptions
+from lily_dagster.lib.plugins import registry
 from lily_dagster.lib.reasons import Reason
-from lily_dagster.lib.registry import Registry
 from lily_dagster.settings import ConfigError, HookRef, LilyConfigFile
 
 Stage = Literal["pre_ingest", "post_consume"]
@@ -55,18 +62,14 @@ class Hook(Protocol):
     name: str
     stage: Stage
 
-    def configure(self, settings: dict[str, Any]) -> Any:
-        """Check and compile the hook's settings; raise ConfigError with a clear message."""
-        ...
-
     def apply(
         self, events: pl.DataFrame, config: Any, ctx: HookContext
     ) -> HookOutput | pl.DataFrame: ...
 
 
-_REGISTRY: Registry[Hook] = Registry("hook", "lily_dagster.lib.hooks.builtin", "lily_dagster.hooks")
+_REGISTRY = registry("hook", "lily_dagster.lib.hooks.builtin", "lily_dagster.hooks")
 register_hook = _REGISTRY.register
-get_hook = _REGISTRY.get
+get_hook = _REGISTRY.find
 hook_names = _REGISTRY.names
 
 
@@ -81,27 +84,12 @@ class ConfiguredHook:
         return self.hook.name
 
 
-def only_settings(settings: dict[str, Any], allowed: set[str]) -> None:
-    unknown = set(settings) - allowed
-    if unknown:
-        raise ConfigError(f"unknown settings {sorted(unknown)}; known: {sorted(allowed)}")
-
-
-def kinds_of(settings: dict[str, Any], catalogue: dict[str, str]) -> list[str]:
-    """The `kinds` setting: a subset of the catalogue's keys (default: all), in its order."""
-    kinds = string_list(settings, "kinds", list(catalogue))
+def known_kinds(kinds: list[str], catalogue: dict[str, str]) -> list[str]:
+    """A `kinds` option: a subset of the catalogue's keys, in the catalogue's order."""
     bad = [k for k in kinds if k not in catalogue]
     if bad:
-        raise ConfigError(f"unknown kinds {bad}; known: {sorted(catalogue)}")
+        raise ValueError(f"unknown kinds {bad}; known: {sorted(catalogue)}")
     return [k for k in catalogue if k in kinds]
-
-
-def string_list(settings: dict[str, Any], key: str, default: list[str]) -> list[str]:
-    """A setting that must be a list of strings (a lone string is a mistake, not a list)."""
-    value = settings.get(key, default)
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{key} must be a list of strings, got {value!r}")
-    return value
 
 
 def polars_regex(pattern: Any, what: str) -> str:
@@ -112,7 +100,7 @@ def polars_regex(pattern: Any, what: str) -> str:
         pl.Series([""]).str.contains(pattern)
     except pl.exceptions.ComputeError as exc:
         first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-        raise ConfigError(f"{what} {pattern!r} is not a regex ({first[:120]})") from None
+        raise ConfigError(f"{what} {pattern!r} is not a regex ({first[:120]})".lstrip()) from None
     return pattern
 
 
@@ -120,13 +108,13 @@ def build_chain(refs: Iterable[HookRef], stage: Stage) -> list[ConfiguredHook]:
     """Hooks in configured order, each configured; unknown names and bad settings fail here."""
     chain = []
     for ref in refs:
-        hook = get_hook(ref.name)
-        if hook is None:
-            raise ConfigError(f"unknown hook {ref.name!r}; known: {hook_names()}")
+        hook: Hook = _REGISTRY.get(ref.name)
         if hook.stage != stage:
             raise ConfigError(f"hook {ref.name!r} is a {hook.stage} hook, not {stage}")
+        options = _REGISTRY.options(ref.name, ref.settings)
+        configure = getattr(hook, "configure", None)
         try:
-            config = hook.configure(dict(ref.settings))
+            config = configure(options) if configure is not None else options
         except (ConfigError, TypeError, ValueError, AttributeError, KeyError) as exc:
             raise ConfigError(f"hook {ref.name!r}: {exc}") from None
         chain.append(ConfiguredHook(hook, config, ref.timeout_s or DEFAULT_TIMEOUT_S))

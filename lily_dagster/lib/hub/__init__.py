@@ -1,10 +1,9 @@
-"""Hub backends. Each is one module under this package that registers itself with
-`register_hub`; `open_hub` imports the chosen one only when asked, so a backend's heavy
-dependencies (pyatlan) are never loaded at definitions load."""
+"""Hub backends. Each is one module under this package (or a third-party package, through
+the `lily_dagster.hubs` entry point group) whose class registers itself with
+`register_hub`. No backend imports its heavy dependencies (pyatlan) at module level, so
+finding them all never loads those at definitions load."""
 
 from __future__ import annotations
-
-import importlib
 
 from lily_dagster.lib.hub.base import MetadataHub, hub_factory
 from lily_dagster.settings import ConfigError, Settings
@@ -12,12 +11,7 @@ from lily_dagster.settings import ConfigError, Settings
 
 def open_hub(settings: Settings) -> MetadataHub:
     try:
-        importlib.import_module(f"lily_dagster.lib.hub.{settings.hub}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"lily_dagster.lib.hub.{settings.hub}":
-            raise
-    try:
         factory = hub_factory(settings.hub)
-    except ValueError as exc:
+    except ConfigError as exc:
         raise ConfigError(f"LILY_HUB={settings.hub}: {exc}") from None
     return factory.from_settings(settings)

@@ -11,10 +11,10 @@ events in any order, any number of times, gives the same state.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol
 
 import polars as pl
 
@@ -24,6 +24,7 @@ from lily_dagster.lib.envelope import (
     full_attributes,
     to_rejects,
 )
+from lily_dagster.lib.plugins import registry
 from lily_dagster.lib.reasons import Reason
 
 if TYPE_CHECKING:
@@ -496,22 +497,13 @@ class HubBackend(Protocol):
     def from_settings(self, settings: Settings) -> MetadataHub: ...
 
 
-_HUBS: dict[str, HubBackend] = {}
-B = TypeVar("B")
-
-
-def register_hub(name: str) -> Callable[[B], B]:
-    """Register a hub class (with a `from_settings` classmethod) under its LILY_HUB name."""
-
-    def decorate(backend: B) -> B:
-        _HUBS[name] = backend  # type: ignore[assignment]
-        return backend
-
-    return decorate
+# Hub backends are classes (LILY_HUB=<name>), each in a module of lily_dagster.lib.hub or a
+# third-party package registering through the `lily_dagster.hubs` entry point group.
+_REGISTRY = registry("hub", "lily_dagster.lib.hub", "lily_dagster.hubs", instantiate=False)
+register_hub = _REGISTRY.register
 
 
 def hub_factory(name: str) -> HubBackend:
-    try:
-        return _HUBS[name]
-    except KeyError:
-        raise ValueError(f"no hub backend named {name!r}; known: {sorted(_HUBS)}") from None
+    """The hub class registered as `name`; ConfigError naming the known ones."""
+    backend: HubBackend = _REGISTRY.get(name)
+    return backend

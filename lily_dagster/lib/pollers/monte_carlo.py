@@ -17,10 +17,11 @@ import time
 from typing import Any
 
 import httpx
+from pydantic import Field
 
-from lily_dagster.lib.pollers import PollError, PollResult, register_poller
-from lily_dagster.lib.webhooks.vendors.monte_carlo import incident_envelopes
-from lily_dagster.settings import PollerConfig
+from lily_dagster.lib.pollers import PluginOptions, PollError, PollResult, register_poller
+from lily_dagster.lib.receiver.vendors.monte_carlo import incident_envelopes
+from lily_dagster.settings import env_secret
 
 DEFAULT_URL = "https://api.getmontecarlo.com/graphql"
 QUERY = """
@@ -63,11 +64,23 @@ class MonteCarloIncidents:
     name = "monte-carlo"
     interval_s = 60
 
-    def poll(self, tenant: str, config: PollerConfig, cursor: str | None) -> PollResult:
-        url = config.option("url", DEFAULT_URL) or DEFAULT_URL
-        headers = {"x-mcd-id": config.secret("id_env"), "x-mcd-token": config.secret("token_env")}
-        connection = config.option("connection_qualified_name", "default/monte-carlo/0") or ""
-        page_size = int(config.option("page_size", "100") or 100)
+    class Options(PluginOptions):
+        id_env: str = Field(description="Name of the variable holding the API key id.")
+        token_env: str = Field(description="Name of the variable holding the API token.")
+        url: str = Field(DEFAULT_URL, description="Monte Carlo's GraphQL endpoint.")
+        connection_qualified_name: str = Field(
+            "default/monte-carlo/0", description="The connection incidents are filed under."
+        )
+        page_size: int = Field(100, ge=1, le=1000, description="Incidents per API request.")
+
+    def poll(self, tenant: str, options: Options, cursor: str | None) -> PollResult:
+        url = options.url
+        headers = {
+            "x-mcd-id": env_secret(options.id_env, "poller secret"),
+            "x-mcd-token": env_secret(options.token_env, "poller secret"),
+        }
+        connection = options.connection_qualified_name
+        page_size = options.page_size
         envelopes: list[dict[str, Any]] = []
         newest = cursor
         after: str | None = None

@@ -5,7 +5,10 @@ a third-party package through the entry point group `lily_dagster.targets`:
 
     @register_target("webhook")
     class WebhookTarget:
-        def configure(self, config: TargetConfig) -> Any: ...   # ConfigError when wrong
+        class Options(PluginOptions): ...   # its own options, beside the common ones
+        def configure(self, config: TargetConfig) -> Any:
+            options = parse_options(self.Options, config.model_extra)  # ConfigError when wrong
+            ...
         def deliver(self, changes: pl.DataFrame, config: Any, ctx: DeliveryContext) -> None: ...
 
 `deliver` gets a batch of changes (CHANGE_SCHEMA, in change-log order) and either delivers
@@ -25,9 +28,9 @@ from typing import Any, Protocol
 import polars as pl
 
 from lily_dagster.lib.hub.changelog import CHANGE_SCHEMA
-from lily_dagster.lib.registry import Registry
+from lily_dagster.lib.plugins import registry
 from lily_dagster.lib.strict_json import finite_loads
-from lily_dagster.settings import ConfigError, TargetConfig
+from lily_dagster.settings import ConfigError, TargetConfig, env_secret
 
 __all__ = [
     "CHANGE_SCHEMA",
@@ -70,17 +73,13 @@ class Target(Protocol):
     def deliver(self, changes: pl.DataFrame, config: Any, ctx: DeliveryContext) -> None: ...
 
 
-_REGISTRY: Registry[Target] = Registry(
-    "target", "lily_dagster.lib.targets.builtin", "lily_dagster.targets"
-)
+_REGISTRY = registry("target type", "lily_dagster.lib.targets.builtin", "lily_dagster.targets")
 register_target = _REGISTRY.register
 target_types = _REGISTRY.names
 
 
 def get_target(type_name: str) -> Target:
-    target = _REGISTRY.get(type_name)
-    if target is None:
-        raise ConfigError(f"unknown target type {type_name!r}; known: {target_types()}")
+    target: Target = _REGISTRY.get(type_name)
     return target
 
 
@@ -131,11 +130,6 @@ def _client() -> Any:
 
 def secret_of(config: TargetConfig) -> str:
     """The value of the variable the target's `secret_env` names."""
-    import os
-
     if not config.secret_env:
         raise ConfigError("needs secret_env (the name of the variable holding its secret)")
-    value = os.environ.get(config.secret_env)
-    if not value:
-        raise ConfigError(f"secret variable {config.secret_env} is not set")
-    return value
+    return env_secret(config.secret_env)

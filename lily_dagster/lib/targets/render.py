@@ -7,34 +7,26 @@ Escaping is each chat's own (Slack mrkdwn, Teams markdown); the text here is raw
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import polars as pl
+from pydantic import Field
 
+from lily_dagster.lib.plugins import PluginOptions, parse_options
 from lily_dagster.lib.targets import (
     DeliveryContext,
     TargetRejectedError,
     TargetUnavailableError,
     post_json,
 )
-from lily_dagster.settings import ConfigError, TargetConfig
+from lily_dagster.settings import ConfigError, TargetConfig, env_secret
 
 # Changes shown in one chat message by default; the rest are counted ("and N more").
 DEFAULT_MAX_SHOWN = 20
 
 # ---------------------------------------------------------------------------- options
-
-
-def only_options(config: TargetConfig, allowed: Iterable[str]) -> None:
-    """ConfigError on type-specific options the target does not know (typos)."""
-    unknown = sorted(set(config.model_extra or {}) - set(allowed))
-    if unknown:
-        known = ", ".join(sorted(allowed)) or "none"
-        raise ConfigError(f"unknown option(s) {', '.join(unknown)} (known: {known})")
 
 
 def http_url(value: str | None, what: str = "url") -> str:
@@ -69,33 +61,34 @@ class ChatConfig:
     max_shown: int = DEFAULT_MAX_SHOWN
 
 
-CHAT_OPTIONS = ("url_env", "channel", "max_shown")
+class ChatOptions(PluginOptions):
+    """A chat target's options (beside `url`, common to every target)."""
+
+    url_env: str | None = Field(
+        None, description="Name of the variable holding the incoming-webhook URL (or give url)."
+    )
+    channel: str | None = Field(None, description="The channel's name, for display only.")
+    max_shown: int = Field(
+        DEFAULT_MAX_SHOWN, ge=1, description="Changes listed in one message; the rest are counted."
+    )
 
 
 def chat_config(config: TargetConfig, max_shown_limit: int) -> ChatConfig:
-    """Options `url` (the incoming webhook URL) or `url_env` (the name of the variable
-    holding it), `channel` (display only) and `max_shown` (1..max_shown_limit)."""
-    only_options(config, CHAT_OPTIONS)
-    url_env = config.option("url_env")
-    if config.url and url_env:
+    """The incoming webhook URL from `url` or `url_env`, `channel`, `max_shown`
+    (1..max_shown_limit)."""
+    options = parse_options(ChatOptions, config.model_extra)
+    if config.url and options.url_env:
         raise ConfigError("give url or url_env (the variable holding the URL), not both")
-    if url_env:
-        value = os.environ.get(url_env, "").strip()
-        if not value:
-            raise ConfigError(f"webhook URL variable {url_env} is not set")
-        url = http_url(value, f"the value of {url_env}")
+    if options.url_env:
+        value = env_secret(options.url_env, "webhook URL")
+        url = http_url(value, f"the value of {options.url_env}")
     elif config.url:
         url = http_url(config.url)
     else:
         raise ConfigError("needs url or url_env (the name of the variable holding the URL)")
-    raw_max = config.option("max_shown", str(DEFAULT_MAX_SHOWN))
-    try:
-        max_shown = int(str(raw_max))
-    except ValueError:
-        raise ConfigError(f"max_shown={raw_max!r} is not an integer") from None
-    if not 1 <= max_shown <= max_shown_limit:
-        raise ConfigError(f"max_shown={max_shown} must be between 1 and {max_shown_limit}")
-    return ChatConfig(url=url, channel=config.option("channel"), max_shown=max_shown)
+    if options.max_shown > max_shown_limit:
+        raise ConfigError(f"max_shown={options.max_shown} must be between 1 and {max_shown_limit}")
+    return ChatConfig(url=url, channel=options.channel, max_shown=options.max_shown)
 
 
 def post_chat(payload: dict[str, Any], config: ChatConfig, ctx: DeliveryContext) -> None:
@@ -201,6 +194,8 @@ class ChatTarget:
         self, changes: pl.DataFrame, config: ChatConfig, ctx: DeliveryContext
     ) -> dict[str, Any]:
         raise NotImplementedError
+
+    Options = ChatOptions
 
     def configure(self, config: TargetConfig) -> ChatConfig:
         return chat_config(config, self.max_shown_limit)

@@ -24,7 +24,7 @@ from lily_dagster.lib.targets.builtin.webhook import (
 )
 from lily_dagster.settings import ConfigError, TargetConfig
 from lily_dagster_tests.lib.targets.changes import change_frame
-from lily_dagster_tests.receivers import RecordingReceiver, closed_port_url
+from lily_dagster_tests.support.receivers import RecordingReceiver, closed_port_url
 
 SECRET = "s3cr3t-hmac-key"
 SECRET_ENV = "LILY_TEST_HOOK_SECRET"

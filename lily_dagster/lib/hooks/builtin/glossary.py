@@ -5,52 +5,55 @@ from __future__ import annotations
 from typing import Any
 
 import polars as pl
+from pydantic import Field, field_validator, model_validator
 
 from lily_dagster.lib.enrichment import on_distinct, tag_string, with_tags
-from lily_dagster.lib.hooks import (
-    HookContext,
-    only_settings,
-    polars_regex,
-    register_hook,
-    string_list,
-)
-from lily_dagster.settings import ConfigError
+from lily_dagster.lib.hooks import HookContext, PluginOptions, polars_regex, register_hook
 
-_RULE_KEYS = {"qualified_name", "type_names", "add_classifications", "add_terms"}
+
+class GlossaryRule(PluginOptions):
+    """One rule: what it matches, and what it adds."""
+
+    qualified_name: str = Field(description="Regex on the asset's qualified name.")
+    type_names: list[str] = Field(
+        default_factory=list, description="Asset types it applies to (empty: every type)."
+    )
+    add_classifications: list[str] = Field(default_factory=list, description="Tags added.")
+    add_terms: list[str] = Field(default_factory=list, description="Glossary terms added.")
+
+    @field_validator("qualified_name")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        return polars_regex(value, "")
+
+    @model_validator(mode="after")
+    def _adds_something(self) -> GlossaryRule:
+        if not self.add_classifications and not self.add_terms:
+            raise ValueError("adds nothing (add_classifications or add_terms)")
+        return self
 
 
 @register_hook("glossary-tags")
 class GlossaryTags:
-    """settings: rules: [{qualified_name: <regex>, type_names: [..] (optional),
-    add_classifications: [..], add_terms: [..]}]. Every matching rule adds its tags and
-    terms (no duplicates; what the event already has is kept)."""
+    """Every matching rule adds its tags and terms (no duplicates; what the event already
+    has is kept)."""
 
     name = "glossary-tags"
     stage = "pre_ingest"
 
-    def configure(self, settings: dict[str, Any]) -> list[dict[str, Any]]:
-        only_settings(settings, {"rules"})
-        rules = settings.get("rules")
-        if not isinstance(rules, list) or not rules:
-            raise ConfigError("needs a non-empty list of rules")
-        compiled = []
-        for i, rule in enumerate(rules):
-            if not isinstance(rule, dict) or set(rule) - _RULE_KEYS or "qualified_name" not in rule:
-                raise ConfigError(
-                    f"rule {i}: expected keys {sorted(_RULE_KEYS)} with qualified_name"
-                )
-            polars_regex(rule["qualified_name"], f"rule {i}: qualified_name")
-            if not rule.get("add_classifications") and not rule.get("add_terms"):
-                raise ConfigError(f"rule {i}: adds nothing (add_classifications or add_terms)")
-            compiled.append(
-                {
-                    "pattern": rule["qualified_name"],
-                    "types": string_list(rule, "type_names", []),
-                    "tags": string_list(rule, "add_classifications", []),
-                    "terms": string_list(rule, "add_terms", []),
-                }
-            )
-        return compiled
+    class Options(PluginOptions):
+        rules: list[GlossaryRule] = Field(min_length=1, description="The rules, in order.")
+
+    def configure(self, options: Options) -> list[dict[str, Any]]:
+        return [
+            {
+                "pattern": rule.qualified_name,
+                "types": rule.type_names,
+                "tags": rule.add_classifications,
+                "terms": rule.add_terms,
+            }
+            for rule in options.rules
+        ]
 
     def apply(
         self, events: pl.DataFrame, config: list[dict[str, Any]], ctx: HookContext

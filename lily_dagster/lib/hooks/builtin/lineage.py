@@ -1,7 +1,7 @@
 """lineage-check: every Process has inputs and outputs, and every end exists.
 
 A Process with neither inputs nor outputs is rejected (`bad_lineage`). An end that is
-neither in the batch nor in the hub is created as a reference record (type `settings.
+neither in the batch nor in the hub is created as a reference record (type `
 reference_type`, default `Asset`, attribute `lily_reference: true`) dated at the epoch, so
 the real record, whenever it arrives, replaces it.
 """
@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
+from pydantic import Field
 
-from lily_dagster.lib.hooks import HookContext, HookOutput, only_settings, register_hook
+from lily_dagster.lib.hooks import HookContext, HookOutput, PluginOptions, register_hook
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -23,12 +24,16 @@ class LineageCheck:
     name = "lineage-check"
     stage = "pre_ingest"
 
-    def configure(self, settings: dict[str, Any]) -> dict[str, Any]:
-        only_settings(settings, {"reference_type", "create_references"})
-        return {
-            "reference_type": str(settings.get("reference_type", "Asset")),
-            "create_references": bool(settings.get("create_references", True)),
-        }
+    class Options(PluginOptions):
+        reference_type: str = Field(
+            "Asset", description="Type name of the reference records made for lineage ends."
+        )
+        create_references: bool = Field(
+            True, description="Make reference records for lineage ends the hub does not hold."
+        )
+
+    def configure(self, options: Options) -> dict[str, Any]:
+        return options.model_dump()
 
     def apply(self, events: pl.DataFrame, config: dict[str, Any], ctx: HookContext) -> HookOutput:
         process = (pl.col("type_name") == "Process") & (pl.col("op") == "upsert")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
+from pydantic import Field
 
 from lily_dagster.lib.enrichment import normalise_owners, on_distinct
-from lily_dagster.lib.hooks import HookContext, only_settings, register_hook
+from lily_dagster.lib.hooks import HookContext, PluginOptions, register_hook
 from lily_dagster.settings import ConfigError
 
 
@@ -19,10 +20,6 @@ class OwnerNormalise:
 
     name = "owner-normalise"
     stage = "pre_ingest"
-
-    def configure(self, settings: dict[str, Any]) -> None:
-        if settings:
-            raise ConfigError(f"takes no settings, got {sorted(settings)}")
 
     def apply(self, events: pl.DataFrame, config: None, ctx: HookContext) -> pl.DataFrame:
         return normalise_owners(events)
@@ -40,40 +37,27 @@ class OwnershipMap:
     name = "ownership-map"
     stage = "pre_ingest"
 
-    def configure(self, settings: dict[str, Any]) -> dict[str, Any]:
-        only_settings(settings, {"users", "groups", "file", "unmapped"})
-        for key in ("users", "groups"):
-            if not isinstance(settings.get(key) or {}, dict):
-                raise ConfigError(f"{key} must be a mapping of source id to Atlan name")
-        users = {str(k): str(v) for k, v in (settings.get("users") or {}).items()}
-        groups = {str(k): str(v) for k, v in (settings.get("groups") or {}).items()}
-        if settings.get("file"):
-            path = Path(settings["file"])
-            try:
-                with path.open(newline="") as handle:
-                    for row in csv.DictReader(handle):
-                        target = (
-                            users
-                            if row["kind"] == "user"
-                            else groups
-                            if row["kind"] == "group"
-                            else None
-                        )
-                        if target is None:
-                            raise ConfigError(
-                                f"{path}: kind must be user or group, got {row['kind']!r}"
-                            )
-                        target[row["source_id"]] = row["atlan_name"]
-            except OSError as exc:
-                raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-            except KeyError as exc:
-                raise ConfigError(f"{path}: missing column {exc}") from None
-        unmapped = settings.get("unmapped", "keep")
-        if unmapped not in ("keep", "drop"):
-            raise ConfigError("unmapped must be keep or drop")
+    class Options(PluginOptions):
+        users: dict[str, str] = Field(
+            default_factory=dict, description="Source user id → Atlan user name."
+        )
+        groups: dict[str, str] = Field(
+            default_factory=dict, description="Source group id → Atlan group name."
+        )
+        file: Path | None = Field(
+            None, description="A CSV with columns kind (user|group), source_id, atlan_name."
+        )
+        unmapped: Literal["keep", "drop"] = Field(
+            "keep", description="What happens to ids with no mapping: kept as they are, or dropped."
+        )
+
+    def configure(self, options: Options) -> dict[str, Any]:
+        users, groups = dict(options.users), dict(options.groups)
+        if options.file is not None:
+            _read_mapping_file(options.file, users, groups)
         if not users and not groups:
             raise ConfigError("needs users, groups or file")
-        return {"users": users, "groups": groups, "drop": unmapped == "drop"}
+        return {"users": users, "groups": groups, "drop": options.unmapped == "drop"}
 
     def apply(self, events: pl.DataFrame, config: dict[str, Any], ctx: HookContext) -> pl.DataFrame:
         def mapped(col: str, table: dict[str, str]) -> pl.Expr:
@@ -94,3 +78,18 @@ class OwnershipMap:
                 "owner_groups": mapped("owner_groups", config["groups"]),
             },
         )
+
+
+def _read_mapping_file(path: Path, users: dict[str, str], groups: dict[str, str]) -> None:
+    """Add the CSV's rows (kind, source_id, atlan_name) to the user and group tables."""
+    try:
+        with path.open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                tables = {"user": users, "group": groups}
+                if row["kind"] not in tables:
+                    raise ConfigError(f"{path}: kind must be user or group, got {row['kind']!r}")
+                tables[row["kind"]][row["source_id"]] = row["atlan_name"]
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except KeyError as exc:
+        raise ConfigError(f"{path}: missing column {exc}") from None

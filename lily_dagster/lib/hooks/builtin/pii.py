@@ -22,15 +22,15 @@ from collections.abc import Callable
 from typing import Any
 
 import polars as pl
+from pydantic import Field, field_validator
 
 from lily_dagster.lib.enrichment import SEP, on_distinct, with_tags
 from lily_dagster.lib.hooks import (
     HookContext,
-    kinds_of,
-    only_settings,
+    PluginOptions,
+    known_kinds,
     polars_regex,
     register_hook,
-    string_list,
 )
 
 # The kinds of personal data, as in the `PII:<kind>` tags.
@@ -321,15 +321,27 @@ class PiiClassify:
     name = "pii-classify"
     stage = "pre_ingest"
 
-    def configure(self, settings: dict[str, Any]) -> dict[str, Any]:
-        only_settings(settings, {"type_names", "tags", "kinds", "by_kind_tag"})
-        kinds = kinds_of(settings, KINDS)
-        return {
-            "type_names": string_list(settings, "type_names", ["Column"]),
-            "tags": string_list(settings, "tags", DEFAULT_TAGS),
-            "kinds": kinds,
-            "by_kind_tag": bool(settings.get("by_kind_tag", True)),
-        }
+    class Options(PluginOptions):
+        type_names: list[str] = Field(
+            default_factory=lambda: ["Column"], description="Asset types that are classified."
+        )
+        tags: list[str] = Field(
+            default_factory=lambda: list(DEFAULT_TAGS),
+            description="Classifications added to an asset holding personal data.",
+        )
+        kinds: list[str] = Field(
+            default_factory=lambda: list(KINDS),
+            description=f"Kinds of personal data looked for: {', '.join(KINDS)}.",
+        )
+        by_kind_tag: bool = Field(True, description="Also add a `PII:<kind>` tag per kind found.")
+
+        @field_validator("kinds")
+        @classmethod
+        def _known(cls, value: list[str]) -> list[str]:
+            return known_kinds(value, KINDS)
+
+    def configure(self, options: Options) -> dict[str, Any]:
+        return options.model_dump()
 
     def apply(self, events: pl.DataFrame, config: dict[str, Any], ctx: HookContext) -> pl.DataFrame:
         in_scope = pl.col("type_name").is_in(config["type_names"]) & (pl.col("op") == "upsert")
@@ -423,13 +435,28 @@ class PiiMask:
     name = "pii-mask"
     stage = "pre_ingest"
 
-    def configure(self, settings: dict[str, Any]) -> dict[str, Any]:
-        only_settings(settings, {"kinds", "name_types"})
-        kinds = kinds_of(settings, MASKS)
-        name_types = polars_regex(
-            settings.get("name_types", "Dashboard|Report|Sheet"), "name_types"
+    class Options(PluginOptions):
+        kinds: list[str] = Field(
+            default_factory=lambda: list(MASKS),
+            description=f"Kinds of personal data masked: {', '.join(MASKS)}.",
         )
-        return {"kinds": kinds, "name_types": name_types}
+        name_types: str = Field(
+            "Dashboard|Report|Sheet",
+            description="Regex of the asset types whose names are masked too.",
+        )
+
+        @field_validator("kinds")
+        @classmethod
+        def _known(cls, value: list[str]) -> list[str]:
+            return known_kinds(value, MASKS)
+
+        @field_validator("name_types")
+        @classmethod
+        def _regex(cls, value: str) -> str:
+            return polars_regex(value, "")
+
+    def configure(self, options: Options) -> dict[str, Any]:
+        return options.model_dump()
 
     def apply(self, events: pl.DataFrame, config: dict[str, Any], ctx: HookContext) -> pl.DataFrame:
         def masked(expr: pl.Expr) -> pl.Expr:

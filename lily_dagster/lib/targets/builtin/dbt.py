@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
+from pydantic import Field
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
@@ -33,22 +34,20 @@ from ruamel.yaml.scalarstring import (
 )
 from ruamel.yaml.tokens import CommentToken
 
-from lily_dagster.lib.hooks import only_settings
+from lily_dagster.lib.plugins import PluginOptions, parse_options
 from lily_dagster.lib.targets import (
     DeliveryContext,
     TargetRejectedError,
     TargetUnavailableError,
     register_target,
 )
-from lily_dagster.lib.targets.builtin.snowflake import (
+from lily_dagster.lib.targets.records import (
     COLUMN_TYPE,
     RELATION_KEYWORDS,
-    bool_option,
-    choice_option,
+    Scope,
     in_scope,
     json_object,
     record_description,
-    scope_option,
     split_qualified_name,
 )
 from lily_dagster.settings import ConfigError, TargetConfig
@@ -803,25 +802,33 @@ class DbtTarget:
 
     name = "dbt"
 
-    def configure(self, config: TargetConfig) -> DbtSettings:
-        options = dict(config.model_extra or {})
-        only_settings(
-            options, {"project_dir", "match", "tags", "on_archive", "meta_location", "scope"}
+    class Options(PluginOptions):
+        project_dir: str = Field(description="The dbt project's absolute path.")
+        match: Literal["name", "meta"] = Field(
+            "name", description="Match models by relation name, or by `meta.atlan_qualified_name`."
         )
-        raw = options.get("project_dir")
-        if not isinstance(raw, str) or not raw:
-            raise ConfigError("project_dir (the dbt project's absolute path) is required")
-        project_dir = Path(raw).expanduser()
+        tags: bool = Field(True, description="Write classifications as dbt tags.")
+        on_archive: Literal["ignore", "tag"] = Field(
+            "ignore", description="What an archived record does to its model: nothing, or a tag."
+        )
+        meta_location: Literal["config", "top"] = Field(
+            "config", description="Where new `meta` and `tags` go (existing ones stay put)."
+        )
+        scope: Scope = Field(default_factory=list)
+
+    def configure(self, config: TargetConfig) -> DbtSettings:
+        options = parse_options(self.Options, config.model_extra)
+        project_dir = Path(options.project_dir).expanduser()
         if not project_dir.is_absolute():
-            raise ConfigError(f"project_dir {raw!r} must be an absolute path")
+            raise ConfigError(f"project_dir {options.project_dir!r} must be an absolute path")
         if not (project_dir / "dbt_project.yml").is_file():
             raise ConfigError(f"project_dir {project_dir}: no dbt_project.yml there")
         parsed = DbtOptions(
-            match=choice_option(options, "match", ("name", "meta")),  # type: ignore[arg-type]
-            tags=bool_option(options, "tags", True),
-            on_archive=choice_option(options, "on_archive", ("ignore", "tag")),  # type: ignore[arg-type]
-            meta_location=choice_option(options, "meta_location", ("config", "top")),  # type: ignore[arg-type]
-            scope=scope_option(options),
+            match=options.match,
+            tags=options.tags,
+            on_archive=options.on_archive,
+            meta_location=options.meta_location,
+            scope=tuple(options.scope),
         )
         return DbtSettings(project_dir, parsed)
 

@@ -18,9 +18,7 @@ shared with the dbt target.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -28,128 +26,29 @@ from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
+from pydantic import Field, model_validator
 
-from lily_dagster.lib.hooks import only_settings, string_list
+from lily_dagster.lib.plugins import PluginOptions, parse_options
 from lily_dagster.lib.targets import (
     DeliveryContext,
     TargetRejectedError,
     TargetUnavailableError,
     register_target,
 )
-from lily_dagster.settings import ConfigError, TargetConfig
+from lily_dagster.lib.targets.records import (
+    COLUMN_TYPE,
+    RELATION_KEYWORDS,
+    QualifiedName,
+    Scope,
+    in_scope,
+    json_object,
+    record_description,
+    split_qualified_name,
+    touches,
+)
+from lily_dagster.settings import ConfigError, TargetConfig, env_secret
 
 logger = logging.getLogger(__name__)
-
-# ---------------------------------------------------------------------------------------
-# Shared with the dbt target
-# ---------------------------------------------------------------------------------------
-
-# Hub types that are relations (tables and the like), with their Snowflake object keyword.
-RELATION_KEYWORDS: dict[str, str] = {
-    "Table": "TABLE",
-    "View": "VIEW",
-    "MaterialisedView": "MATERIALIZED VIEW",  # Atlan's spelling
-    "MaterializedView": "MATERIALIZED VIEW",
-}
-COLUMN_TYPE = "Column"
-
-
-@dataclass(frozen=True)
-class QualifiedName:
-    """A SQL object's Atlan-style qualified name, split:
-    `default/<connector>/<epoch>/<DB>/<SCHEMA>/<TABLE>[/<COLUMN>]`."""
-
-    connection: str  # default/<connector>/<epoch>
-    connector: str
-    database: str
-    schema: str
-    table: str
-    column: str | None = None
-
-    @property
-    def relation(self) -> str:
-        """The qualified name of the table (or view) itself."""
-        return f"{self.connection}/{self.database}/{self.schema}/{self.table}"
-
-
-def split_qualified_name(qualified_name: str, *, column: bool) -> QualifiedName | None:
-    """The parts of a table's (`column=False`) or column's qualified name; None when the name
-    does not have that shape. Names holding `/` cannot be split unambiguously: a part count
-    that does not fit the type is refused rather than guessed."""
-    parts = qualified_name.split("/")
-    if len(parts) != (7 if column else 6) or not all(parts):
-        return None
-    return QualifiedName(
-        connection="/".join(parts[:3]),
-        connector=parts[1],
-        database=parts[3],
-        schema=parts[4],
-        table=parts[5],
-        column=parts[6] if column else None,
-    )
-
-
-def json_object(raw: str | None) -> dict[str, Any]:
-    """A JSON object column value (attributes, before) as a dict; anything else as {}."""
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def record_description(attributes: Mapping[str, Any]) -> str | None:
-    """The description people see: Atlan shows `user_description` over the crawled
-    `description` when both are set."""
-    for key in ("user_description", "description"):
-        value = attributes.get(key)
-        if isinstance(value, str) and value.strip():
-            return value
-    return None
-
-
-def touches(changed: Iterable[str], word: str) -> bool:
-    """Whether a change may have changed a field named like `word` (description,
-    classification): the change log names the fields that changed (`attributes` for the
-    free-form ones). No field list (a creation) counts as touching everything: rendering
-    more is safe, every write is idempotent."""
-    names = [c.lower() for c in changed]
-    return not names or any(word in n or n == "attributes" for n in names)
-
-
-def in_scope(qualified_name: str, scope: tuple[str, ...]) -> bool:
-    """Whether a qualified name is under one of the scope prefixes (no scope: every name)."""
-    return not scope or any(
-        qualified_name == p or qualified_name.startswith(p + "/") for p in scope
-    )
-
-
-def bool_option(options: Mapping[str, Any], key: str, default: bool) -> bool:
-    value = options.get(key, default)
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
-        return value.lower() in ("true", "yes")
-    raise ConfigError(f"{key} must be true or false, got {value!r}")
-
-
-def choice_option(options: Mapping[str, Any], key: str, choices: tuple[str, ...]) -> str:
-    """An option with a fixed set of values; the first is the default."""
-    value = options.get(key, choices[0])
-    if value not in choices:
-        raise ConfigError(f"{key} must be one of {list(choices)}, got {value!r}")
-    return str(value)
-
-
-def scope_option(options: Mapping[str, Any]) -> tuple[str, ...]:
-    """`scope`: qualified-name prefixes a target acts on (e.g. a connection or a schema)."""
-    prefixes = [p.rstrip("/") for p in string_list(dict(options), "scope", [])]
-    if not all(prefixes):
-        raise ConfigError("scope must not contain empty prefixes")
-    return tuple(prefixes)
-
 
 # ---------------------------------------------------------------------------------------
 # Rendering
@@ -431,7 +330,61 @@ SNOWFLAKE_PARAMS = (
 )
 # ... and secrets only through `<param>_env` (`secret_env` stands for `password_env`).
 SNOWFLAKE_SECRETS = ("password", "private_key_file_pwd", "token")
-_COMMON_OPTIONS = {"connection", "descriptions", "tags", "tag_schema", "create_tags", "scope"}
+
+
+def _secret_name(param: str) -> Any:
+    return Field(None, description=f"Name of the variable holding `{param}`.")
+
+
+class SnowflakeTargetOptions(PluginOptions):
+    """The snowflake target's options (beside the common ones of every target)."""
+
+    connection: Literal["snowflake", "duckdb"] = Field(
+        "snowflake", description="Where the statements run: Snowflake, or a DuckDB file (tests)."
+    )
+    descriptions: bool = Field(True, description="Write descriptions as comments.")
+    tags: bool = Field(True, description="Write classifications as Snowflake tags.")
+    tag_schema: str | None = Field(None, description="`DB.SCHEMA` holding the tags (with tags).")
+    create_tags: bool = Field(False, description="Create missing tags (else they are skipped).")
+    scope: Scope = Field(default_factory=list)
+    database: str | None = Field(None, description="duckdb: the path of the DuckDB file.")
+    account: str | None = Field(None, description="snowflake: the account identifier.")
+    user: str | None = Field(None, description="snowflake: the user.")
+    role: str | None = Field(None, description="snowflake: the role.")
+    warehouse: str | None = Field(None, description="snowflake: the warehouse.")
+    authenticator: str | None = Field(None, description="snowflake: the authenticator.")
+    host: str | None = Field(None, description="snowflake: the host, if not the default.")
+    private_key_file: str | None = Field(None, description="snowflake: key-pair auth file.")
+    password: str | None = Field(None, description="Refused: a secret, give password_env.")
+    private_key_file_pwd: str | None = Field(None, description="Refused: give its _env.")
+    token: str | None = Field(None, description="Refused: a secret, give token_env.")
+    account_env: str | None = _secret_name("account")
+    user_env: str | None = _secret_name("user")
+    role_env: str | None = _secret_name("role")
+    warehouse_env: str | None = _secret_name("warehouse")
+    authenticator_env: str | None = _secret_name("authenticator")
+    host_env: str | None = _secret_name("host")
+    private_key_file_env: str | None = _secret_name("private_key_file")
+    password_env: str | None = _secret_name("password (or the target's secret_env)")
+    private_key_file_pwd_env: str | None = _secret_name("private_key_file_pwd")
+    token_env: str | None = _secret_name("token")
+
+    @model_validator(mode="after")
+    def _one_connection(self) -> SnowflakeTargetOptions:
+        """A Snowflake parameter with connection: duckdb (or database with snowflake) is
+        a mistake, not something to ignore."""
+        given = self.model_fields_set - {"connection"} - set(_COMMON_OPTIONS)
+        allowed = {"database"} if self.connection == "duckdb" else given - {"database"}
+        unknown = sorted(given - allowed)
+        if unknown:
+            raise ValueError(f"unknown settings {unknown} with connection: {self.connection}")
+        for param in SNOWFLAKE_SECRETS:
+            if getattr(self, param) is not None:
+                raise ValueError(f"{param} is a secret: give {param}_env, the variable's name")
+        return self
+
+
+_COMMON_OPTIONS = ("descriptions", "tags", "tag_schema", "create_tags", "scope")
 
 
 def _snowflake_connect(env_names: dict[str, str], plain: dict[str, str]) -> ConnectionFactory:
@@ -443,10 +396,7 @@ def _snowflake_connect(env_names: dict[str, str], plain: dict[str, str]) -> Conn
 
         params: dict[str, Any] = dict(plain)
         for param, variable in env_names.items():
-            value = os.environ.get(variable)
-            if not value:
-                raise ConfigError(f"variable {variable} ({param}) is not set")
-            params[param] = value
+            params[param] = env_secret(variable, param)
         return snowflake.connector.connect(
             **params,
             login_timeout=timeout_s,
@@ -457,7 +407,9 @@ def _snowflake_connect(env_names: dict[str, str], plain: dict[str, str]) -> Conn
     return connect
 
 
-def _snowflake_connection(config: TargetConfig, options: dict[str, Any]) -> ConnectionFactory:
+def _snowflake_connection(
+    config: TargetConfig, options: SnowflakeTargetOptions
+) -> ConnectionFactory:
     try:
         import snowflake.connector  # noqa: F401
     except ImportError:
@@ -468,18 +420,15 @@ def _snowflake_connection(config: TargetConfig, options: dict[str, Any]) -> Conn
     env_names: dict[str, str] = {}
     plain: dict[str, str] = {}
     for param in SNOWFLAKE_PARAMS + SNOWFLAKE_SECRETS:
-        variable = options.get(f"{param}_env")
+        variable = getattr(options, f"{param}_env")
         if param == "password" and variable is None:
             variable = config.secret_env
         if variable is not None:
             env_names[param] = str(variable)
-        if param in options:
-            if param in SNOWFLAKE_SECRETS:
-                raise ConfigError(f"{param} is a secret: give {param}_env, the variable's name")
-            plain[param] = str(options[param])
+        if param in SNOWFLAKE_PARAMS and getattr(options, param) is not None:
+            plain[param] = str(getattr(options, param))
     for param, variable in env_names.items():
-        if not os.environ.get(variable):
-            raise ConfigError(f"variable {variable} ({param}_env) is not set")
+        env_secret(variable, f"{param}_env")
     given = set(env_names) | set(plain)
     missing = [p for p in ("account", "user") if p not in given]
     if missing:
@@ -492,9 +441,9 @@ def _snowflake_connection(config: TargetConfig, options: dict[str, Any]) -> Conn
     return _snowflake_connect(env_names, plain)
 
 
-def _duckdb_connection(options: dict[str, Any]) -> ConnectionFactory:
-    database = options.get("database")
-    if not isinstance(database, str) or not database:
+def _duckdb_connection(options: SnowflakeTargetOptions) -> ConnectionFactory:
+    database = options.database
+    if not database:
         raise ConfigError("connection: duckdb needs database (the path of a DuckDB file)")
     path = Path(database).expanduser()
     if not path.is_file():
@@ -530,45 +479,28 @@ class SnowflakeTarget:
 
     name = "snowflake"
 
+    Options = SnowflakeTargetOptions
+
     def configure(self, config: TargetConfig) -> SnowflakeSettings:
-        options = dict(config.model_extra or {})
-        connection = choice_option(options, "connection", ("snowflake", "duckdb"))
-        if connection == "snowflake":
-            secrets = {f"{p}_env" for p in SNOWFLAKE_PARAMS + SNOWFLAKE_SECRETS}
-            # Secrets given as values are known, to be refused with a clear message.
-            known = secrets | set(SNOWFLAKE_PARAMS) | set(SNOWFLAKE_SECRETS)
-            only_settings(options, _COMMON_OPTIONS | known)
-        else:
-            only_settings(options, _COMMON_OPTIONS | {"database"})
+        options = parse_options(SnowflakeTargetOptions, config.model_extra)
+        duckdb = options.connection == "duckdb"
         # The connection first: without one nothing else matters.
-        connect = (
-            _duckdb_connection(options)
-            if connection == "duckdb"
-            else _snowflake_connection(config, options)
-        )
-        tags = bool_option(options, "tags", True)
+        connect = _duckdb_connection(options) if duckdb else _snowflake_connection(config, options)
         tag_schema: tuple[str, str] | None = None
-        if tags:
-            if connection == "duckdb":
+        if options.tags:
+            if duckdb:
                 raise ConfigError("DuckDB has no tags: set tags: false with connection: duckdb")
-            raw = options.get("tag_schema")
-            parts = raw.split(".") if isinstance(raw, str) else []
-            if len(parts) != 2 or not all(p.strip() for p in parts):
-                raise ConfigError(
-                    f"tag_schema must be DATABASE.SCHEMA (where the tags live), got {raw!r}; "
-                    "or set tags: false"
-                )
-            tag_schema = (parts[0].strip(), parts[1].strip())
+            tag_schema = _tag_schema(options.tag_schema)
         parsed = SnowflakeOptions(
-            dialect="duckdb" if connection == "duckdb" else "snowflake",
-            descriptions=bool_option(options, "descriptions", True),
-            tags=tags,
+            dialect=options.connection,
+            descriptions=options.descriptions,
+            tags=options.tags,
             tag_schema=tag_schema,
-            create_tags=bool_option(options, "create_tags", False),
-            scope=scope_option(options),
+            create_tags=options.create_tags,
+            scope=tuple(options.scope),
         )
         # DuckDB runs a batch in one transaction; Snowflake commits each DDL statement itself.
-        return SnowflakeSettings(parsed, connect, transactional=connection == "duckdb")
+        return SnowflakeSettings(parsed, connect, transactional=duckdb)
 
     def deliver(
         self, changes: pl.DataFrame, config: SnowflakeSettings, ctx: DeliveryContext
@@ -584,3 +516,13 @@ class SnowflakeTarget:
             changes.height,
             len(statements),
         )
+
+
+def _tag_schema(raw: str | None) -> tuple[str, str]:
+    parts = raw.split(".") if raw else []
+    if len(parts) != 2 or not all(p.strip() for p in parts):
+        raise ConfigError(
+            f"tag_schema must be DATABASE.SCHEMA (where the tags live), got {raw!r}; "
+            "or set tags: false"
+        )
+    return parts[0].strip(), parts[1].strip()

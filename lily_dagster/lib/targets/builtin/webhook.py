@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from lily_dagster.lib.plugins import NoOptions, parse_options
 from lily_dagster.lib.targets import (
     DeliveryContext,
     change_objects,
@@ -22,7 +23,7 @@ from lily_dagster.lib.targets import (
     register_target,
     secret_of,
 )
-from lily_dagster.lib.targets.render import http_url, only_options
+from lily_dagster.lib.targets.render import http_url
 from lily_dagster.settings import TargetConfig
 
 SIGNATURE_HEADER = "X-Lily-Signature"
@@ -67,7 +68,7 @@ class WebhookTarget:
     name = "webhook"
 
     def configure(self, config: TargetConfig) -> WebhookConfig:
-        only_options(config, ())
+        parse_options(NoOptions, config.model_extra)
         url = http_url(config.url)
         return WebhookConfig(url=url, secret=secret_of(config))
 

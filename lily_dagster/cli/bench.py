@@ -1,0 +1,46 @@
+"""`lily bench`: benchmarks (`backfill`, `latency`); each prints one JSON object."""
+
+from __future__ import annotations
+
+import argparse
+
+from lily_dagster.cli.common import CliError, Subparsers, command_group, print_json
+
+
+def register(sub: Subparsers) -> None:
+    bench = command_group(
+        sub, "bench", "benchmarks; each prints one JSON object", dest="bench_command"
+    )
+    bench_backfill = bench.add_parser(
+        "backfill", help="a synthetic estate through the backfill path, with its baselines"
+    )
+    bench_backfill.add_argument(
+        "--assets", type=int, nargs="+", required=True, help="one estate size or several"
+    )
+    bench_backfill.add_argument("--batch-rows", type=int, default=500_000)
+    bench_backfill.set_defaults(func=cmd_bench_backfill)
+    bench_latency = bench.add_parser(
+        "latency", help="produce-to-hub latency under the daemon at a fixed rate"
+    )
+    bench_latency.add_argument("--rate", type=float, required=True, help="events per second")
+    bench_latency.add_argument("--seconds", type=float, required=True)
+    bench_latency.add_argument("--tenants", type=int, default=3)
+    bench_latency.set_defaults(func=cmd_bench_latency)
+
+
+def cmd_bench_backfill(args: argparse.Namespace) -> int:
+    from lily_dagster.bench.backfill import run as run_bench
+
+    if min(args.assets) < 1:
+        raise CliError("--assets must be at least 1")
+    print_json(run_bench(args.assets, batch_rows=args.batch_rows))
+    return 0
+
+
+def cmd_bench_latency(args: argparse.Namespace) -> int:
+    from lily_dagster.bench.latency import run_latency
+
+    if args.rate <= 0 or args.seconds <= 0:
+        raise CliError("--rate and --seconds must be positive")
+    print_json(run_latency(args.rate, args.seconds, tenants=args.tenants))
+    return 0

@@ -1,0 +1,26 @@
+"""`lily webhook serve`: the webhook receiver (HTTP) in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lily_dagster.cli.common import Subparsers, command_group, load_settings, serve
+from lily_dagster.settings import DEFAULT_WEBHOOK_PORT
+
+
+def register(sub: Subparsers) -> None:
+    webhook = command_group(sub, "webhook", "the webhook receiver", dest="w_command")
+    serve_parser = webhook.add_parser("serve", help="run the webhook receiver (HTTP)")
+    serve_parser.add_argument("--host", default="127.0.0.1")
+    serve_parser.add_argument("--port", type=int, default=DEFAULT_WEBHOOK_PORT)
+    serve_parser.set_defaults(func=cmd_webhook_serve)
+
+
+def cmd_webhook_serve(args: argparse.Namespace) -> int:
+    from lily_dagster.api.app import create_app
+
+    settings = load_settings()
+    app = create_app(settings)  # bad auth or vendor configuration fails here, before binding
+    print(f"Lily webhook receiver on http://{args.host}:{args.port}", file=sys.stderr)
+    return serve(app, args.host, args.port, grace_s=10)

@@ -1,1 +1,0 @@
-"""Webhook ingestion: authentication, the durable inbox, vendor normalisers."""
