@@ -1,13 +1,18 @@
-"""The code location: every definition under `lily_dagster/defs/`, found by folder
-(`load_from_defs_folder`, as in `dg`'s scaffold): each domain folder's modules, and the
-`@dg.definitions` of what depends on configuration (propagation, resources). Bad
+"""The code location: every definition under `lily_dagster/defs/`, found by folder, and
+the `@dg.definitions` of what depends on configuration (propagation, resources). Bad
 configuration (LILY_CONFIG's hooks, targets and pollers) fails here, when the code location
-loads, with its one-line message, not in the middle of a run."""
+loads, with its one-line message, not in the middle of a run.
 
-from pathlib import Path
+`dg.load_from_defs_folder` finds the same definitions (a test checks it), but it also
+imports every installed dg component library (dagster-aws, dagster-k8s) to describe them
+to the UI: ~0.5 s more per load, and every run's worker loads the code location. So the
+folder is read with Dagster's package loader, and the two lazy definitions are added."""
 
 import dagster as dg
 
+import lily_dagster.defs
+from lily_dagster.defs import resources
+from lily_dagster.defs.propagation import definitions as propagation
 from lily_dagster.lib.config_checks import check_plugin_config
 from lily_dagster.settings import Settings
 
@@ -15,4 +20,8 @@ from lily_dagster.settings import Settings
 @dg.definitions
 def defs() -> dg.Definitions:
     check_plugin_config(Settings.from_env().config)
-    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    return dg.Definitions.merge(
+        dg.load_definitions_from_package_module(lily_dagster.defs),
+        propagation.defs(),
+        resources.resources(),
+    )
