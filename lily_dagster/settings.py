@@ -64,19 +64,11 @@ def jwt_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith("LILY_JWT_")}
 
 
-def env_value(name: str) -> str | None:
-    """An optional variable named by configuration (not a secret), or None when unset."""
-    return os.environ.get(name) or None
-
-
 class PluginConfig(BaseModel):
-    """Configuration of one plug-in for one tenant: its own options are allowed as extras."""
+    """Configuration of one plug-in for one tenant: the keys beside the common ones are the
+    plug-in's own options, validated against its `Options` model (lib/plugins.py)."""
 
     model_config = ConfigDict(extra="allow")
-
-    def option(self, key: str, default: str | None = None) -> str | None:
-        value = (self.model_extra or {}).get(key, default)
-        return None if value is None else str(value)
 
 
 class VendorWebhookConfig(PluginConfig):
