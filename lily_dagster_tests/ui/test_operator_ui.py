@@ -307,7 +307,8 @@ def test_a_quarantine_replay_from_the_launchpad_applies_the_fixed_part(
     expect(page.get_by_role("button", name="Materialize all…")).to_be_visible()
     page.locator("button:has([aria-label='arrow_drop_down'])").last.click()
     page.get_by_role("menuitem", name="Open launchpad").click()
-    launchpad = page.get_by_role("dialog").filter(has_text="Launchpad")
+    # The modal only: the menu's popover, closing, is a dialog too and says "launchpad".
+    launchpad = page.locator("[role=dialog][aria-modal=true]").filter(has_text="Launchpad")
     expect(launchpad).to_be_visible()
     partition = launchpad.get_by_placeholder("Partition")
     partition.click()
