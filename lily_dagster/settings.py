@@ -20,6 +20,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lily_dagster.lib.access.policy import AccessConfig, AccessPolicy
+
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 TENANT_RE = re.compile(TENANT_PATTERN)
 
@@ -199,6 +201,8 @@ class TenantConfig(BaseModel):
     webhook_rate_per_s: float | None = Field(default=None, gt=0)
     # Nightly reconciliation against a source snapshot; unset: not reconciled.
     reconciliation: ReconciliationConfig | None = None
+    # Access policies for this tenant's records, besides the file's (CONTRACT.md §6).
+    access: AccessConfig = Field(default_factory=AccessConfig)
 
     @field_validator("name")
     @classmethod
@@ -218,6 +222,8 @@ class LilyConfigFile(BaseModel):
     hooks: HooksConfig | None = None
     # Outbound targets (CONTRACT.md §5), each fed by the tenants it names.
     targets: list[TargetConfig] = Field(default_factory=list)
+    # Access policies for every tenant's records (CONTRACT.md §6).
+    access: AccessConfig = Field(default_factory=AccessConfig)
 
     @field_validator("targets")
     @classmethod
@@ -233,6 +239,11 @@ class LilyConfigFile(BaseModel):
 
     def tenant(self, name: str) -> TenantConfig | None:
         return next((t for t in self.tenants if t.name == name), None)
+
+    def policies_of(self, tenant: str) -> tuple[AccessPolicy, ...]:
+        """The access policies over a tenant's records: the file's, then the tenant's."""
+        own = self.tenant(tenant)
+        return self.access.policies + (own.access.policies if own else ())
 
     def topic_bindings(self) -> dict[str, str]:
         bindings: dict[str, str] = {}
@@ -299,7 +310,8 @@ def load_config_file(path: Path) -> LilyConfigFile:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"LILY_CONFIG {path}: {where}: {first['msg']}") from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"LILY_CONFIG {path}: {where}: {message}") from None
 
 
 def _env_number(
@@ -456,6 +468,11 @@ class Settings(BaseModel):
     def dlq_dir(self) -> Path:
         """Each target's dead-letter queue per tenant."""
         return self.home / "dlq"
+
+    @property
+    def audit_dir(self) -> Path:
+        """Each tenant's tamper-evident audit log (and the global one)."""
+        return self.home / "audit"
 
     @property
     def hub_dir(self) -> Path:

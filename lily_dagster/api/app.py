@@ -7,23 +7,28 @@ from typing import Any
 from fastapi import FastAPI
 
 from lily_dagster.api import openapi as doc
+from lily_dagster.api.audit import AuditTrail
 from lily_dagster.api.errors import install_error_handlers
 from lily_dagster.api.metrics import RequestMetrics
 from lily_dagster.api.routers import ROUTERS
 from lily_dagster.api.state import build_state
+from lily_dagster.lib.audit import AuditWriter
 from lily_dagster.lib.inbox import Inbox
 from lily_dagster.lib.receiver.auth import AuthConfig
 from lily_dagster.settings import Settings
 
 
 def create_app(
-    settings: Settings, inbox: Inbox | None = None, auth: AuthConfig | None = None
+    settings: Settings,
+    inbox: Inbox | None = None,
+    auth: AuthConfig | None = None,
+    audit: AuditWriter | None = None,
 ) -> FastAPI:
-    state = build_state(settings, inbox, auth)
+    state = build_state(settings, inbox, auth, audit)
     app = FastAPI(
         title="Lily webhook receiver",
         version="1",
-        description="Metadata events into Lily (CONTRACT.md §4).",
+        description="Metadata events into Lily (CONTRACT.md §4) and metadata back out (§6).",
         docs_url=None,
         redoc_url=None,
     )
@@ -32,6 +37,7 @@ def create_app(
         app.include_router(router)
     install_error_handlers(app)
     _complete_openapi(app)
+    app.add_middleware(AuditTrail, writer=state.audit)
     app.add_middleware(RequestMetrics, metrics=state.metrics)
     return app
 

@@ -18,8 +18,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from lily_dagster.api.state import ReceiverState
-from lily_dagster.lib.receiver.auth import Principal, authorise
-from lily_dagster.lib.receiver.errors import RequestRejectedError
+from lily_dagster.lib.access.decision import Action, Principal, decide
+from lily_dagster.lib.receiver.errors import RequestRejectedError, forbidden
 from lily_dagster.lib.receiver.vendors import Vendor, VendorRequest, get_vendor, vendor_names
 from lily_dagster.settings import TenantConfig, VendorWebhookConfig, is_tenant
 
@@ -52,18 +52,35 @@ async def tenant_config(tenant: Tenant, state: State) -> TenantConfig | None:
     return state.config.tenant(tenant)
 
 
+def audited(action: Action) -> Callable[..., Awaitable[None]]:
+    """A route's first dependency: names its action in the audit entry (api/audit.py)."""
+
+    async def note_action(request: Request) -> None:
+        request.state.audit_action = action.value
+
+    return note_action
+
+
 async def bearer_principal(request: Request, state: State) -> Principal:
     """The verified bearer token; 401 when it is missing or bad."""
-    return state.verifier.verify(request.headers.get("authorization"))
+    principal = state.verifier.verify(request.headers.get("authorization"))
+    request.state.audit_sub = principal.subject
+    return principal
 
 
-def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
-    """A dependency: the token, checked to carry `scope` and name the path's tenant (403)."""
+def require(action: Action) -> Callable[..., Awaitable[Principal]]:
+    """A dependency: the token, allowed by the policy decision point to take `action` on
+    the path's tenant (403 with the reason when not)."""
 
     async def authorised(
-        tenant: Tenant, principal: Annotated[Principal, Depends(bearer_principal)]
+        request: Request,
+        tenant: Tenant,
+        principal: Annotated[Principal, Depends(bearer_principal)],
     ) -> Principal:
-        authorise(principal, tenant, scope)
+        decision = decide(principal, action, tenant)
+        request.state.audit_decision = decision.label
+        if not decision.allowed:
+            raise forbidden(decision.detail, code=decision.code)
         return principal
 
     return authorised

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-# The `endpoint` label of a request: its route family by path prefix, else one of the
-# named paths, else "other".
-ENDPOINT_PREFIXES = (("/v1/tenants/", "tenant_events"), ("/v1/webhooks/", "vendor_webhook"))
+# The `endpoint` label of a request: its route family by path, else one of the named
+# paths, else "other".
+_TENANT_ROUTE = re.compile(r"^/v1/tenants/[^/]*/(events|assets|lineage|changes|audit)(/|$)")
+TENANT_ROUTE_LABELS = {
+    "events": "tenant_events",
+    "assets": "assets",
+    "lineage": "lineage",
+    "changes": "changes",
+    "audit": "audit",
+}
+ENDPOINT_PREFIXES = (("/v1/tenants/", "tenant_other"), ("/v1/webhooks/", "vendor_webhook"))
 NAMED_PATHS = ("/healthz", "/metrics", "/openapi.json")
 
 
@@ -55,6 +64,9 @@ class Metrics:
 
 
 def endpoint_label(path: str) -> str:
+    route = _TENANT_ROUTE.match(path)
+    if route:
+        return TENANT_ROUTE_LABELS[route.group(1)]
     for prefix, label in ENDPOINT_PREFIXES:
         if path.startswith(prefix):
             return label

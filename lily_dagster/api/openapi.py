@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from lily_dagster.api.openapi_access import component_schemas
 from lily_dagster.lib.envelope import WELL_KNOWN_ATTRIBUTES
 from lily_dagster.lib.receiver.body import MAX_EVENTS_PER_REQUEST
 from lily_dagster.lib.receiver.vendors import get_vendor, vendor_names
@@ -280,6 +281,7 @@ def _component_schemas() -> dict[str, Any]:
             },
         },
         **_envelope_schemas(),
+        **component_schemas(),
     }
 
 
@@ -459,8 +461,9 @@ def finish(document: dict[str, Any]) -> dict[str, Any]:
             "bearerFormat": "JWT",
             "description": (
                 "OAuth2 access token (HS256, RS256/ES256 from the issuer's JWKS): `exp` "
-                "required, `aud` (default `lily`) and `iss` checked; scope `lily:ingest` "
-                "(claim `scope`) and the tenant (claim `tenant`, or a `tenants` list)."
+                "required, `aud` (default `lily`) and `iss` checked; scopes (claim `scope`: "
+                "`lily:ingest`, `lily:read`, `lily:read:pii`, `lily:audit`), the tenant "
+                "(claim `tenant`, or a `tenants` list) and optionally `groups`."
             ),
         },
         **vendor_security_schemes(),

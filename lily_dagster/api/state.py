@@ -8,6 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from lily_dagster.api.metrics import Metrics
+from lily_dagster.lib.access.cursor import CursorSigner
+from lily_dagster.lib.access.snapshot import SnapshotStore
+from lily_dagster.lib.audit import AuditLog, AuditWriter
+from lily_dagster.lib.hub import open_hub
+from lily_dagster.lib.hub.local import LocalHub
 from lily_dagster.lib.inbox import Inbox, open_inbox
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.lib.receiver.auth import AuthConfig, TokenVerifier, auth_config_from_env
@@ -29,6 +34,10 @@ class ReceiverState:
     quarantine: QuarantineStore
     limiter: RateLimiter
     metrics: Metrics
+    records: LocalHub  # what Lily wrote to the hub: the access API's source
+    snapshots: SnapshotStore
+    cursors: CursorSigner
+    audit: AuditWriter
 
     async def store(self, tenant: str, checked: CheckedBody) -> dict[str, Any]:
         """Quarantine the rejected events, commit the valid ones, and say which were which."""
@@ -47,11 +56,15 @@ class ReceiverState:
 
 
 def build_state(
-    settings: Settings, inbox: Inbox | None = None, auth: AuthConfig | None = None
+    settings: Settings,
+    inbox: Inbox | None = None,
+    auth: AuthConfig | None = None,
+    audit: AuditWriter | None = None,
 ) -> ReceiverState:
     """The state, configuration checked first: a bad vendor or token setting fails here."""
     config = settings.config
     check_vendor_config(config)
+    records = open_hub(settings).read_store()
     return ReceiverState(
         settings=settings,
         config=config,
@@ -63,4 +76,8 @@ def build_state(
             {t.name: t.webhook_rate_per_s for t in config.tenants if t.webhook_rate_per_s},
         ),
         metrics=Metrics(),
+        records=records,
+        snapshots=SnapshotStore(records),
+        cursors=CursorSigner.from_file(settings.home / "keys" / "cursor-signing.key"),
+        audit=audit or AuditWriter(AuditLog(settings.audit_dir)),
     )

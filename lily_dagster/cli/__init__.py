@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from lily_dagster.cli import (
+    audit,
     backfill,
     batches,
     bench,
@@ -44,6 +45,7 @@ COMMANDS = (
     backfill,
     bench,
     dlq,
+    audit,
     webhook,
     emulator,
     tokens,

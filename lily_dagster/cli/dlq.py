@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 from typing import Any
 
 from lily_dagster.cli.common import (
@@ -45,6 +46,7 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq_replay(args: argparse.Namespace) -> int:
+    from lily_dagster.lib.audit import record_operator_action
     from lily_dagster.lib.hub import open_hub
     from lily_dagster.lib.propagation import Propagator
     from lily_dagster.lib.quarantine import QuarantineStore
@@ -52,7 +54,15 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     settings = state_settings(args.tenant)
     target = _target(settings, args.tenant, args.target)
     propagator = Propagator(open_hub(settings), settings.propagation_dir, settings.dlq_dir)
-    result = propagator.replay_dlq(args.tenant, target)
+    audit = functools.partial(
+        record_operator_action, settings, args.tenant, "dlq.replay", f"dlq/{args.target}"
+    )
+    try:
+        result = propagator.replay_dlq(args.tenant, target)
+    except Exception:
+        audit("failed")
+        raise
+    audit("failed" if result.error else "succeeded")
     left = QuarantineStore(settings.dlq_dir / args.target).read(args.tenant).height
     print_json(
         {

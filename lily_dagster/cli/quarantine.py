@@ -86,6 +86,7 @@ def _replay_in_process(settings: Settings, tenant: str, reasons: list[str]) -> A
     from dagster import DagsterInstance
 
     from lily_dagster.defs.partitions import TENANTS
+    from lily_dagster.lib.audit import OPERATOR_TAG, operator_subject
     from lily_dagster.runtime import prepare_dagster_home
 
     prepare_dagster_home(settings)
@@ -109,7 +110,11 @@ def _replay_in_process(settings: Settings, tenant: str, reasons: list[str]) -> A
                     run_config={"ops": {"landed_events": {"config": config}}},
                     partition_key=tenant,
                     instance=instance,
-                    tags={"lily/tenant": tenant, "lily/source": "replay"},
+                    tags={
+                        "lily/tenant": tenant,
+                        "lily/source": "replay",
+                        OPERATOR_TAG: operator_subject(),  # the run's audit entry names them
+                    },
                     raise_on_error=False,
                 )
             )

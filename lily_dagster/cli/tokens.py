@@ -1,4 +1,4 @@
-"""`lily token`: mint an HS256 bearer token for the webhook receiver (local development),
+"""`lily token`: mint an HS256 bearer token for the receiver (local development),
 and the local stack's secret to sign it with."""
 
 from __future__ import annotations
@@ -15,7 +15,15 @@ def register(sub: Subparsers) -> None:
     token = sub.add_parser("token", help="mint an HS256 bearer token (local development)")
     token.add_argument("--tenant", required=True, action="append", type=tenant_arg)
     token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
-    token.add_argument("--scope", default="lily:ingest")
+    token.add_argument(
+        "--scope",
+        default="lily:ingest",
+        help="space-separated scopes: lily:ingest, lily:read, lily:read:pii, lily:audit",
+    )
+    token.add_argument(
+        "--group", action="append", default=[], help="a `groups` claim entry (repeatable)"
+    )
+    token.add_argument("--sub", default="lily-cli", help="the token's subject (default lily-cli)")
     token.set_defaults(func=cmd_token)
 
 
@@ -30,7 +38,13 @@ def dev_jwt_secret(settings: Settings) -> str:
     return path.read_text().strip()
 
 
-def mint_token(tenants: list[str], ttl_s: int, scope: str = "lily:ingest") -> str:
+def mint_token(
+    tenants: list[str],
+    ttl_s: int,
+    scope: str = "lily:ingest",
+    groups: list[str] | None = None,
+    subject: str = "lily-cli",
+) -> str:
     import jwt
 
     from lily_dagster.lib.receiver.auth import auth_config_from_env
@@ -42,7 +56,7 @@ def mint_token(tenants: list[str], ttl_s: int, scope: str = "lily:ingest") -> st
         raise CliError("LILY_JWT_HS256_SECRET is not set (make run sets one for the local stack)")
     now = int(time.time())
     claims = {
-        "sub": "lily-cli",
+        "sub": subject,
         "scope": scope,
         "tenants": tenants,
         "aud": auth.audience,
@@ -52,6 +66,8 @@ def mint_token(tenants: list[str], ttl_s: int, scope: str = "lily:ingest") -> st
     }
     if auth.issuer:
         claims["iss"] = auth.issuer
+    if groups:
+        claims["groups"] = groups
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
@@ -60,5 +76,5 @@ def cmd_token(args: argparse.Namespace) -> int:
     no_secret = "LILY_JWT_HS256_SECRET" not in jwt_environment()
     if no_secret and (settings.home / "dev-jwt-secret").exists():
         os.environ["LILY_JWT_HS256_SECRET"] = dev_jwt_secret(settings)
-    print(mint_token(args.tenant, args.ttl, args.scope))
+    print(mint_token(args.tenant, args.ttl, args.scope, args.group, args.sub))
     return 0

@@ -1,4 +1,5 @@
-"""`lily webhook serve`: the webhook receiver (HTTP) in the foreground."""
+"""`lily webhook serve` (and its plainer name `lily serve`): the receiver (HTTP) in the
+foreground: webhooks in (CONTRACT.md §4), the metadata access API out (§6)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,18 @@ from lily_dagster.settings import DEFAULT_WEBHOOK_PORT
 
 def register(sub: Subparsers) -> None:
     webhook = command_group(sub, "webhook", "the webhook receiver", dest="w_command")
-    serve_parser = webhook.add_parser("serve", help="run the webhook receiver (HTTP)")
-    serve_parser.add_argument("--host", default="127.0.0.1")
-    serve_parser.add_argument("--port", type=int, default=DEFAULT_WEBHOOK_PORT)
-    serve_parser.set_defaults(func=cmd_webhook_serve)
+    _serve_arguments(webhook.add_parser("serve", help="run the webhook receiver (HTTP)"))
+    _serve_arguments(
+        sub.add_parser(
+            "serve", help="the receiver: webhooks in, the metadata access API out (HTTP)"
+        )
+    )
+
+
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=DEFAULT_WEBHOOK_PORT)
+    parser.set_defaults(func=cmd_webhook_serve)
 
 
 def cmd_webhook_serve(args: argparse.Namespace) -> int:
@@ -22,5 +31,5 @@ def cmd_webhook_serve(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     app = create_app(settings)  # bad auth or vendor configuration fails here, before binding
-    print(f"Lily webhook receiver on http://{args.host}:{args.port}", file=sys.stderr)
+    print(f"Lily receiver on http://{args.host}:{args.port}", file=sys.stderr)
     return serve(app, args.host, args.port, grace_s=10)

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from lily_dagster_tests.contract import outside
 from lily_dagster_tests.contract.conftest import EMULATOR_KEY, Scenario, Scenarios, Snapshot
 from lily_dagster_tests.contract.workload import (
     NOT_PII_COLUMNS,
@@ -107,3 +108,30 @@ def test_pii_classification_reaches_atlan_as_its_tag(atlan: Scenario) -> None:
             entity = entities[column_qn(tenant, "CUSTOMERS", column)]
             tags = {display.get(c["typeName"]) for c in entity.get("classifications", [])}
             assert "PII" in tags, (column, tags)
+
+
+def test_the_read_api_answers_from_lily_s_ledger_without_asking_atlan(atlan: Scenario) -> None:
+    """With LILY_HUB=atlan, `GET /v1/tenants/{t}/assets` reads what Lily wrote: every hub
+    export record, as exported, and not one request reaches Atlan for it."""
+    assert atlan.atlan_url is not None
+    tenant = TENANTS[0]
+    token = outside.token(atlan.env, tenant, "lily:read lily:read:pii")
+    stats = f"{atlan.atlan_url}/_emulator/stats"
+    before = httpx.get(stats, timeout=10).json()["requests"]
+    listed: dict[str, dict[str, Any]] = {}
+    cursor = None
+    while True:
+        answer = httpx.get(
+            f"{atlan.webhook_url}/v1/tenants/{tenant}/assets",
+            params={"limit": 1000, **({"cursor": cursor} if cursor else {})},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        listed.update({r["qualified_name"]: r for r in answer.json()["assets"]})
+        cursor = answer.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert httpx.get(stats, timeout=10).json()["requests"] == before
+    exported = {r["qualified_name"]: r for r in outside.hub_export(atlan.env, tenant)}
+    assert exported and {n: listed.get(n) for n in exported} == exported

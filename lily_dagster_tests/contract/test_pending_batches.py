@@ -9,6 +9,7 @@ The run fails for a reason an operator meets: the hub (Atlan) is unreachable."""
 
 from __future__ import annotations
 
+import getpass
 import json
 from collections import Counter
 from pathlib import Path
@@ -94,6 +95,10 @@ def test_a_failed_run_s_batch_is_listed_released_and_discarded(
     assert "Traceback" not in proc.stderr
     assert f"run {summary['run_id']} failed" in line and "step hub_records failed" in line
     assert (Path(env["LILY_HOME"]) / "logs" / "replay.log").stat().st_size > 0
+    # The replay is in the tenant's audit log, by the CLI's user, from within its run.
+    (entry,) = outside.json_lines(outside.lily_ok("audit", "export", "--tenant", "acme", env=env))
+    assert (entry["action"], entry["sub"]) == ("quarantine.replay", f"cli:{getpass.getuser()}")
+    assert entry["resource"] == f"quarantine@run:{summary['run_id']}"
 
     (batch,) = outside.json_lines(outside.lily_ok("batches", "list", "--tenant", "acme", env=env))
     assert (batch["state"], batch["run_id"], batch["run_status"]) == (

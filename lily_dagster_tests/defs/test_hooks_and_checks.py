@@ -23,6 +23,7 @@ from dagster import (
 
 from lily_dagster.definitions import defs as load_definitions
 from lily_dagster.defs.ingest.sensors import kafka_events_sensor
+from lily_dagster.lib.audit import AuditLog
 from lily_dagster.lib.broker import produce
 from lily_dagster.lib.hooks import HookContext, register_hook
 from lily_dagster.lib.hub.local import LocalHub
@@ -464,6 +465,12 @@ def test_replay_returns_what_still_fails_and_applies_what_was_fixed(
         # Nothing left to replay: a replay run changes nothing.
         assert replay(instance, "acme", ["hook_error"]).success
         assert len(names_in_hub(lily_home, "acme")) == 8
+    # Each replay run left one entry in the tenant's audit log (a UI launch: no user known).
+    entries = AuditLog(lily_home / "audit").read("acme")
+    assert [(e["action"], e["sub"], e["status"]) for e in entries] == [
+        ("quarantine.replay", "dagster", "succeeded")
+    ] * 3
+    assert entries[1]["resource"] == f"quarantine?reasons=hook_error@run:{outcome.run_id}"
 
 
 def test_replay_of_every_reason_loses_no_fixed_event_when_most_fail_again(

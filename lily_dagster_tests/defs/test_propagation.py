@@ -6,6 +6,7 @@ never reaches a public channel; bad target configuration fails at load."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import subprocess
 import sys
@@ -24,8 +25,10 @@ from dagster import (
 )
 
 from lily_dagster.defs.ingest.sensors import kafka_events_sensor
+from lily_dagster.defs.partitions import TENANTS
 from lily_dagster.defs.propagation.assets import build_propagation
 from lily_dagster.defs.resources import LilyResource
+from lily_dagster.lib.audit import AuditLog
 from lily_dagster.lib.broker import produce
 from lily_dagster.lib.hub import open_hub
 from lily_dagster.lib.propagation import check_target_config
@@ -251,6 +254,56 @@ def test_a_refusing_target_dead_letters_and_a_replay_delivers(
     assert (summary["delivered"], summary["still_dead_lettered"]) == (3, 0)
     assert len(receivers["audit"].requests[-1].json()["changes"]) == 3
     assert lily("dlq", "list", "--tenant", "acme", "--target", "audit-hook").stdout == ""
+    # Each replay is in the tenant's audit log: the CLI's, then one from the UI.
+    ui_replay = replay_job(stack.instance, "audit-hook", {"dagster/user": "ana@acme.com"})
+    assert ui_replay.success
+    cli_entry, ui_entry = audit_entries()
+    assert (cli_entry["action"], cli_entry["resource"], cli_entry["status"]) == (
+        "dlq.replay",
+        "dlq/audit-hook",
+        "succeeded",
+    )
+    assert cli_entry["sub"] == f"cli:{getpass.getuser()}"
+    assert ui_entry["resource"] == f"dlq/audit-hook@run:{ui_replay.run_id}"
+    assert (ui_entry["sub"], ui_entry["status"]) == ("dagster:ana@acme.com", "succeeded")
+
+
+def replay_job(instance: DagsterInstance, target: str, tags: dict[str, str]) -> Any:
+    """What launching dlq_replay_job from the UI runs."""
+    built = build_propagation(Settings.from_env())
+    job = Definitions(jobs=built["jobs"], resources={"lily": LilyResource()})
+    return job.resolve_job_def("dlq_replay_job").execute_in_process(
+        run_config={"ops": {"replay_dead_letters": {"config": {"target": target}}}},
+        partition_key="acme",
+        instance=instance,
+        tags=tags,
+        raise_on_error=False,
+    )
+
+
+def audit_entries() -> list[dict[str, Any]]:
+    log = AuditLog(Settings.from_env().audit_dir)
+    assert log.verify("acme").whole
+    return log.read("acme")
+
+
+def test_a_failed_dlq_replay_run_is_audited_as_failed(
+    lily_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "lily.yaml"
+    config.write_text(
+        "tenants: [{name: acme}, {name: globex}]\n"
+        "targets: [{name: hook, type: webhook, url: 'http://127.0.0.1:9/', tenants: [globex]}]\n"
+    )
+    monkeypatch.setenv("LILY_CONFIG", str(config))
+    with instance_for_test() as instance:
+        instance.add_dynamic_partitions(TENANTS, ["acme"])
+        outcome = replay_job(instance, "hook", {"lily/operator": "cli:ops", "user": "bo"})
+    (failure,) = outcome.get_step_failure_events()  # acme has no such target
+    assert "no target 'hook' for tenant acme" in failure.step_failure_data.error.message
+    (entry,) = audit_entries()
+    assert (entry["sub"], entry["status"]) == ("cli:ops", "failed")
+    assert entry["resource"] == f"dlq/hook@run:{outcome.run_id}"
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,9 @@
 """Schemathesis hooks for test_openapi_conformance.py (loaded by `st run` through
 SCHEMATHESIS_HOOKS): real credentials, and the few rules JSON Schema cannot state.
 
-- `POST /v1/tenants/{tenant}/events`: a bearer token (HS256, LILY_JWT_HS256_SECRET) with
-  scope `lily:ingest` naming the tenant of each generated path.
+- `/v1/tenants/{tenant}/...`: a bearer token (HS256, LILY_JWT_HS256_SECRET) with every
+  scope, naming the tenant of each generated path. Positive cases of the record routes ask
+  for a record `seed_records` stored, and carry no cursor (only a page issues one).
 - Vendor webhooks: positive cases go to the tenant the vendors are configured for and carry
   the vendor's real signature over the exact bytes sent (the secrets come from the
   environment, as the receiver reads them); negative cases keep the generated, wrong ones.
@@ -18,6 +19,7 @@ import os
 import re
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -29,6 +31,12 @@ from lily_dagster.lib.validation import EARLIEST_EVENT_TIME, MAX_FUTURE, QUALIFI
 from lily_dagster.settings import is_tenant
 
 EVENTS_PATH = "/v1/tenants/{tenant}/events"
+TENANT_PATH_REGEX = r"^/v1/tenants/\{tenant\}/"
+RECORD_PATHS = (
+    "/v1/tenants/{tenant}/assets/{qualified_name}",
+    "/v1/tenants/{tenant}/lineage/{qualified_name}",
+)
+SEEDED = "default/snowflake/1/DB/SCH/ORDERS"
 VENDOR_PATH_REGEX = r"^/v1/webhooks/[^/]+/\{tenant\}$"
 VENDOR_TENANT = "acme"  # the tenant configured with every vendor (vendor_setup.py)
 FALLBACK_EVENT_TIME = "2026-01-01T00:00:00Z"
@@ -45,7 +53,17 @@ def _headers(case: schemathesis.Case) -> dict[str, Any]:
     return case.headers
 
 
-@schemathesis.auth(refresh_interval=None).apply_to(path=EVENTS_PATH)
+def seed_records(home: Path) -> None:
+    """A record for tenant acme, with its lineage, for the record routes to find."""
+    from lily_dagster.lib.hub.local import LocalHub
+    from lily_dagster_tests.support.envelopes import ev
+    from lily_dagster_tests.support.frames import frame
+
+    process = ev("p", "default/dbt/1/orders", 2, type_name="Process", inputs=[SEEDED], outputs=[])
+    LocalHub(home / "hub").upsert(VENDOR_TENANT, frame([ev("t", SEEDED, 1), process]))
+
+
+@schemathesis.auth(refresh_interval=None).apply_to(path_regex=TENANT_PATH_REGEX)
 class TenantToken:
     def get(self, case: schemathesis.Case, ctx: schemathesis.AuthContext) -> str:
         now = int(time.time())
@@ -54,8 +72,9 @@ class TenantToken:
             "aud": "lily",
             "iat": now,
             "exp": now + 600,
-            "scope": "lily:ingest",
-            "tenant": str((case.path_parameters or {}).get("tenant", "")),
+            "scope": "lily:ingest lily:read lily:read:pii lily:audit",
+            # map_case may move a positive case to the seeded tenant after this is made.
+            "tenants": [str((case.path_parameters or {}).get("tenant", "")), VENDOR_TENANT],
         }
         return jwt.encode(claims, os.environ["LILY_JWT_HS256_SECRET"], algorithm="HS256")
 
@@ -161,4 +180,8 @@ def map_case(ctx: schemathesis.HookContext, case: schemathesis.Case) -> schemath
         case.operation.path.startswith("/v1/webhooks/") and case.path_parameters and _positive(case)
     ):
         case.path_parameters["tenant"] = VENDOR_TENANT
+    elif case.operation.path in RECORD_PATHS and case.path_parameters and _positive(case):
+        case.path_parameters.update(tenant=VENDOR_TENANT, qualified_name=SEEDED)
+    if _positive(case) and case.query:
+        case.query.pop("cursor", None)
     return case

@@ -6,6 +6,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from lily_dagster.api.routers import health, tenant_events, vendor_webhooks
+from lily_dagster.api.routers import health, metadata, tenant_events, vendor_webhooks
 
-ROUTERS: tuple[APIRouter, ...] = (tenant_events.router, vendor_webhooks.router, health.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    tenant_events.router,
+    metadata.router,
+    vendor_webhooks.router,
+    health.router,
+)

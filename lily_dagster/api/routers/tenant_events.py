@@ -6,9 +6,16 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 
 from lily_dagster.api import openapi as doc
-from lily_dagster.api.dependencies import JsonBody, State, Tenant, rate_limit, require_scope
+from lily_dagster.api.dependencies import (
+    JsonBody,
+    State,
+    Tenant,
+    audited,
+    rate_limit,
+    require,
+)
 from lily_dagster.api.state import INGEST_SOURCE
-from lily_dagster.lib.receiver.auth import INGEST_SCOPE
+from lily_dagster.lib.access.decision import Action
 from lily_dagster.lib.receiver.body import check_envelopes, parse_json_body
 from lily_dagster.lib.receiver.errors import RequestRejectedError
 
@@ -22,7 +29,11 @@ router = APIRouter()
     status_code=202,
     operation_id="post_events",
     openapi_extra=doc.events_operation(),
-    dependencies=[Depends(require_scope(INGEST_SCOPE)), Depends(rate_limit)],
+    dependencies=[
+        Depends(audited(Action.EVENTS_INGEST)),
+        Depends(require(Action.EVENTS_INGEST)),
+        Depends(rate_limit),
+    ],
 )
 async def post_events(tenant: Tenant, state: State, body: JsonBody) -> Response:
     """Envelopes (one or an array) for `tenant`; 202 once every accepted event is stored."""

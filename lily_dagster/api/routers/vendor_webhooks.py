@@ -3,7 +3,7 @@ Monte Carlo, Slack, Teams), verified by its signature and normalised to envelope
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from lily_dagster.api.dependencies import (
@@ -11,9 +11,11 @@ from lily_dagster.api.dependencies import (
     Target,
     Tenant,
     VendorCall,
+    audited,
     rate_limit,
     vendor_target,
 )
+from lily_dagster.lib.access.decision import Action
 from lily_dagster.lib.receiver.body import check_envelopes
 
 router = APIRouter()
@@ -24,9 +26,14 @@ router = APIRouter()
 @router.post(
     "/v1/webhooks/{vendor}/{tenant}",
     include_in_schema=False,
-    dependencies=[Depends(vendor_target), Depends(rate_limit)],
+    dependencies=[
+        Depends(audited(Action.WEBHOOK_INGEST)),
+        Depends(vendor_target),
+        Depends(rate_limit),
+    ],
 )
 async def post_vendor(
+    request: Request,
     tenant: Tenant,
     target: Target,
     call: VendorCall,
@@ -34,6 +41,7 @@ async def post_vendor(
 ) -> Response:
     """A vendor's own payload (Atlan, Monte Carlo, Slack, Teams), verified by its signature."""
     target.vendor.verify(call)
+    request.state.audit_sub = f"vendor:{target.vendor.name}"
     result = target.vendor.normalise(call)
     for envelope in result.envelopes:
         envelope["tenant"] = tenant

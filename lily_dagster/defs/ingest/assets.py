@@ -1,5 +1,6 @@
 """landed_events: the raw payloads a source landed for a tenant, as one micro-batch."""
 
+import functools
 import hashlib
 from datetime import UTC, datetime
 
@@ -8,6 +9,7 @@ from dagster import AssetExecutionContext, AssetKey, Config, Output, asset
 
 from lily_dagster.defs.partitions import tenant_partitions
 from lily_dagster.defs.resources import LilyResource
+from lily_dagster.lib.audit import record_operator_action, run_subject
 from lily_dagster.lib.envelope import quarantine_id
 from lily_dagster.lib.quarantine import message_of, payload_bytes
 from lily_dagster.lib.staging import LANDED_SCHEMA, StagingArea, empty_landed
@@ -55,6 +57,29 @@ def land_replay(lily: LilyResource, tenant: str, reasons: list[str]) -> tuple[st
         tenant, batch_id, "replay", frame, {"replayed_reasons": reasons or "all"}
     )
     return batch_id, len(ids)
+
+
+def audited_replay(
+    context: AssetExecutionContext, lily: LilyResource, tenant: str, reasons: list[str]
+) -> tuple[str | None, int]:
+    """land_replay, with its entry in the tenant's audit log (CONTRACT.md §6): one per
+    replay, from the CLI (its operator in the run's tag) or the UI."""
+    query = f"?reasons={','.join(reasons)}" if reasons else ""
+    audit = functools.partial(
+        record_operator_action,
+        lily.settings(),
+        tenant,
+        "quarantine.replay",
+        f"quarantine{query}@run:{context.run_id}",
+        sub=run_subject(context.run.tags),
+    )
+    try:
+        landed = land_replay(lily, tenant, reasons)
+    except Exception:
+        audit("failed")
+        raise
+    audit("succeeded")
+    return landed
 
 
 def mark_replays_applied(lily: LilyResource, tenant: str, batch_ids: list[str]) -> int:
@@ -124,7 +149,7 @@ def landed_events(
         batch_ids = list(config.batch_ids)
         replayed = 0
         if config.replay:
-            replay_batch, replayed = land_replay(lily, tenant, config.replay_reasons)
+            replay_batch, replayed = audited_replay(context, lily, tenant, config.replay_reasons)
             batch_ids = [replay_batch] if replay_batch else []
             context.log.info(f"replaying {replayed} quarantined events of {tenant}")
         elif not batch_ids:

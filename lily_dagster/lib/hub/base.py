@@ -26,8 +26,10 @@ from lily_dagster.lib.envelope import (
 )
 from lily_dagster.lib.plugins import registry
 from lily_dagster.lib.reasons import Reason
+from lily_dagster.lib.strict_json import finite_loads
 
 if TYPE_CHECKING:
+    from lily_dagster.lib.hub.local import LocalHub
     from lily_dagster.settings import Settings
 
 CONTENT_COLUMNS = (
@@ -407,6 +409,47 @@ def record_to_export(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def records_to_export(records: pl.DataFrame) -> list[dict[str, Any]]:
+    """`record_to_export` of every row, read column-wise: a third of its time for a page of
+    records (the access API's listings)."""
+    times = [_iso_expr(c) for c in ("event_time", "updated_at")]
+    columns = records.with_columns(times).to_dict(as_series=False)
+    well_known = [(key, columns[key]) for key in WELL_KNOWN_ATTRIBUTES]
+    out: list[dict[str, Any]] = []
+    for i in range(records.height):
+        attributes: dict[str, Any] = finite_loads(columns["attributes"][i] or "{}")
+        for key, values in well_known:
+            if values[i] is not None:
+                attributes[key] = values[i]
+        record: dict[str, Any] = {
+            "qualified_name": columns["qualified_name"][i],
+            "type_name": columns["type_name"][i],
+            "name": columns["name"][i],
+            "status": columns["status"][i],
+            "attributes": attributes,
+            "classifications": columns["classifications"][i] or [],
+            "event_time": columns["event_time"][i],
+            "event_id": columns["event_id"][i],
+            "updated_at": columns["updated_at"][i],
+        }
+        inputs, outputs = columns["inputs"][i], columns["outputs"][i]
+        if record["type_name"] == "Process" or inputs or outputs:
+            record["inputs"], record["outputs"] = inputs or [], outputs or []
+        out.append(record)
+    return out
+
+
+def _iso_expr(column: str) -> pl.Expr:
+    """`_iso` of a column: microseconds only when not zero, as Python's isoformat."""
+    moment = pl.col(column).dt.convert_time_zone("UTC")
+    return (
+        pl.when(moment.dt.microsecond() == 0)
+        .then(moment.dt.to_string("%Y-%m-%dT%H:%M:%SZ"))
+        .otherwise(moment.dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"))
+        .alias(column)
+    )
+
+
 def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None
@@ -466,6 +509,11 @@ class MetadataHub(Protocol):
 
     def records(self, tenant: str) -> pl.DataFrame:
         """Every record of the tenant as users see it (RECORD_SCHEMA)."""
+        ...
+
+    def read_store(self) -> LocalHub:
+        """Where Lily keeps what it wrote to this hub, read by the access API (CONTRACT.md
+        §6) instead of the hub itself: the embedded store, or the Atlan hub's ledger."""
         ...
 
     def listing(self, tenant: str) -> pl.DataFrame:

@@ -517,6 +517,37 @@ class LocalHub(RecordReads):
     def listing(self, tenant: str) -> pl.DataFrame:
         return self.records(tenant).select(LISTING_COLUMNS)
 
+    def read_store(self) -> LocalHub:
+        return self  # the embedded store is the hub
+
+    def changed_since(self, tenant: str, after_seq: int | None) -> tuple[int, pl.DataFrame]:
+        """(the tenant's last change position, the records as users see them that changed
+        after `after_seq`: every record when None), read in one read-only connection so
+        that the position and the records agree."""
+        empty = (0, pl.DataFrame(schema=RECORD_SCHEMA))
+        if not self._exists(tenant):
+            return empty
+        with self._connect(tenant, read_only=True) as con:
+            if not _has_table(con, "records"):
+                return empty
+            last = _next_seq(con) - 1 if _has_column(con, "records", "change_seq") else None
+            if last is None:  # an earlier release's database: its log is all in changes
+                (last,) = con.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchall()[0]
+                if after_seq is not None:
+                    after_seq = None  # no per-record positions to select by: read it all
+            if after_seq is None:
+                where = ""
+            else:
+                where = (
+                    f"WHERE qualified_name IN (SELECT qualified_name FROM changes WHERE seq > "
+                    f"{int(after_seq)} UNION ALL SELECT qualified_name FROM records WHERE "
+                    f"change_seq > {int(after_seq)})"
+                )
+            records = con.sql(f"SELECT {_RECORD_COLUMNS} FROM records {where}").pl()
+            patches = con.sql(f"SELECT * FROM patches {where}").pl()
+        effective = effective_records(records.cast(RECORD_SCHEMA), patches.cast(PATCH_SCHEMA))
+        return int(last), effective
+
     def resync(self, tenant: str, qualified_names: list[str]) -> int:
         return 0  # the embedded store is the hub: there is nothing to drift from
 

@@ -1,4 +1,5 @@
-"""OAuth2 bearer tokens (JWT) for `POST /v1/tenants/{tenant}/events`, verified with PyJWT.
+"""OAuth2 bearer tokens (JWT) for the receiver's tenant routes (CONTRACT.md §4, §6), verified
+with PyJWT.
 
 RS256/ES256 tokens are checked against the issuer's JWKS (LILY_JWT_JWKS_URL) or a PEM public
 key (LILY_JWT_PUBLIC_KEY_FILE); HS256 against LILY_JWT_HS256_SECRET (local development).
@@ -15,18 +16,10 @@ from typing import Any
 
 import jwt
 
-from lily_dagster.lib.receiver.errors import forbidden, unauthenticated
+from lily_dagster.lib.access.decision import Principal
+from lily_dagster.lib.receiver.errors import unauthenticated
 
-INGEST_SCOPE = "lily:ingest"
 ASYMMETRIC_ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
-
-
-@dataclass(frozen=True)
-class Principal:
-    subject: str
-    tenants: frozenset[str]
-    scopes: frozenset[str]
-    expires_at: float
 
 
 @dataclass(frozen=True)
@@ -150,24 +143,28 @@ class TokenVerifier:
             raise unauthenticated(f"token lacks the {exc.claim!r} claim") from None
         except jwt.InvalidTokenError as exc:
             raise unauthenticated(f"invalid token: {exc}") from None
-        scope = claims.get("scope", "")
-        scopes = frozenset(scope.split()) if isinstance(scope, str) else frozenset()
-        tenants: set[str] = set()
-        if isinstance(claims.get("tenant"), str):
-            tenants.add(claims["tenant"])
-        if isinstance(claims.get("tenants"), list):
-            tenants.update(t for t in claims["tenants"] if isinstance(t, str))
-        return Principal(
-            subject=str(claims.get("sub", "")),
-            tenants=frozenset(tenants),
-            scopes=scopes,
-            expires_at=float(claims["exp"]),
-        )
+        return principal_of(claims)
 
 
-def authorise(principal: Principal, tenant: str, scope: str = INGEST_SCOPE) -> None:
-    """403 unless the token carries `scope` and names `tenant`."""
-    if scope not in principal.scopes:
-        raise forbidden(f"token lacks scope {scope!r}", code="insufficient_scope")
-    if tenant not in principal.tenants:
-        raise forbidden(f"token does not grant tenant {tenant!r}", code="wrong_tenant")
+def principal_of(claims: dict[str, Any]) -> Principal:
+    """The verified claims as a principal: `sub`, `scope` (space-separated), `tenant` or
+    `tenants`, `groups` (a list; anything else names no group)."""
+    scope = claims.get("scope", "")
+    scopes = frozenset(scope.split()) if isinstance(scope, str) else frozenset()
+    tenants: set[str] = set()
+    if isinstance(claims.get("tenant"), str):
+        tenants.add(claims["tenant"])
+    if isinstance(claims.get("tenants"), list):
+        tenants.update(t for t in claims["tenants"] if isinstance(t, str))
+    # "*" is the operator's own wildcard: a token naming it names no tenant.
+    tenants.discard("*")
+    groups = claims.get("groups")
+    return Principal(
+        subject=str(claims.get("sub", "")),
+        tenants=frozenset(tenants),
+        scopes=scopes,
+        expires_at=float(claims["exp"]),
+        groups=frozenset(g for g in groups if isinstance(g, str))
+        if isinstance(groups, list)
+        else frozenset(),
+    )

@@ -443,6 +443,9 @@ class AtlanHub(RecordReads):
     def contains(self, tenant: str, qualified_names: list[str]) -> set[str]:
         return self.ledger.contains(tenant, qualified_names)
 
+    def read_store(self) -> LocalHub:
+        return self.ledger  # what Lily wrote: API reads never go to Atlan
+
     # The ledger's change log: what Lily decided, as soon as it is decided (propagation
     # does not wait for Atlan to acknowledge).
     def changes(self, tenant: str, after_seq: int, limit: int) -> pl.DataFrame:

@@ -1,0 +1,65 @@
+"""The audit trail of the receiver's tenant routes (CONTRACT.md §6): one entry per request
+to `/v1/...`, refused ones included, written durably before the response starts.
+
+Pure ASGI: the response's start is held until its entry is stored (the writer shares one
+fsync among the requests waiting at that moment). The route's dependencies leave what
+they learnt in the request's state: the action, the token's subject, the decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from lily_dagster.lib.audit import AuditEvent, AuditWriter
+from lily_dagster.settings import is_tenant
+
+AUDITED_PREFIX = "/v1/"
+
+
+def audited_tenant(path: str) -> str | None:
+    """The tenant whose log a request's entry goes to (None: the global log): the path's
+    `/v1/tenants/{t}/...` or `/v1/webhooks/{vendor}/{t}`, when it names a valid tenant."""
+    parts = path.split("/")
+    tenant = None
+    if len(parts) > 3 and parts[2] == "tenants":
+        tenant = parts[3]
+    elif len(parts) > 4 and parts[2] == "webhooks":
+        tenant = parts[4]
+    return tenant if tenant is not None and is_tenant(tenant) else None
+
+
+def _action_of(path: str, method: str) -> str:
+    """An action for a request no route claimed (an unknown path or method)."""
+    return f"{method.lower()} {path}"
+
+
+class AuditTrail:
+    def __init__(self, app: Any, writer: AuditWriter) -> None:
+        self.app = app
+        self.writer = writer
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not path.startswith(AUDITED_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        notes: dict[str, Any] = scope.setdefault("state", {})
+
+        async def send_after_entry(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                await self._record(path, scope.get("method", ""), notes, message["status"])
+            await send(message)
+
+        await self.app(scope, receive, send_after_entry)
+
+    async def _record(self, path: str, method: str, notes: dict[str, Any], status: int) -> None:
+        decision = notes.get("audit_decision") or ("allow" if status < 400 else "deny")
+        event = AuditEvent(
+            sub=str(notes.get("audit_sub", "")),
+            action=str(notes.get("audit_action") or _action_of(path, method)),
+            resource=path,
+            decision=decision,
+            status=status,
+        )
+        await asyncio.wrap_future(self.writer.submit(audited_tenant(path), event))
