@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 from typing import Any
 
 from lily_dagster.cli.common import (
@@ -46,7 +45,8 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq_replay(args: argparse.Namespace) -> int:
-    from lily_dagster.lib.audit import record_operator_action
+    from lily_dagster.lib.access.decision import Action
+    from lily_dagster.lib.audit import operator_action
     from lily_dagster.lib.hub import open_hub
     from lily_dagster.lib.propagation import Propagator
     from lily_dagster.lib.quarantine import QuarantineStore
@@ -54,15 +54,10 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     settings = state_settings(args.tenant)
     target = _target(settings, args.tenant, args.target)
     propagator = Propagator(open_hub(settings), settings.propagation_dir, settings.dlq_dir)
-    audit = functools.partial(
-        record_operator_action, settings, args.tenant, "dlq.replay", f"dlq/{args.target}"
-    )
-    try:
+    with operator_action(settings, args.tenant, Action.DLQ_REPLAY, f"dlq/{args.target}") as act:
         result = propagator.replay_dlq(args.tenant, target)
-    except Exception:
-        audit("failed")
-        raise
-    audit("failed" if result.error else "succeeded")
+        if result.error:
+            act.fail()
     left = QuarantineStore(settings.dlq_dir / args.target).read(args.tenant).height
     print_json(
         {

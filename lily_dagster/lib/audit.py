@@ -24,11 +24,13 @@ import re
 import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from lily_dagster.lib.access.decision import Action, decide, operator
 from lily_dagster.lib.durable import fsync_dir
 from lily_dagster.settings import is_tenant
 
@@ -420,6 +422,43 @@ class AuditWriter:
                 future.set_result(entry)
 
 
+class OperatorActionDeniedError(PermissionError):
+    """The policy decision point refused an operator action (recorded as `deny`)."""
+
+
+@dataclass
+class OperatorAction:
+    """An operator action under way (`operator_action`): `fail()` records it as failed
+    without an exception (a replay that reports its error)."""
+
+    status: str = "succeeded"
+
+    def fail(self) -> None:
+        self.status = "failed"
+
+
+@contextmanager
+def operator_action(
+    settings: Settings, tenant: str, action: Action, resource: str, sub: str | None = None
+) -> Iterator[OperatorAction]:
+    """Asks the policy decision point whether the operator (`sub`: the CLI's user unless
+    given) may take `action` on `tenant`, runs the block if so, and records one entry:
+    `deny`, or `allow` with the block's outcome (failed when it raised or called `fail`)."""
+    subject = sub or operator_subject()
+    decision = decide(operator(subject), action, tenant)
+    if not decision.allowed:
+        record_operator_action(settings, tenant, action, resource, "refused", subject, "deny")
+        raise OperatorActionDeniedError(f"{action} on {tenant!r}: {decision.detail}")
+    outcome = OperatorAction()
+    try:
+        yield outcome
+    except BaseException:
+        outcome.fail()
+        raise
+    finally:
+        record_operator_action(settings, tenant, action, resource, outcome.status, subject)
+
+
 def record_operator_action(
     settings: Settings,
     tenant: str | None,
@@ -427,10 +466,11 @@ def record_operator_action(
     resource: str,
     status: str,
     sub: str | None = None,
+    decision: str = "allow",
 ) -> dict[str, Any]:
     """One operator action (`quarantine.replay`, `dlq.replay`, ...) in the tenant's log:
     `status` succeeded or failed; `sub` the CLI's user unless given. A name that is no
     valid tenant (`_unrouted`) has the global log."""
-    event = AuditEvent(sub or operator_subject(), action, resource, "allow", status)
+    event = AuditEvent(sub or operator_subject(), str(action), resource, decision, status)
     log = tenant if tenant is not None and is_tenant(tenant) else None
     return AuditLog(settings.audit_dir).append(log, event)

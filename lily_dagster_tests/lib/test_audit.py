@@ -352,3 +352,25 @@ def test_lily_audit_export_and_verify(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "no audit log at" in missing.stderr
     both = lily(tmp_path, "verify", "--tenant", "acme", "--global")
     assert both.returncode == 2 and "not allowed with argument" in both.stderr
+
+
+def test_an_operator_action_is_decided_then_recorded_with_its_outcome(tmp_path: Path) -> None:
+    from lily_dagster.lib.access.decision import Action
+
+    settings = Settings.resolve({"LILY_HOME": str(tmp_path)})
+    with audit.operator_action(settings, "acme", Action.DLQ_REPLAY, "dlq/hook", sub="cli:ops"):
+        pass
+    with audit.operator_action(settings, "acme", Action.DLQ_REPLAY, "dlq/hook") as action:
+        action.fail()  # a replay that reported an error
+    with (
+        pytest.raises(RuntimeError),
+        audit.operator_action(settings, "acme", Action.QUARANTINE_REPLAY, "quarantine"),
+    ):
+        raise RuntimeError("the replay broke")
+    entries = AuditLog(settings.audit_dir).read("acme")
+    assert [(e["action"], e["decision"], e["status"]) for e in entries] == [
+        ("dlq.replay", "allow", "succeeded"),
+        ("dlq.replay", "allow", "failed"),
+        ("quarantine.replay", "allow", "failed"),
+    ]
+    assert entries[0]["sub"] == "cli:ops" and entries[1]["sub"].startswith("cli:")

@@ -1,6 +1,5 @@
 """landed_events: the raw payloads a source landed for a tenant, as one micro-batch."""
 
-import functools
 import hashlib
 from datetime import UTC, datetime
 
@@ -9,7 +8,8 @@ from dagster import AssetExecutionContext, AssetKey, Config, Output, asset
 
 from lily_dagster.defs.partitions import tenant_partitions
 from lily_dagster.defs.resources import LilyResource
-from lily_dagster.lib.audit import record_operator_action, run_subject
+from lily_dagster.lib.access.decision import Action
+from lily_dagster.lib.audit import operator_action, run_subject
 from lily_dagster.lib.envelope import quarantine_id
 from lily_dagster.lib.quarantine import message_of, payload_bytes
 from lily_dagster.lib.staging import LANDED_SCHEMA, StagingArea, empty_landed
@@ -65,21 +65,14 @@ def audited_replay(
     """land_replay, with its entry in the tenant's audit log (CONTRACT.md §6): one per
     replay, from the CLI (its operator in the run's tag) or the UI."""
     query = f"?reasons={','.join(reasons)}" if reasons else ""
-    audit = functools.partial(
-        record_operator_action,
+    with operator_action(
         lily.settings(),
         tenant,
-        "quarantine.replay",
+        Action.QUARANTINE_REPLAY,
         f"quarantine{query}@run:{context.run_id}",
         sub=run_subject(context.run.tags),
-    )
-    try:
-        landed = land_replay(lily, tenant, reasons)
-    except Exception:
-        audit("failed")
-        raise
-    audit("succeeded")
-    return landed
+    ):
+        return land_replay(lily, tenant, reasons)
 
 
 def mark_replays_applied(lily: LilyResource, tenant: str, batch_ids: list[str]) -> int:

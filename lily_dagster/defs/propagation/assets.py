@@ -7,7 +7,6 @@ needs no diffing and resumes by itself. Dead-lettered changes are replayed with
 `dlq_replay_job` (or `lily dlq replay`).
 """
 
-import functools
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,8 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 from lily_dagster.defs.ingest.recovery import died
 from lily_dagster.defs.partitions import TENANTS, tenant_partitions
 from lily_dagster.defs.resources import LilyResource
-from lily_dagster.lib.audit import record_operator_action, run_subject
+from lily_dagster.lib.access.decision import Action
+from lily_dagster.lib.audit import operator_action, run_subject
 from lily_dagster.lib.propagation import (
     DispatchResult,
     Position,
@@ -230,20 +230,14 @@ def replay_dead_letters(
     context: OpExecutionContext, config: DlqReplayConfig, lily: LilyResource
 ) -> None:
     tenant = context.partition_key
-    audit = functools.partial(
-        record_operator_action,
+    with operator_action(
         lily.settings(),
         tenant,
-        "dlq.replay",
+        Action.DLQ_REPLAY,
         f"dlq/{config.target}@run:{context.run_id}",
         sub=run_subject(context.run.tags),
-    )
-    try:
+    ):
         _replay_dead_letters(context, config, lily, tenant)
-    except Exception:
-        audit("failed")
-        raise
-    audit("succeeded")
 
 
 def _replay_dead_letters(
