@@ -467,7 +467,7 @@ def main() -> None:
         # Paths: list pages from cursors made with the server's own key (the first page too).
         from lily_dagster.lib.access.cursor import CursorSigner
 
-        signer = CursorSigner.from_file(home / "keys" / "cursor-signing.key")
+        signer = CursorSigner(home / "keys" / "cursor-signing.key")
         base = f"/v1/tenants/{TENANT}"
         paths = {
             "list": [f"{base}/assets?limit=100"]

@@ -3,7 +3,8 @@ to `/v1/...`, refused ones included, written durably before the response starts.
 
 Pure ASGI: the response's start is held until its entry is stored (the writer shares one
 fsync among the requests waiting at that moment). The route's dependencies leave what
-they learnt in the request's state: the action, the token's subject, the decision.
+they learnt in the request's state: the tenant, the action, the token's subject, the
+decision.
 """
 
 from __future__ import annotations
@@ -12,21 +13,8 @@ import asyncio
 from typing import Any
 
 from lily_dagster.lib.audit import AuditEvent, AuditWriter
-from lily_dagster.settings import is_tenant
 
 AUDITED_PREFIX = "/v1/"
-
-
-def audited_tenant(path: str) -> str | None:
-    """The tenant whose log a request's entry goes to (None: the global log): the path's
-    `/v1/tenants/{t}/...` or `/v1/webhooks/{vendor}/{t}`, when it names a valid tenant."""
-    parts = path.split("/")
-    tenant = None
-    if len(parts) > 3 and parts[2] == "tenants":
-        tenant = parts[3]
-    elif len(parts) > 4 and parts[2] == "webhooks":
-        tenant = parts[4]
-    return tenant if tenant is not None and is_tenant(tenant) else None
 
 
 def _action_of(path: str, method: str) -> str:
@@ -62,4 +50,7 @@ class AuditTrail:
             decision=decision,
             status=status,
         )
-        await asyncio.wrap_future(self.writer.submit(audited_tenant(path), event))
+        # The tenant the route read from its path (dependencies.path_tenant); a request no
+        # route took, or naming no valid tenant, goes to the global log.
+        tenant = notes.get("audit_tenant")
+        await asyncio.wrap_future(self.writer.submit(tenant, event))

@@ -41,6 +41,7 @@ async def path_tenant(request: Request) -> str:
         raise RequestRejectedError(
             400, "bad_tenant", "tenant must match ^[a-z0-9][a-z0-9-]{0,62}$", pointer=""
         )
+    request.state.audit_tenant = tenant  # the audit entry goes to this tenant's log
     return tenant
 
 

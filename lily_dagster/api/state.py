@@ -78,6 +78,6 @@ def build_state(
         metrics=Metrics(),
         records=records,
         snapshots=SnapshotStore(records),
-        cursors=CursorSigner.from_file(settings.home / "keys" / "cursor-signing.key"),
+        cursors=CursorSigner(settings.home / "keys" / "cursor-signing.key"),
         audit=audit or AuditWriter(AuditLog(settings.audit_dir)),
     )

@@ -544,6 +544,8 @@ def test_hostile_tenant_in_the_path_is_refused_and_writes_nothing(
     home = live.settings.home
     outside_before = _files(tmp_path, home)
     inside_before = _files(home, home / "inbox")
+    global_audit = home / "audit" / "_global.jsonl"
+    audited_before = global_audit.read_text().count("\n") if global_audit.exists() else 0
     # The raw request target, exactly as written (httpx would normalise "..").
     token = tokens.hs256(claims(tenant=None, tenants=["acme", "..", "ACME", "a/../b"]))
     response = live.client.post(
@@ -557,7 +559,12 @@ def test_hostile_tenant_in_the_path_is_refused_and_writes_nothing(
     assert set(body) >= {"error", "detail"}
     assert live.inbox() == []
     assert _files(tmp_path, home) == outside_before
-    assert _files(home, home / "inbox") == inside_before
+    # Under $LILY_HOME only the audit trail changed: the refusal is in the global log (the
+    # path names no tenant whose log it could go to).
+    assert _files(home, home / "inbox") - inside_before <= {home / "audit", global_audit}
+    entries = [json.loads(line) for line in global_audit.read_text().splitlines()]
+    assert len(entries) == audited_before + 1
+    assert entries[-1]["decision"] == "deny" and entries[-1]["status"] == response.status_code
     assert live.quarantine_tenants() == []
 
 
@@ -579,7 +586,9 @@ def test_odd_qualified_name_is_stored_verbatim_and_harmless(live: Live, tokens: 
     after = envelope()
     assert live.post_events("acme", after, tokens.hs256()).status_code == 202
     assert set(live.inbox_by_id()) == {event["event_id"], after["event_id"]}
-    assert sorted(p.name for p in live.settings.home.iterdir()) == ["inbox"]
+    # The inbox, and the audit log of the requests: no file is named after the record.
+    assert sorted(p.name for p in live.settings.home.iterdir()) == ["audit", "inbox"]
+    assert sorted(p.name for p in (live.settings.home / "audit").iterdir()) == ["acme.jsonl"]
 
 
 def test_event_ids_with_unicode_and_quotes_round_trip(live: Live, tokens: Tokens) -> None:

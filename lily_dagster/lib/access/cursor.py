@@ -18,25 +18,19 @@ class BadCursorError(ValueError):
 
 
 class CursorSigner:
-    def __init__(self, key: bytes) -> None:
-        self._key = key
+    """Signs with the key kept at `path`, made on first use (so that cursors outlive a
+    restart of the server and are shared by its workers; a receiver that never pages
+    writes no key)."""
 
-    @classmethod
-    def from_file(cls, path: Path) -> CursorSigner:
-        """The signing key kept at `path`, made on first use (so that cursors outlive a
-        restart of the server and are shared by its workers)."""
-        try:
-            return cls(path.read_bytes())
-        except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            key = secrets.token_bytes(32)
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:  # another worker made it first
-                return cls(path.read_bytes())
-            with os.fdopen(fd, "wb") as out:
-                out.write(key)
-            return cls(key)
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._cached: bytes | None = None
+
+    @property
+    def _key(self) -> bytes:
+        if self._cached is None:
+            self._cached = _read_or_make_key(self.path)
+        return self._cached
 
     def encode(self, tenant: str, after: str) -> str:
         body = base64.urlsafe_b64encode(json.dumps([tenant, after]).encode()).rstrip(b"=")
@@ -58,3 +52,18 @@ class CursorSigner:
 
     def _mac(self, body: bytes) -> str:
         return hmac.new(self._key, body, hashlib.sha256).hexdigest()[:32]
+
+
+def _read_or_make_key(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = secrets.token_bytes(32)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another worker made it first
+            return path.read_bytes()
+        with os.fdopen(fd, "wb") as out:
+            out.write(key)
+        return key
