@@ -146,6 +146,10 @@ def serve(app: Any, host: str, port: int, grace_s: int) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     if main_thread and signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
         previous = signal.signal(signal.SIGHUP, on_hangup)
+    # The receiver's helper threads (the audit log's group commit, the inbox's) wait for the
+    # GIL up to the switch interval (5 ms) while the event loop runs Python: every durable
+    # answer waits for one of them.
+    sys.setswitchinterval(0.0005)
     try:
         server.run()
     finally:
