@@ -219,6 +219,13 @@ class _NoAudit(AuditWriter):
         future.set_result({})
         return future
 
+    def submit_many(
+        self, items: list[tuple[str | None, AuditEvent]]
+    ) -> Future[list[dict[str, Any]]]:
+        future: Future[list[dict[str, Any]]] = Future()
+        future.set_result([{} for _ in items])
+        return future
+
     def close(self) -> None:
         pass
 

@@ -1,8 +1,9 @@
 """The audit trail of the receiver's tenant routes (CONTRACT.md §6): one entry per request
 to `/v1/...`, refused ones included, written durably before the response starts.
 
-Pure ASGI: the response's start is held until its entry is stored (the writer shares one
-fsync among the requests waiting at that moment). The route's dependencies leave what
+Pure ASGI: the response's start is held until its entry is stored. Entries are batched on
+the event loop: while one batch is written (one fsync), the next gathers, and each batch
+wakes the loop once. The route's dependencies leave what
 they learnt in the request's state: the tenant, the action, the token's subject, the
 decision.
 """
@@ -26,6 +27,8 @@ class AuditTrail:
     def __init__(self, app: Any, writer: AuditWriter) -> None:
         self.app = app
         self.writer = writer
+        self._pending: list[tuple[str | None, AuditEvent, asyncio.Future[Any]]] = []
+        self._flushing = False
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
@@ -53,4 +56,29 @@ class AuditTrail:
         # The tenant the route read from its path (dependencies.path_tenant); a request no
         # route took, or naming no valid tenant, goes to the global log.
         tenant = notes.get("audit_tenant")
-        await asyncio.wrap_future(self.writer.submit(tenant, event))
+        written: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((tenant, event, written))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().create_task(self._flush())
+        await written
+
+    async def _flush(self) -> None:
+        """Write what is pending, batch after batch, until nothing is."""
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    entries = await asyncio.wrap_future(
+                        self.writer.submit_many([(tenant, event) for tenant, event, _ in batch])
+                    )
+                except Exception as exc:  # every waiting request fails with it (a 500)
+                    for _, _, written in batch:
+                        if not written.done():
+                            written.set_exception(exc)
+                    continue
+                for (_, _, written), entry in zip(batch, entries, strict=True):
+                    if not written.done():
+                        written.set_result(entry)
+        finally:
+            self._flushing = False

@@ -363,26 +363,39 @@ class AuditLog:
 
 
 class AuditWriter:
-    """Group commit for the HTTP server: `submit` queues an entry; one thread writes all
-    that wait at a moment (one fsync per file), then resolves their futures."""
+    """Group commit for the HTTP server: `submit` (or `submit_many`) queues entries; one
+    thread writes all that wait at a moment (one fsync per file), then resolves their
+    futures, one per submission."""
 
     def __init__(self, log: AuditLog) -> None:
         self.log = log
-        self._queue: queue.SimpleQueue[tuple[str | None, AuditEvent, Future[Any]] | None]
-        self._queue = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Submission | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="lily-audit-writer", daemon=True)
         self._thread.start()
 
     def submit(self, tenant: str | None, event: AuditEvent) -> Future[dict[str, Any]]:
-        self.log.path(tenant)  # an invalid tenant is refused here, not in the batch
         future: Future[dict[str, Any]] = Future()
+        self._put(_Submission([(tenant, event)], future, single=True))
+        return future
+
+    def submit_many(
+        self, items: list[tuple[str | None, AuditEvent]]
+    ) -> Future[list[dict[str, Any]]]:
+        """The entries of `items`, in order, as one future: a caller batching on an event
+        loop is woken once per batch, not once per entry."""
+        future: Future[list[dict[str, Any]]] = Future()
+        self._put(_Submission(items, future, single=False))
+        return future
+
+    def _put(self, submission: _Submission) -> None:
+        for tenant, _ in submission.items:
+            self.log.path(tenant)  # an invalid tenant is refused here, not in the batch
         with self._lock:
             if self._closed:
                 raise RuntimeError("the audit writer is closed")
-            self._queue.put((tenant, event, future))
-        return future
+            self._queue.put(submission)
 
     def close(self) -> None:
         """Write what is queued, then stop."""
@@ -398,28 +411,50 @@ class AuditWriter:
             batch = [self._queue.get()]
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            items = [item for item in batch if item is not None]
-            by_tenant: dict[str | None, list[tuple[AuditEvent, Future[Any]]]] = {}
-            for tenant, event, future in items:
-                by_tenant.setdefault(tenant, []).append((event, future))
-            for tenant, waiting in by_tenant.items():
-                self._write(tenant, waiting)
+            by_tenant: dict[str | None, list[tuple[_Submission, int]]] = {}
+            for submission in batch:
+                if submission is not None:
+                    for index, (tenant, _) in enumerate(submission.items):
+                        by_tenant.setdefault(tenant, []).append((submission, index))
+            for tenant, places in by_tenant.items():
+                self._write(tenant, places)
+            for submission in batch:
+                if submission is not None:
+                    submission.settle()
             if None in batch:
                 return
 
-    def _write(self, tenant: str | None, waiting: list[tuple[AuditEvent, Future[Any]]]) -> None:
-        # A request given up on (cancelled) is still recorded; its future just gets nothing.
-        live = [future.set_running_or_notify_cancel() for _, future in waiting]
+    def _write(self, tenant: str | None, places: list[tuple[_Submission, int]]) -> None:
+        """One tenant's entries of a batch; a failed write fails the submissions in it (the
+        other tenants' are written all the same)."""
         try:
-            entries = self.log.append_many([(tenant, event) for event, _ in waiting])
+            entries = self.log.append_many([(tenant, s.items[i][1]) for s, i in places])
         except Exception as exc:
-            for (_, future), alive in zip(waiting, live, strict=True):
-                if alive:
-                    future.set_exception(exc)
+            for submission, _ in places:
+                submission.error = exc
             return
-        for (_, future), alive, entry in zip(waiting, live, entries, strict=True):
-            if alive:
-                future.set_result(entry)
+        for (submission, index), entry in zip(places, entries, strict=True):
+            submission.entries[index] = entry
+
+
+@dataclass
+class _Submission:
+    items: list[tuple[str | None, AuditEvent]]
+    future: Future[Any]
+    single: bool
+    error: BaseException | None = None
+
+    def __post_init__(self) -> None:
+        self.entries: list[dict[str, Any] | None] = [None] * len(self.items)
+
+    def settle(self) -> None:
+        # A request given up on (cancelled) is still recorded; its future just gets nothing.
+        if not self.future.set_running_or_notify_cancel():
+            return
+        if self.error is not None:
+            self.future.set_exception(self.error)
+        else:
+            self.future.set_result(self.entries[0] if self.single else self.entries)
 
 
 class OperatorActionDeniedError(PermissionError):
