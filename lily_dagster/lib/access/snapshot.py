@@ -11,6 +11,7 @@ from the snapshot as it is, and the next request tries again.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -130,13 +131,17 @@ def stamp_of(path: Path) -> tuple[int, ...]:
 
 
 class SnapshotStore:
-    """Every tenant's snapshot, refreshed on read when its file changed."""
+    """The snapshots of the tenants read lately, refreshed on read when their file changed:
+    at most `max_tenants`, the least recently read dropped first (read again when asked)."""
 
-    def __init__(self, store: LocalHub, first_read_wait_s: float = 10.0) -> None:
+    def __init__(
+        self, store: LocalHub, first_read_wait_s: float = 10.0, max_tenants: int = 64
+    ) -> None:
         self._quick = LocalHub(store.root, lock_timeout_s=0.0)  # refreshes never wait
         # First reads and change-log pages, which have nothing older to answer from.
         self.reader = LocalHub(store.root, lock_timeout_s=first_read_wait_s)
-        self._snapshots: dict[str, Snapshot] = {}
+        self.max_tenants = max_tenants
+        self._snapshots: OrderedDict[str, Snapshot] = OrderedDict()
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -145,6 +150,7 @@ class SnapshotStore:
         can use without reading anything."""
         current = self._snapshots.get(tenant)
         if current is not None and current.stamp == stamp_of(self._quick.path(tenant)):
+            self._touch(tenant)
             return current
         return None
 
@@ -152,6 +158,7 @@ class SnapshotStore:
         current = self._snapshots.get(tenant)
         stamp = stamp_of(self._quick.path(tenant))
         if current is not None and current.stamp == stamp:
+            self._touch(tenant)
             return current
         lock = self._tenant_lock(tenant)
         if current is not None:
@@ -189,8 +196,21 @@ class SnapshotStore:
         return self._keep(tenant, Snapshot(merged, last, stamp))
 
     def _keep(self, tenant: str, snapshot: Snapshot) -> Snapshot:
-        self._snapshots[tenant] = snapshot
+        with self._guard:
+            self._snapshots[tenant] = snapshot
+            self._snapshots.move_to_end(tenant)
+            while len(self._snapshots) > self.max_tenants:
+                self._snapshots.popitem(last=False)
         return snapshot
+
+    def _touch(self, tenant: str) -> None:
+        with self._guard:
+            if tenant in self._snapshots:
+                self._snapshots.move_to_end(tenant)
+
+    def held(self) -> list[str]:
+        """The tenants whose snapshot is held, least recently read first."""
+        return list(self._snapshots)
 
     def _tenant_lock(self, tenant: str) -> threading.Lock:
         with self._guard:

@@ -104,3 +104,17 @@ def test_a_first_read_waits_for_a_writer_only_so_long(tmp_path: Path) -> None:
         holder.kill()
         holder.wait()
     assert len(_names(store, "globex")) == 1
+
+
+def test_only_the_tenants_read_lately_are_held_in_memory(tmp_path: Path) -> None:
+    hub = LocalHub(tmp_path)
+    tenants = [f"t{i}" for i in range(5)]
+    for tenant in tenants:
+        hub.upsert(tenant, frame([ev(f"{tenant}-1", f"{SCHEMA}/T", 1, tenant=tenant)]))
+    store = SnapshotStore(hub, max_tenants=3)
+    for tenant in tenants:
+        assert _names(store, tenant) == [f"{SCHEMA}/T"]
+    assert store.held() == ["t2", "t3", "t4"]
+    _names(store, "t2")  # read again: now the most recent
+    _names(store, "t0")  # dropped earlier: read again from the hub, t3 goes
+    assert store.held() == ["t4", "t2", "t0"]
