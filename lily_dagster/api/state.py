@@ -12,7 +12,6 @@ from lily_dagster.lib.access.cursor import CursorSigner
 from lily_dagster.lib.access.snapshot import SnapshotStore
 from lily_dagster.lib.audit import AuditLog, AuditWriter
 from lily_dagster.lib.hub import open_hub
-from lily_dagster.lib.hub.local import LocalHub
 from lily_dagster.lib.inbox import Inbox, open_inbox
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.lib.receiver.auth import AuthConfig, TokenVerifier, auth_config_from_env
@@ -34,7 +33,6 @@ class ReceiverState:
     quarantine: QuarantineStore
     limiter: RateLimiter
     metrics: Metrics
-    records: LocalHub  # what Lily wrote to the hub: the access API's source
     snapshots: SnapshotStore
     cursors: CursorSigner
     audit: AuditWriter
@@ -64,6 +62,7 @@ def build_state(
     """The state, configuration checked first: a bad vendor or token setting fails here."""
     config = settings.config
     check_vendor_config(config)
+    # What Lily wrote to the hub: the access API's source.
     records = open_hub(settings).read_store()
     return ReceiverState(
         settings=settings,
@@ -76,7 +75,6 @@ def build_state(
             {t.name: t.webhook_rate_per_s for t in config.tenants if t.webhook_rate_per_s},
         ),
         metrics=Metrics(),
-        records=records,
         snapshots=SnapshotStore(records),
         cursors=CursorSigner(settings.home / "keys" / "cursor-signing.key"),
         audit=audit or AuditWriter(AuditLog(settings.audit_dir)),

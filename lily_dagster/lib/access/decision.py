@@ -3,12 +3,11 @@
 Every bearer-token route of the receiver (CONTRACT.md §4, §6), the CLI's operator commands
 and the Dagster jobs that change state ask `decide` (vendor webhooks are authenticated by
 their signature, configured per tenant, instead); what a permitted reader may see of each
-record is then `policy.visibility`. Roles are scopes (RBAC): each action needs one.
+record is then `policy.Visibility`. Roles are scopes (RBAC): each action needs one.
 """
 
 from __future__ import annotations
 
-import getpass
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -53,7 +52,7 @@ REQUIRED_SCOPE: dict[Action, str] = {
 
 @dataclass(frozen=True)
 class Principal:
-    """Who asks: a verified token, a vendor's signature, or an operator's own identity."""
+    """Who asks: a verified token, or an operator's own identity."""
 
     subject: str
     tenants: frozenset[str]  # the tenants it names; `ALL_TENANTS` for an operator
@@ -90,10 +89,10 @@ def decide(principal: Principal, action: Action, tenant: str) -> Decision:
     return Decision(True)
 
 
-def operator(subject: str | None = None) -> Principal:
-    """The operator's own identity: the CLI's user on this machine, or a Dagster run's."""
+def operator(subject: str) -> Principal:
+    """The operator's own identity (audit.operator_subject, audit.run_subject)."""
     return Principal(
-        subject=subject or f"cli:{getpass.getuser()}",
+        subject=subject,
         tenants=frozenset({ALL_TENANTS}),
         scopes=frozenset({OPERATE_SCOPE}),
     )

@@ -26,7 +26,6 @@ from lily_dagster.lib.envelope import (
 )
 from lily_dagster.lib.plugins import registry
 from lily_dagster.lib.reasons import Reason
-from lily_dagster.lib.strict_json import finite_loads
 
 if TYPE_CHECKING:
     from lily_dagster.lib.hub.local import LocalHub
@@ -391,51 +390,34 @@ def orphan_rejects(orphans: pl.DataFrame, wait_s: float) -> pl.DataFrame:
 
 def record_to_export(row: dict[str, Any]) -> dict[str, Any]:
     """A stored record as the hub export record of CONTRACT.md §2."""
-    attributes = full_attributes(row)
+    return _export(row, _iso(row["event_time"]), _iso(row["updated_at"]))
+
+
+def records_to_export(records: pl.DataFrame) -> list[dict[str, Any]]:
+    """`record_to_export` of every row, read column-wise with the timestamps formatted by
+    polars: a third of its time for a page of records (the access API's listings)."""
+    times = [_iso_expr(c).alias(f"{c}_iso") for c in ("event_time", "updated_at")]
+    columns = records.with_columns(times).to_dict(as_series=False)
+    keys = list(columns)
+    rows = (dict(zip(keys, values, strict=True)) for values in zip(*columns.values(), strict=True))
+    return [_export(row, row["event_time_iso"], row["updated_at_iso"]) for row in rows]
+
+
+def _export(row: dict[str, Any], event_time: str | None, updated_at: str | None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "qualified_name": row["qualified_name"],
         "type_name": row["type_name"],
         "name": row["name"],
         "status": row["status"],
-        "attributes": attributes,
+        "attributes": full_attributes(row),
         "classifications": list(row["classifications"] or []),
-        "event_time": _iso(row["event_time"]),
+        "event_time": event_time,
         "event_id": row["event_id"],
-        "updated_at": _iso(row["updated_at"]),
+        "updated_at": updated_at,
     }
     if row["type_name"] == "Process" or row["inputs"] or row["outputs"]:
         out["inputs"] = list(row["inputs"] or [])
         out["outputs"] = list(row["outputs"] or [])
-    return out
-
-
-def records_to_export(records: pl.DataFrame) -> list[dict[str, Any]]:
-    """`record_to_export` of every row, read column-wise: a third of its time for a page of
-    records (the access API's listings)."""
-    times = [_iso_expr(c) for c in ("event_time", "updated_at")]
-    columns = records.with_columns(times).to_dict(as_series=False)
-    well_known = [(key, columns[key]) for key in WELL_KNOWN_ATTRIBUTES]
-    out: list[dict[str, Any]] = []
-    for i in range(records.height):
-        attributes: dict[str, Any] = finite_loads(columns["attributes"][i] or "{}")
-        for key, values in well_known:
-            if values[i] is not None:
-                attributes[key] = values[i]
-        record: dict[str, Any] = {
-            "qualified_name": columns["qualified_name"][i],
-            "type_name": columns["type_name"][i],
-            "name": columns["name"][i],
-            "status": columns["status"][i],
-            "attributes": attributes,
-            "classifications": columns["classifications"][i] or [],
-            "event_time": columns["event_time"][i],
-            "event_id": columns["event_id"][i],
-            "updated_at": columns["updated_at"][i],
-        }
-        inputs, outputs = columns["inputs"][i], columns["outputs"][i]
-        if record["type_name"] == "Process" or inputs or outputs:
-            record["inputs"], record["outputs"] = inputs or [], outputs or []
-        out.append(record)
     return out
 
 
@@ -446,7 +428,6 @@ def _iso_expr(column: str) -> pl.Expr:
         pl.when(moment.dt.microsecond() == 0)
         .then(moment.dt.to_string("%Y-%m-%dT%H:%M:%SZ"))
         .otherwise(moment.dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"))
-        .alias(column)
     )
 
 

@@ -533,8 +533,7 @@ class LocalHub(RecordReads):
             last = _next_seq(con) - 1 if _has_column(con, "records", "change_seq") else None
             if last is None:  # an earlier release's database: its log is all in changes
                 (last,) = con.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchall()[0]
-                if after_seq is not None:
-                    after_seq = None  # no per-record positions to select by: read it all
+                after_seq = None  # no per-record positions to select by: read it all
             if after_seq is None:
                 where = ""
             else:
