@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from lily_dagster.lib.access.policy import AccessConfig, AccessPolicy
 
@@ -411,6 +419,11 @@ class Settings(BaseModel):
     # Whether LILY_KAFKA_BOOTSTRAP was set (an external broker: `lily` starts none).
     external_kafka: bool = False
     atlan: AtlanOptions | None = None  # with hub == "atlan"
+    # Tenant content sealed at rest (LILY_ENCRYPTION=off writes plaintext; sealed data
+    # still opens), under data keys wrapped by the key service LILY_KMS names.
+    encryption: bool = True
+    kms: str = "local"
+    master_key: SecretStr | None = None  # LILY_MASTER_KEY (LILY_KMS=local)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -438,6 +451,9 @@ class Settings(BaseModel):
                 env.get("LILY_BROKER_STORAGE") or DEFAULT_BROKER_STORAGE
             ),
             s3_endpoint_url=env.get("LILY_S3_ENDPOINT_URL") or None,
+            encryption=_env_switch(env, "LILY_ENCRYPTION", True),
+            kms=env.get("LILY_KMS") or "local",
+            master_key=SecretStr(env["LILY_MASTER_KEY"]) if env.get("LILY_MASTER_KEY") else None,
             **_numbers(env),
         )
 
@@ -473,6 +489,11 @@ class Settings(BaseModel):
     def audit_dir(self) -> Path:
         """Each tenant's tamper-evident audit log (and the global one)."""
         return self.home / "audit"
+
+    @property
+    def keys_dir(self) -> Path:
+        """The wrapped data key of each tenant (and the generated master key)."""
+        return self.home / "keys"
 
     @property
     def hub_dir(self) -> Path:
@@ -529,6 +550,17 @@ def _topics(raw: str) -> tuple[str, ...]:
     if bad:
         raise ConfigError(f"LILY_KAFKA_TOPICS: invalid topic name {bad[0]!r}")
     return topics
+
+
+def _env_switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("on", "true", "1", "yes"):
+        return True
+    if raw in ("off", "false", "0", "no"):
+        return False
+    raise ConfigError(f"{name}={env[name]!r}: expected on or off")
 
 
 def _inbox(inbox: str) -> str:
