@@ -12,6 +12,10 @@ setup(
         "dagster-webserver==1.13.27",
         "dagster-k8s",
         "dagster-aws",
+        # LILY_KMS=aws-kms (lily_dagster/lib/crypto/kms/aws.py) and the S3 inbox call it directly.
+        "boto3>=1.34",
+        # AES-256-GCM of tenant content at rest (lily_dagster/lib/crypto/).
+        "cryptography>=42",
         "pyatlan==11.6.0",
         "pydantic>=2.13,<3",
         "pandas>=3.1",

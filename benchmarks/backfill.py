@@ -4,6 +4,7 @@ same run, and the time a billion would take on one node and on N pods. Prints on
 object (the same as `lily bench backfill`).
 
     .venv/bin/python -m benchmarks.backfill [--assets 1000000 10000000] [--batch-rows N]
+        [--encryption on|off|both]
 """
 
 from __future__ import annotations
@@ -17,5 +18,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--assets", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--batch-rows", type=int, default=500_000)
+    parser.add_argument(
+        "--encryption",
+        choices=["on", "off", "both"],
+        default=None,
+        help="LILY_ENCRYPTION for the loads (default: the environment's); both: compare",
+    )
     args = parser.parse_args()
-    print(json.dumps(run(args.assets, batch_rows=args.batch_rows)))
+    print(json.dumps(run(args.assets, batch_rows=args.batch_rows, encryption=args.encryption)))

@@ -227,7 +227,7 @@ def check_idle(instance: Any, settings: Settings) -> IdleReport:
     latest delivery run failed: the summary names it)."""
     backlog = kafka_has_backlog(settings, sensor_cursor(instance, KAFKA_SENSOR))
     in_flight = runs_in_flight(instance)
-    staging = StagingArea(settings.staging_dir)
+    staging = StagingArea.from_settings(settings)
     pending = sum(len(staging.pending(t)) for t in staging.tenants_with_pending())
     awaiting = batches_awaiting_a_run(staging, instance)
     inbox_backlog = 0
@@ -310,8 +310,8 @@ def run_summary(instance: Any, settings: Settings, started: float) -> dict[str, 
     from dagster import DagsterRunStatus, RunsFilter
 
     hub = open_hub(settings)
-    quarantine = QuarantineStore(settings.quarantine_dir)
-    staging = StagingArea(settings.staging_dir)
+    quarantine = QuarantineStore.from_settings(settings)
+    staging = StagingArea.from_settings(settings)
     tenants = sorted(set(instance.get_dynamic_partitions(TENANTS)) | set(quarantine.tenants()))
     behind = propagation_behind(instance, settings)
     per_tenant: dict[str, Any] = {}

@@ -424,6 +424,11 @@ class Settings(BaseModel):
     encryption: bool = True
     kms: str = "local"
     master_key: SecretStr | None = None  # LILY_MASTER_KEY (LILY_KMS=local)
+    # The key-encryption key being replaced, read by `lily keys rotate` only.
+    previous_kms: str | None = None  # LILY_PREVIOUS_KMS
+    previous_master_key: SecretStr | None = None  # LILY_PREVIOUS_MASTER_KEY
+    # boto3 reads AWS_DEFAULT_REGION itself, but not AWS_REGION (what other SDKs read).
+    aws_region: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -454,6 +459,13 @@ class Settings(BaseModel):
             encryption=_env_switch(env, "LILY_ENCRYPTION", True),
             kms=env.get("LILY_KMS") or "local",
             master_key=SecretStr(env["LILY_MASTER_KEY"]) if env.get("LILY_MASTER_KEY") else None,
+            previous_kms=env.get("LILY_PREVIOUS_KMS") or None,
+            previous_master_key=(
+                SecretStr(env["LILY_PREVIOUS_MASTER_KEY"])
+                if env.get("LILY_PREVIOUS_MASTER_KEY")
+                else None
+            ),
+            aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
             **_numbers(env),
         )
 

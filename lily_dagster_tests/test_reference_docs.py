@@ -71,7 +71,9 @@ def test_documented_defaults_are_the_code_defaults(tmp_path: Path) -> None:
         if not var.name.startswith("LILY_") or not hasattr(owner, field) or not plain:
             continue
         actual = getattr(owner, field)
-        if isinstance(actual, int | float):
+        if isinstance(actual, bool):  # a switch, documented as on or off
+            assert documented == ("on" if actual else "off"), var.name
+        elif isinstance(actual, int | float):
             assert float(documented) == actual, var.name
         else:
             assert documented == str(actual), var.name

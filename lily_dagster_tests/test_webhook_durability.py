@@ -22,6 +22,7 @@ from lily_dagster.lib.hub.local import LocalHub
 from lily_dagster.lib.inbox.sqlite import SqliteInbox
 from lily_dagster_tests import sensor_harness as harness
 from lily_dagster_tests.support.envelopes import SCHEMA, envelope
+from lily_dagster_tests.support.sealed import ciphers_at
 
 SECRET = "durability-test-secret-0123456789abcdef"
 
@@ -91,7 +92,10 @@ def test_every_acknowledged_event_survives_kill_9_and_reaches_the_hub_once(lily_
     settings_inbox = lily_home / "inbox" / "inbox.sqlite"
     restarted = _serve(port)  # recovery: the inbox opens cleanly after the crash
     try:
-        stored = {e.event_id for e in SqliteInbox(settings_inbox).read_after(0, 10_000_000)}
+        stored = {
+            e.event_id
+            for e in SqliteInbox(settings_inbox, ciphers_at(lily_home)).read_after(0, 10_000_000)
+        }
         assert acknowledged <= stored, f"{len(acknowledged - stored)} acknowledged events lost"
     finally:
         restarted.terminate()
@@ -99,7 +103,7 @@ def test_every_acknowledged_event_survives_kill_9_and_reaches_the_hub_once(lily_
 
     with instance_for_test() as instance:
         harness.drain(webhook_inbox_sensor, instance, None)
-    records = list(LocalHub(lily_home / "hub").export("acme"))
+    records = list(LocalHub(lily_home / "hub", ciphers=ciphers_at(lily_home)).export("acme"))
     names = {r["qualified_name"].rsplit("/", 1)[-1] for r in records}
     assert {f"T{a.removeprefix('burst-')}" for a in acknowledged} <= names
     assert len(records) == len(stored)  # one record per stored event: nothing applied twice

@@ -69,7 +69,7 @@ def build_state(
         config=config,
         verifier=TokenVerifier(auth or auth_config_from_env(jwt_environment())),
         inbox=inbox or open_inbox(settings),
-        quarantine=QuarantineStore(settings.quarantine_dir),
+        quarantine=QuarantineStore.from_settings(settings),
         limiter=RateLimiter(
             settings.webhook_rate_per_s,
             {t.name: t.webhook_rate_per_s for t in config.tenants if t.webhook_rate_per_s},

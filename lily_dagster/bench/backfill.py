@@ -12,6 +12,7 @@ whole input and writes its share) gives the per-pod figure behind the billion es
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -90,14 +91,18 @@ def load(
 ) -> dict[str, Any]:
     """One backfill of `source` into a fresh hub under `root`, in this process."""
     from lily_dagster.lib.backfill import run_backfill
+    from lily_dagster.lib.crypto import ciphers_of
     from lily_dagster.lib.hub.local import LocalHub
     from lily_dagster.lib.quarantine import QuarantineStore
-    from lily_dagster.settings import LilyConfigFile
+    from lily_dagster.settings import LilyConfigFile, Settings
 
-    hub = LocalHub(root / "hub")
+    # Sealed as in production (LILY_ENCRYPTION of this process), with keys under `root`.
+    env = {k: v for k, v in os.environ.items() if k.startswith("LILY_")}
+    ciphers = ciphers_of(Settings.resolve({**env, "LILY_HOME": str(root)}))
+    hub = LocalHub(root / "hub", ciphers=ciphers)
     report = run_backfill(
-        hub, QuarantineStore(root / "quarantine"), LilyConfigFile(), "acme", str(source),
-        shards=shards, shard=shard, batch_rows=batch_rows,
+        hub, QuarantineStore(root / "quarantine", ciphers), LilyConfigFile(), "acme",
+        str(source), shards=shards, shard=shard, batch_rows=batch_rows,
     )  # fmt: skip
     counts = hub.status_counts("acme")
     return {
@@ -113,12 +118,22 @@ def load(
 
 
 def load_in_child(
-    root: Path, source: Path, batch_rows: int, shards: int = 1, shard: int = 0
+    root: Path,
+    source: Path,
+    batch_rows: int,
+    shards: int = 1,
+    shard: int = 0,
+    encryption: str | None = None,
 ) -> dict[str, Any]:
+    """`load` in a child process; `encryption` "on"/"off" sets its LILY_ENCRYPTION (None:
+    this process's)."""
     args = json.dumps([str(root), str(source), batch_rows, shards, shard])
+    env = dict(os.environ)
+    if encryption is not None:
+        env["LILY_ENCRYPTION"] = encryption
     done = subprocess.run(
         [sys.executable, "-m", "lily_dagster.bench.backfill", args],
-        capture_output=True, text=True, check=False,
+        capture_output=True, text=True, check=False, env=env,
     )  # fmt: skip
     if done.returncode:
         raise RuntimeError(f"backfill child failed: {done.stderr[-2000:]}")
@@ -126,15 +141,31 @@ def load_in_child(
     return result
 
 
+def compare_encryption(root: Path, source: Path, batch_rows: int) -> dict[str, Any]:
+    """The same load with LILY_ENCRYPTION off, then on (fresh hubs): the cost of sealing."""
+    off = load_in_child(root / "plain", source, batch_rows, encryption="off")
+    on = load_in_child(root / "sealed", source, batch_rows, encryption="on")
+    return {
+        "off": off,
+        "on": on,
+        "sealing_cost_pct": round(100 * (1 - on["assets_per_s"] / off["assets_per_s"]), 1),
+    }
+
+
 def run(
     totals: list[int],
     batch_rows: int = 500_000,
     naive_sample: int = 2_000,
     pods: tuple[int, ...] = (8, 32),
+    encryption: str | None = None,
 ) -> dict[str, Any]:
+    """`encryption`: "on" or "off" sets LILY_ENCRYPTION for the loads (None: the
+    environment's); "both" loads each estate with it off and on, reported under
+    `encryption`, the `backfill` figures being the sealed load's (the default)."""
     from lily_dagster.bench.estate import write_estate
 
     out: dict[str, Any] = {"benchmark": "backfill", "batch_rows": batch_rows, "runs": []}
+    mode = None if encryption == "both" else encryption
     with tempfile.TemporaryDirectory() as tmp:
         for total in totals:
             root = Path(tmp) / str(total)
@@ -143,18 +174,28 @@ def run(
             generate_s = time.perf_counter() - started
             files = sorted((root / "estate").glob("*.parquet"))
             floor = floor_scan(files)
-            result = load_in_child(root / "whole", root / "estate", batch_rows)
+            compared = None
+            if encryption == "both":
+                compared = compare_encryption(root, root / "estate", batch_rows)
+                result = compared["on"]
+            else:
+                result = load_in_child(root / "whole", root / "estate", batch_rows, encryption=mode)
             rate = result["assets_per_s"]
-            out["runs"].append(
-                {
-                    "assets": total,
-                    "generate_s": round(generate_s, 2),
-                    "estate": getattr(manifest, "counts", None) or str(manifest),
-                    "backfill": result,
-                    "floor_polars_scan_rows_per_s": round(floor),
-                    "billion_hours_one_node": round(BILLION / rate / 3600, 2),
+            entry = {
+                "assets": total,
+                "generate_s": round(generate_s, 2),
+                "estate": getattr(manifest, "counts", None) or str(manifest),
+                "backfill": result,
+                "floor_polars_scan_rows_per_s": round(floor),
+                "billion_hours_one_node": round(BILLION / rate / 3600, 2),
+            }
+            if compared is not None:
+                entry["encryption"] = {
+                    "off_assets_per_s": compared["off"]["assets_per_s"],
+                    "on_assets_per_s": compared["on"]["assets_per_s"],
+                    "sealing_cost_pct": compared["sealing_cost_pct"],
                 }
-            )
+            out["runs"].append(entry)
         # Baselines and the per-shard figure on the smallest estate.
         smallest = Path(tmp) / str(totals[0])
         files = sorted((smallest / "estate").glob("*.parquet"))
@@ -164,7 +205,9 @@ def run(
         out["speedup_over_naive"] = round(rate / naive, 1) if naive else None
         shard_runs = {}
         for n in pods:
-            shard = load_in_child(smallest / f"shard-{n}", smallest / "estate", batch_rows, n, 0)
+            shard = load_in_child(
+                smallest / f"shard-{n}", smallest / "estate", batch_rows, n, 0, encryption=mode
+            )
             # A pod reads the whole input and writes its share: a billion on n pods takes
             # what this shard took, scaled from the estate to a billion rows.
             shard_runs[str(n)] = {

@@ -41,7 +41,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
     report = run_backfill(
         open_hub(settings),
-        QuarantineStore(settings.quarantine_dir),
+        QuarantineStore.from_settings(settings),
         settings.config,
         args.tenant,
         args.source,

@@ -55,7 +55,7 @@ def cmd_batches_list(args: argparse.Namespace) -> int:
     from lily_dagster.lib.staging import StagingArea, list_batches
 
     settings = state_settings(args.tenant)
-    batches = list_batches(StagingArea(settings.staging_dir), args.tenant)
+    batches = list_batches(StagingArea.from_settings(settings), args.tenant)
     held = any(b.run_id for b in batches)
     with _dagster_instance(settings) if held else contextlib.nullcontext() as instance:
         for batch in batches:
@@ -87,7 +87,7 @@ def cmd_batches_release(args: argparse.Namespace) -> int:
     from lily_dagster.lib.staging import StagingArea, release_batch
 
     settings = state_settings(args.tenant)
-    staging = StagingArea(settings.staging_dir)
+    staging = StagingArea.from_settings(settings)
     return _act_on_batch(
         settings, lambda in_flight: release_batch(staging, args.tenant, args.batch, in_flight)
     )
@@ -98,8 +98,8 @@ def cmd_batches_discard(args: argparse.Namespace) -> int:
     from lily_dagster.lib.staging import StagingArea, discard_batch
 
     settings = state_settings(args.tenant)
-    staging = StagingArea(settings.staging_dir)
-    quarantine = QuarantineStore(settings.quarantine_dir)
+    staging = StagingArea.from_settings(settings)
+    quarantine = QuarantineStore.from_settings(settings)
     return _act_on_batch(
         settings,
         lambda in_flight: discard_batch(staging, quarantine, args.tenant, args.batch, in_flight),

@@ -36,7 +36,7 @@ def broker_storage(args: argparse.Namespace) -> str:
 def cmd_broker(args: argparse.Namespace) -> int:
     from lily_dagster.lib.broker import ensure_topics, start_broker
 
-    settings = load_settings()
+    settings = load_settings(check_keys=False)  # reads no tenant data
     storage = broker_storage(args)
     proc = start_broker(args.port, storage=storage)
     try:

@@ -69,14 +69,28 @@ def print_error(message: str) -> None:
     print(f"lily: error: {message}", file=sys.stderr)
 
 
-def load_settings() -> Settings:
+def load_settings(check_keys: bool = True) -> Settings:
     from lily_dagster.lib.config_checks import check_plugin_config
 
     # A bad LILY_CONFIG (hooks, targets, pollers) fails at start, as it would fail the
     # code location's load: a daemon without definitions would run no sensor at all.
     settings = Settings.from_env()
     check_plugin_config(settings.config)
+    if check_keys:
+        check_data_keys(settings)
     return settings
+
+
+def check_data_keys(settings: Settings) -> None:
+    """A wrong or missing LILY_MASTER_KEY (or LILY_KMS) for the data keys under
+    $LILY_HOME/keys fails the command before it reads or writes anything, in one line; so
+    does a key service that does not answer."""
+    from lily_dagster.lib.crypto import KmsUnavailableError, keyring
+
+    try:
+        keyring(settings).check()
+    except KmsUnavailableError as exc:
+        raise CliError(f"key service unavailable: {exc}") from None
 
 
 # Folders of a LILY_HOME that hold Lily's state; a home with none of them holds nothing.

@@ -52,7 +52,7 @@ def demo_report(settings: Settings, traffic: Any) -> dict[str, Any]:
     from lily_dagster.lib.quarantine import QuarantineStore
 
     hub = open_hub(settings)
-    quarantine = QuarantineStore(settings.quarantine_dir)
+    quarantine = QuarantineStore.from_settings(settings)
     expected = traffic.expected_state()
     expected_q = traffic.expected_quarantine()
     report: dict[str, Any] = {}

@@ -40,7 +40,9 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
 
     settings = state_settings(args.tenant)
     _target(settings, args.tenant, args.target)
-    write_lines(QuarantineStore(settings.dlq_dir / args.target).export(args.tenant))
+    write_lines(
+        QuarantineStore.from_settings(settings, settings.dlq_dir / args.target).export(args.tenant)
+    )
     return 0
 
 
@@ -49,16 +51,15 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     from lily_dagster.lib.audit import operator_action
     from lily_dagster.lib.hub import open_hub
     from lily_dagster.lib.propagation import Propagator
-    from lily_dagster.lib.quarantine import QuarantineStore
 
     settings = state_settings(args.tenant)
     target = _target(settings, args.tenant, args.target)
-    propagator = Propagator(open_hub(settings), settings.propagation_dir, settings.dlq_dir)
+    propagator = Propagator.from_settings(settings, open_hub(settings))
     with operator_action(settings, args.tenant, Action.DLQ_REPLAY, f"dlq/{args.target}") as act:
         result = propagator.replay_dlq(args.tenant, target)
         if result.error:
             act.fail()
-    left = QuarantineStore(settings.dlq_dir / args.target).read(args.tenant).height
+    left = propagator.dlq(args.target).read(args.tenant).height
     print_json(
         {
             "tenant": args.tenant,

@@ -47,7 +47,7 @@ def cmd_quarantine_export(args: argparse.Namespace) -> int:
     from lily_dagster.lib.quarantine import QuarantineStore
 
     settings = state_settings(args.tenant)
-    write_lines(QuarantineStore(settings.quarantine_dir).export(args.tenant))
+    write_lines(QuarantineStore.from_settings(settings).export(args.tenant))
     return 0
 
 
@@ -154,4 +154,4 @@ def describe_failed_run(result: Any) -> str:
 def lily_quarantine_count(settings: Settings, tenant: str, reasons: list[str] | None) -> int:
     from lily_dagster.lib.quarantine import QuarantineStore
 
-    return QuarantineStore(settings.quarantine_dir).read(tenant, reasons or None).height
+    return QuarantineStore.from_settings(settings).read(tenant, reasons or None).height

@@ -72,7 +72,7 @@ def mint_token(
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = load_settings(check_keys=False)  # reads no tenant data
     no_secret = "LILY_JWT_HS256_SECRET" not in jwt_environment()
     if no_secret and (settings.home / "dev-jwt-secret").exists():
         os.environ["LILY_JWT_HS256_SECRET"] = dev_jwt_secret(settings)

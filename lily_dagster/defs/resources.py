@@ -12,8 +12,10 @@ from dagster import (
     OutputContext,
 )
 
+from lily_dagster.lib.crypto import ciphers_of
 from lily_dagster.lib.hub import open_hub
 from lily_dagster.lib.hub.base import MetadataHub
+from lily_dagster.lib.intermediates import read_frame, write_frame
 from lily_dagster.lib.propagation import Propagator
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.lib.staging import StagingArea
@@ -32,17 +34,16 @@ class LilyResource(ConfigurableResource):
         return settings
 
     def staging(self) -> StagingArea:
-        return StagingArea(self.settings().staging_dir)
+        return StagingArea.from_settings(self.settings())
 
     def quarantine(self) -> QuarantineStore:
-        return QuarantineStore(self.settings().quarantine_dir)
+        return QuarantineStore.from_settings(self.settings())
 
     def hub(self) -> MetadataHub:
         return open_hub(self.settings())
 
     def propagator(self) -> Propagator:
-        settings = self.settings()
-        return Propagator(self.hub(), settings.propagation_dir, settings.dlq_dir)
+        return Propagator.from_settings(self.settings(), self.hub())
 
 
 class KafkaResource(ConfigurableResource):
@@ -69,7 +70,8 @@ class PolarsParquetIOManager(ConfigurableIOManager):
     the run (materialising `hub_records` alone from the UI) loads as None, never as a frame
     some earlier run left: the ingest chain moves events only within a run
     (docs/operating.md). An input may ask for a subset of columns with
-    `AssetIn(metadata={"columns": [...]})`.
+    `AssetIn(metadata={"columns": [...]})`. Each tenant's rows are sealed with its key
+    (lib/intermediates.py).
     """
 
     base_dir: str | None = None
@@ -87,7 +89,8 @@ class PolarsParquetIOManager(ConfigurableIOManager):
             return
         path = self._path(context, context.run_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        obj.write_parquet(path)
+        keys = list(context.asset_partition_keys) if context.has_asset_partitions else []
+        write_frame(obj, path, keys, ciphers_of(Settings.from_env()))
 
     def load_input(self, context: InputContext) -> pl.DataFrame | None:
         source_run = _source_run_id(context)
@@ -97,7 +100,7 @@ class PolarsParquetIOManager(ConfigurableIOManager):
         if not path.exists():
             return None
         columns = (context.definition_metadata or {}).get("columns")
-        return pl.read_parquet(path, columns=columns)
+        return read_frame(path, ciphers_of(Settings.from_env()), columns=columns)
 
 
 def _source_run_id(context: InputContext) -> str | None:

@@ -474,15 +474,22 @@ class OperatorAction:
 
 @contextmanager
 def operator_action(
-    settings: Settings, tenant: str, action: Action, resource: str, sub: str | None = None
+    settings: Settings,
+    tenant: str,
+    action: Action,
+    resource: str,
+    sub: str | None = None,
+    global_log: bool = False,
 ) -> Iterator[OperatorAction]:
     """Asks the policy decision point whether the operator (`sub`: the CLI's user unless
     given) may take `action` on `tenant`, runs the block if so, and records one entry:
-    `deny`, or `allow` with the block's outcome (failed when it raised or called `fail`)."""
+    `deny`, or `allow` with the block's outcome (failed when it raised or called `fail`),
+    in the tenant's log (`global_log`: the global one, for an action that removes it)."""
     subject = sub or operator_subject()
+    log = None if global_log else tenant
     decision = decide(operator(subject), action, tenant)
     if not decision.allowed:
-        record_operator_action(settings, tenant, action, resource, "refused", subject, "deny")
+        record_operator_action(settings, log, action, resource, "refused", subject, "deny")
         raise OperatorActionDeniedError(f"{action} on {tenant!r}: {decision.detail}")
     outcome = OperatorAction()
     try:
@@ -491,7 +498,7 @@ def operator_action(
         outcome.fail()
         raise
     finally:
-        record_operator_action(settings, tenant, action, resource, outcome.status, subject)
+        record_operator_action(settings, log, action, resource, outcome.status, subject)
 
 
 def record_operator_action(

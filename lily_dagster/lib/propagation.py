@@ -9,6 +9,9 @@ it may not receive are withheld, counted, and never sent) and its post-consume h
 a hook fails on goes to the dead-letter queue). A batch the target refuses (4xx) goes to
 the target's dead-letter queue; one it cannot take now (5xx, timeout, refused) is retried
 with backoff, and after `max_attempts` the run stops there for the next run to resume.
+
+Positions and the change head are numbers and stay plaintext; a dead-letter queue holds
+whole change rows and is sealed with the tenant's cipher, like the quarantine.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from typing import Any
 
 import polars as pl
 
+from lily_dagster.lib.crypto import Ciphers, ciphers_of, plaintext
 from lily_dagster.lib.durable import write_text_atomic
 from lily_dagster.lib.envelope import to_rejects
+from lily_dagster.lib.gdpr.subject import Subject
 from lily_dagster.lib.hooks import HookContext, build_chain, run_chain, tenant_chain
 from lily_dagster.lib.hub.base import MetadataHub
 from lily_dagster.lib.hub.changelog import CHANGE_SCHEMA
@@ -37,7 +42,13 @@ from lily_dagster.lib.targets import (
     TargetUnavailableError,
     get_target,
 )
-from lily_dagster.settings import AccessRules, ConfigError, LilyConfigFile, TargetConfig
+from lily_dagster.settings import (
+    AccessRules,
+    ConfigError,
+    LilyConfigFile,
+    Settings,
+    TargetConfig,
+)
 
 # Classifications a public destination never receives.
 PERSONAL_DATA = ("PII", "PII:*", "GDPR:*")
@@ -185,13 +196,24 @@ def record_change_head(root: Path, tenant: str, change_seq: int) -> None:
         write_text_atomic(path, json.dumps({"change_seq": change_seq}))
 
 
+def dead_letter_queues(dlq_root: Path, ciphers: Ciphers = plaintext) -> dict[str, QuarantineStore]:
+    """Every target's dead-letter queue under `dlq_root`, by target name."""
+    if not dlq_root.is_dir():
+        return {}
+    return {
+        d.name: QuarantineStore(d, ciphers)
+        for d in sorted(dlq_root.iterdir())
+        if d.is_dir() and not d.name.startswith(".")
+    }
+
+
 def idempotency_key(tenant: str, target: str, first: int, last: int) -> str:
     return hashlib.sha256(f"lily|{tenant}|{target}|{first}|{last}".encode()).hexdigest()[:32]
 
 
 class Propagator:
     """Delivers one tenant's changes to its targets; state under `root` (positions) and
-    `dlq_root` (a QuarantineStore per target)."""
+    `dlq_root` (a QuarantineStore per target, sealed with `ciphers`)."""
 
     def __init__(
         self,
@@ -199,11 +221,18 @@ class Propagator:
         root: Path,
         dlq_root: Path,
         sleep: Callable[[float], None] = time.sleep,
+        ciphers: Ciphers = plaintext,
     ) -> None:
         self.hub = hub
         self.root = root
         self.dlq_root = dlq_root
         self.sleep = sleep
+        self.ciphers = ciphers
+
+    @classmethod
+    def from_settings(cls, settings: Settings, hub: MetadataHub) -> Propagator:
+        """The propagator of the state under $LILY_HOME, its dead letters sealed."""
+        return cls(hub, settings.propagation_dir, settings.dlq_dir, ciphers=ciphers_of(settings))
 
     def position_path(self, tenant: str, target: str) -> Path:
         return position_path(self.root, tenant, target)
@@ -212,7 +241,13 @@ class Propagator:
         return Position.load(self.position_path(tenant, target))
 
     def dlq(self, target: str) -> QuarantineStore:
-        return QuarantineStore(self.dlq_root / target)
+        return QuarantineStore(self.dlq_root / target, self.ciphers)
+
+    def erase_subject(self, tenant: str, subject: Subject, dry_run: bool = False) -> int:
+        """Erase `subject` from the tenant's dead letters of every target; how many
+        dead-lettered changes mentioned it (see QuarantineStore.erase_subject)."""
+        queues = dead_letter_queues(self.dlq_root, self.ciphers).values()
+        return sum(q.erase_subject(tenant, subject, dry_run) for q in queues)
 
     def dispatch(
         self, tenant: str, target: ConfiguredTarget, max_batches: int = 1000

@@ -10,20 +10,29 @@ accepted twice does not double the quarantine. Files of earlier releases read th
 
 A payload is kept byte for byte: as text (`raw`) when it is UTF-8, else as its bytes
 (`raw_bytes`). Files of earlier releases, which have no `raw_bytes`, read as text.
+
+Every file is sealed with the tenant's cipher (the store's `ciphers`; a dead-letter queue
+is a QuarantineStore too); files written before encryption was on read as they are.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
+from lily_dagster.lib.crypto import Ciphers, TenantCipher, ciphers_of, plaintext
 from lily_dagster.lib.durable import write_atomic
-from lily_dagster.lib.envelope import REJECT_SCHEMA
+from lily_dagster.lib.envelope import REJECT_SCHEMA, quarantine_id
+from lily_dagster.lib.gdpr.payload import scrub_payload, scrub_payload_text
+from lily_dagster.lib.gdpr.subject import Subject
 from lily_dagster.lib.strict_json import dumps
+from lily_dagster.settings import Settings
 
 REPLAYED_SCHEMA: dict[str, pl.DataType] = {
     "quarantine_id": pl.String(),
@@ -53,26 +62,37 @@ def message_key() -> pl.Expr:
 
 
 class QuarantineStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, ciphers: Ciphers = plaintext) -> None:
         self.root = root
+        self.ciphers = ciphers
+
+    @classmethod
+    def from_settings(cls, settings: Settings, root: Path | None = None) -> QuarantineStore:
+        """The quarantine under $LILY_HOME (or the store at `root`: a dead-letter queue),
+        sealed with the tenants' keys."""
+        return cls(root or settings.quarantine_dir, ciphers_of(settings))
 
     def add(self, tenant: str, name: str, rejects: pl.DataFrame) -> int:
         """Durably keep `rejects` under the file `name`; returns how many were kept."""
         if rejects.is_empty():
             return 0
         frame = _conform(rejects.with_columns(pl.lit(tenant).alias("tenant")))
-        write_atomic(self.root / tenant / f"{name}.parquet", frame.write_parquet)
+        _write(self.ciphers(tenant), self.root / tenant / f"{name}.parquet", frame)
         return frame.height
+
+    def _files(self, tenant: str) -> list[Path]:
+        directory = self.root / tenant
+        return sorted(directory.glob("*.parquet")) if directory.is_dir() else []
 
     def read(self, tenant: str, reasons: list[str] | None = None) -> pl.DataFrame:
         """What the tenant's quarantine holds now: each entry once (its latest rejection;
         an entry is a Kafka message, or a payload of another source), less those replayed
         since they were rejected; optionally only some reasons."""
-        directory = self.root / tenant
-        files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
+        files = self._files(tenant)
         if not files:
             return pl.DataFrame(schema=REJECT_SCHEMA)
-        frame = pl.concat([_conform(pl.read_parquet(f)) for f in files], how="vertical")
+        cipher = self.ciphers(tenant)
+        frame = pl.concat([_conform(cipher.read_parquet(f)) for f in files], how="vertical")
         frame = (
             frame.with_columns(message_key().alias(_MESSAGE))
             .sort("quarantined_at")
@@ -105,9 +125,10 @@ class QuarantineStore:
         files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
         if not files:
             return pl.DataFrame(schema=REPLAYED_SCHEMA)
+        cipher = self.ciphers(tenant)
         frames = []
         for file in files:
-            frame = pl.read_parquet(file)
+            frame = cipher.read_parquet(file)
             if "message" not in frame.columns:  # an earlier release's
                 frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias("message"))
             frames.append(frame.select(list(REPLAYED_SCHEMA)).cast(REPLAYED_SCHEMA))  # type: ignore[arg-type]
@@ -135,7 +156,7 @@ class QuarantineStore:
             },
             schema=REPLAYED_SCHEMA,
         )
-        write_atomic(self.root / tenant / "_replayed" / f"{name}.parquet", frame.write_parquet)
+        _write(self.ciphers(tenant), self.root / tenant / "_replayed" / f"{name}.parquet", frame)
 
     def tenants(self) -> list[str]:
         if not self.root.is_dir():
@@ -159,6 +180,96 @@ class QuarantineStore:
                 line["raw"] = None
                 line["raw_base64"] = base64.b64encode(row["raw_bytes"]).decode("ascii")
             yield dumps(line, ensure_ascii=False)
+
+    def erase_subject(self, tenant: str, subject: Subject, dry_run: bool = False) -> int:
+        """Erase `subject` from the tenant's entries (payload, detail, event id); how many
+        entries (rows of its files) mentioned it (dry_run: would be rewritten). An entry
+        whose payload changes gets the id of its new payload, so a replay of it still
+        takes it out of the quarantine; the replay records of its old id are noted for
+        the new one first. Files are replaced atomically: a crash leaves each whole, and
+        running it again finishes the job."""
+        cipher = self.ciphers(tenant)
+        rewrites: list[tuple[Path, pl.DataFrame]] = []
+        renamed: dict[str, str] = {}
+        for path in self._files(tenant):
+            frame = _conform(cipher.read_parquet(path))
+            scrubbed, ids = _scrub_entries(subject, frame)
+            if scrubbed is not None:
+                rewrites.append((path, scrubbed))
+                renamed.update(ids)
+        changed = sum(int((f.get_column("_erased")).sum()) for _, f in rewrites)
+        if dry_run or not rewrites:
+            return changed
+        self._carry_replays(tenant, renamed)
+        for path, scrubbed in rewrites:
+            _write(cipher, path, scrubbed.drop("_erased"))
+        return changed
+
+    def _carry_replays(self, tenant: str, renamed: dict[str, str]) -> None:
+        """Note the replays of entries whose id changes under their new id too (written
+        before the entries change: a crash in between leaves records of ids not yet used)."""
+        replayed = self._replayed(tenant).filter(pl.col("quarantine_id").is_in(list(renamed)))
+        if replayed.is_empty():
+            return
+        carried = replayed.with_columns(pl.col("quarantine_id").replace_strict(renamed))
+        digest = hashlib.sha256(",".join(sorted(renamed.values())).encode()).hexdigest()[:20]
+        path = self.root / tenant / "_replayed" / f"erased-{digest}.parquet"
+        _write(self.ciphers(tenant), path, carried.select(list(REPLAYED_SCHEMA)))
+
+
+def _write(cipher: TenantCipher, path: Path, frame: pl.DataFrame) -> None:
+    write_atomic(path, lambda tmp: cipher.write_parquet(frame, tmp))
+
+
+# The text an entry may hold content in besides its payload (`raw`, `raw_bytes`).
+_TEXT = ("event_id", "detail")
+
+
+def _scrub_entries(
+    subject: Subject, frame: pl.DataFrame
+) -> tuple[pl.DataFrame | None, dict[str, str]]:
+    """Entries (REJECT_SCHEMA) with `subject` erased, an `_erased` column marking those
+    that mentioned it, and their old → new quarantine ids; (None, {}) when none did."""
+    # Rows that may mention it: a payload spelt with JSON escapes or not UTF-8 is looked at.
+    maybe = subject.mentioned(frame, text=["raw", *_TEXT]) | (
+        pl.col("raw").str.contains("\\\\", literal=True).fill_null(False)
+        | pl.col("raw_bytes").is_not_null()
+    )
+    marked = frame.with_columns(maybe.alias("_erased"))
+    rows: list[dict[str, Any]] = []
+    renamed: dict[str, str] = {}
+    for row in marked.filter("_erased").iter_rows(named=True):
+        row["_erased"] = _scrub_entry(subject, row)
+        if row["_erased"] and row["quarantine_id"] != (old := _old_id(row)):
+            renamed[old] = row["quarantine_id"]
+        rows.append(row)
+    if not any(r["_erased"] for r in rows):
+        return None, {}
+    schema = {**REJECT_SCHEMA, "_erased": pl.Boolean()}
+    looked_at = pl.DataFrame(rows, schema=schema)
+    return pl.concat([marked.filter(~pl.col("_erased")), looked_at]), renamed
+
+
+def _scrub_entry(subject: Subject, row: dict[str, Any]) -> bool:
+    """Erase `subject` from one entry in place (a new payload gets its id, the old one kept
+    under `_old_id`); whether the entry mentioned it."""
+    raw = scrub_payload_text(subject, row["raw"])
+    data = scrub_payload(subject, row["raw_bytes"]) if row["raw_bytes"] is not None else None
+    texts = {c: subject.scrub_text(row[c]) for c in _TEXT if subject.in_text(row[c])}
+    if raw is None and data is None and not texts:
+        return False
+    row.update(texts)
+    if raw is not None or data is not None:
+        row["_old_id"] = row["quarantine_id"]
+        row["raw"] = raw if raw is not None else row["raw"]
+        row["raw_bytes"] = data if data is not None else row["raw_bytes"]
+        payload = row["raw_bytes"] if row["raw_bytes"] is not None else row["raw"]
+        row["quarantine_id"] = quarantine_id(payload)
+    return True
+
+
+def _old_id(row: dict[str, Any]) -> str:
+    return str(row.pop("_old_id", row["quarantine_id"]))
 
 
 def payload_bytes() -> pl.Expr:

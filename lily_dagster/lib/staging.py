@@ -34,10 +34,14 @@ from typing import Any
 
 import polars as pl
 
+from lily_dagster.lib.crypto import Ciphers, TenantCipher, ciphers_of, plaintext
 from lily_dagster.lib.durable import fsync_dir, write_atomic, write_text_atomic
 from lily_dagster.lib.envelope import event_id_of, make_rejects
+from lily_dagster.lib.gdpr.payload import scrub_payload
+from lily_dagster.lib.gdpr.subject import Subject
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.lib.reasons import Reason
+from lily_dagster.settings import Settings
 
 LANDED_SCHEMA: dict[str, pl.DataType] = {
     "origin": pl.String(),  # e.g. kafka:topic/partition/offset
@@ -83,9 +87,24 @@ def batch_set_key(batch_ids: Iterable[str]) -> str:
     return hashlib.sha256(",".join(sorted(set(batch_ids))).encode()).hexdigest()[:20]
 
 
+# Where a batch's files are: pending until the hub holds it, then applied or discarded
+# (their files stay until the run retention removes them).
+BATCH_STATES = ("pending", "applied", "discarded")
+
+
 class StagingArea:
-    def __init__(self, root: Path) -> None:
+    """Batch files are sealed with the tenant's cipher (`ciphers`); a manifest holds no
+    content (ids, counts, source positions) and stays plaintext, so listing batches needs
+    no key."""
+
+    def __init__(self, root: Path, ciphers: Ciphers = plaintext) -> None:
         self.root = root
+        self.ciphers = ciphers
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StagingArea:
+        """The staging area under $LILY_HOME, sealed with the tenants' keys."""
+        return cls(settings.staging_dir, ciphers_of(settings))
 
     def _dir(self, tenant: str, state: str) -> Path:
         return self.root / tenant / state
@@ -107,10 +126,9 @@ class StagingArea:
         if applied.exists() or discarded.exists():  # a replayed tick: this batch was dealt with
             return manifest
         pending = self._dir(tenant, "pending")
-        write_atomic(
-            pending / f"{batch_id}.parquet",
-            lambda tmp: frame.cast(LANDED_SCHEMA).write_parquet(tmp),  # type: ignore[arg-type]
-        )
+        cipher = self.ciphers(tenant)
+        landed = frame.cast(LANDED_SCHEMA)  # type: ignore[arg-type]
+        write_atomic(pending / f"{batch_id}.parquet", lambda tmp: cipher.write_parquet(landed, tmp))
         write_text_atomic(pending / f"{batch_id}.json", json.dumps(manifest.__dict__))
         return manifest
 
@@ -204,6 +222,7 @@ class StagingArea:
         """The pending batches among `batch_ids` (LANDED_SCHEMA plus `batch_id`); ones
         already applied are skipped."""
         pending = self._dir(tenant, "pending")
+        cipher = self.ciphers(tenant)
         frames: list[pl.DataFrame] = []
         manifests: list[BatchManifest] = []
         for batch_id in batch_ids:
@@ -211,7 +230,7 @@ class StagingArea:
             if not manifest_path.exists():
                 continue
             manifests.append(BatchManifest(**json.loads(manifest_path.read_text())))
-            frame = pl.read_parquet(pending / f"{batch_id}.parquet")
+            frame = cipher.read_parquet(pending / f"{batch_id}.parquet")
             frames.append(frame.with_columns(pl.lit(batch_id, pl.String).alias("batch_id")))
         if not frames:
             empty = pl.DataFrame(schema={**LANDED_SCHEMA, "batch_id": pl.String()})
@@ -248,12 +267,55 @@ class StagingArea:
         fsync_dir(pending)
         return moved
 
+    def erase_subject(self, tenant: str, subject: Subject, dry_run: bool = False) -> int:
+        """Erase `subject` from the payloads of the tenant's batches (pending, applied and
+        discarded: their files stay until the run retention removes them); how many
+        batches mentioned it (dry_run: would be rewritten). Each file is replaced
+        atomically, so a crash leaves it whole, and running it again finishes the job."""
+        cipher = self.ciphers(tenant)
+        changed = 0
+        # pending first: a batch a run marks applied meanwhile is met again under applied/.
+        for state in BATCH_STATES:
+            directory = self._dir(tenant, state)
+            for path in sorted(directory.glob("*.parquet")) if directory.is_dir() else []:
+                try:
+                    frame = cipher.read_parquet(path)
+                except FileNotFoundError:  # moved on meanwhile: met again in its next state
+                    continue
+                scrubbed = _scrub_landed(subject, frame)
+                if scrubbed is None:
+                    continue
+                changed += 1
+                if not dry_run:
+                    _rewrite(cipher, path, scrubbed)
+        return changed
+
     def dealt_with(self, tenant: str, batch_id: str) -> str | None:
         """ "applied" or "discarded" for a batch that left pending that way, else None."""
         for state in ("applied", "discarded"):
             if (self._dir(tenant, state) / f"{batch_id}.json").exists():
                 return state
         return None
+
+
+def _rewrite(cipher: TenantCipher, path: Path, frame: pl.DataFrame) -> None:
+    """Replace a batch file. If the batch left this state meanwhile (marked applied while
+    it was rewritten), the copy just written is an orphan and goes: the batch's own file is
+    met again under its new state (states are erased in BATCH_STATES order)."""
+    write_atomic(path, lambda tmp: cipher.write_parquet(frame, tmp))
+    if not path.with_suffix(".json").exists():
+        path.unlink(missing_ok=True)
+
+
+def _scrub_landed(subject: Subject, frame: pl.DataFrame) -> pl.DataFrame | None:
+    """A landed frame with `subject` erased from its payloads; None when none mentions it
+    (origins and times hold no content)."""
+    values = frame.get_column("value").to_list()
+    scrubbed = [None if v is None else scrub_payload(subject, v) for v in values]
+    if all(s is None for s in scrubbed):
+        return None
+    kept = [v if s is None else s for v, s in zip(values, scrubbed, strict=True)]
+    return frame.with_columns(pl.Series("value", kept, dtype=pl.Binary))
 
 
 # --- an operator's view of pending batches (`lily batches`, the UI's job) -----------------

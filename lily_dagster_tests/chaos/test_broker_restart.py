@@ -28,6 +28,7 @@ from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.settings import UNROUTED_TENANT, Settings
 from lily_dagster_tests import sensor_harness as harness
 from lily_dagster_tests.support.envelopes import table_messages
+from lily_dagster_tests.support.sealed import ciphers_at
 
 TOPIC = "lily.chaos.events"
 
@@ -77,7 +78,7 @@ def broker(lily_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def hub_names(home: Path, tenant: str = "acme") -> set[str]:
-    return {r["name"] for r in LocalHub(home / "hub").export(tenant)}
+    return {r["name"] for r in LocalHub(home / "hub", ciphers=ciphers_at(home)).export(tenant)}
 
 
 def tick(instance: DagsterInstance, cursor: str | None) -> SensorResult | SkipReason:
@@ -196,7 +197,7 @@ def test_unrouted_and_malformed_messages_keep_their_event_id_and_one_entry_each(
         cursor, _ = drain(instance, None)
         # The same messages read again (a tick whose cursor was lost): no new entries.
         drain(instance, None)
-    store = QuarantineStore(lily_home / "quarantine")
+    store = QuarantineStore(lily_home / "quarantine", ciphers_at(lily_home))
     unrouted = [json.loads(line) for line in store.export(UNROUTED_TENANT)]
     assert sorted((r["event_id"] or "", r["reason"], r["raw"]) for r in unrouted) == [
         ("", "malformed_json", ""),

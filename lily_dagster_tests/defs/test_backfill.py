@@ -12,6 +12,7 @@ from lily_dagster.defs.backfill.assets import SHARDS, bulk_backfill, bulk_backfi
 from lily_dagster.defs.partitions import TENANTS
 from lily_dagster.defs.resources import LilyResource
 from lily_dagster.lib.hub.local import LocalHub
+from lily_dagster_tests.support.sealed import ciphers_at
 
 
 def test_each_shard_is_a_run_that_loads_its_share(lily_home: Path, tmp_path: Path) -> None:
@@ -34,7 +35,8 @@ def test_each_shard_is_a_run_that_loads_its_share(lily_home: Path, tmp_path: Pat
             assert mat.metadata["rows_read"].value == 1_000
             loaded += int(mat.metadata["rows_in_shard"].value)  # type: ignore[arg-type]
     assert loaded == 1_000
-    assert len(list(LocalHub(lily_home / "hub").export("acme"))) >= 1_000
+    hub = LocalHub(lily_home / "hub", ciphers=ciphers_at(lily_home))
+    assert len(list(hub.export("acme"))) >= 1_000
     policy = bulk_backfill.backfill_policy
     assert policy == BackfillPolicy.multi_run(max_partitions_per_run=1)
 

@@ -31,6 +31,7 @@ from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.lib.staging import StagingArea
 from lily_dagster_tests import sensor_harness as harness
 from lily_dagster_tests.support import envelopes
+from lily_dagster_tests.support.sealed import ciphers_at
 
 defs = load_definitions()
 
@@ -104,11 +105,14 @@ def use_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> Pa
 
 
 def hub(home: Path, tenant: str) -> dict[str, dict[str, Any]]:
-    return {r["qualified_name"]: r for r in LocalHub(home / "hub").export(tenant)}
+    return {
+        r["qualified_name"]: r
+        for r in LocalHub(home / "hub", ciphers=ciphers_at(home)).export(tenant)
+    }
 
 
 def quarantine(home: Path, tenant: str) -> pl.DataFrame:
-    return QuarantineStore(home / "quarantine").read(tenant)
+    return QuarantineStore(home / "quarantine", ciphers_at(home)).read(tenant)
 
 
 def quarantined_names(home: Path, tenant: str) -> dict[str, str]:

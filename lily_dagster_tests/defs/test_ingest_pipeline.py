@@ -35,6 +35,7 @@ from lily_dagster.lib.staging import StagingArea
 from lily_dagster.settings import UNROUTED_TENANT
 from lily_dagster_tests import sensor_harness as harness
 from lily_dagster_tests.support.envelopes import table_messages
+from lily_dagster_tests.support.sealed import ciphers_at
 
 TENANTS = ("acme", "globex", "initech")
 
@@ -48,7 +49,10 @@ def drain(instance: DagsterInstance, cursor: str | None) -> tuple[str | None, li
 
 
 def hub_state(home: Path, tenant: str) -> dict[str, dict[str, Any]]:
-    return {r["qualified_name"]: r for r in LocalHub(home / "hub").export(tenant)}
+    return {
+        r["qualified_name"]: r
+        for r in LocalHub(home / "hub", ciphers=ciphers_at(home)).export(tenant)
+    }
 
 
 def without_updated_at(state: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -56,7 +60,7 @@ def without_updated_at(state: dict[str, dict[str, Any]]) -> dict[str, dict[str, 
 
 
 def quarantined(home: Path, tenant: str) -> list[tuple[str, str]]:
-    frame = QuarantineStore(home / "quarantine").read(tenant)
+    frame = QuarantineStore(home / "quarantine", ciphers_at(home)).read(tenant)
     return sorted(
         zip(frame.get_column("raw").to_list(), frame.get_column("reason").to_list(), strict=True)
     )

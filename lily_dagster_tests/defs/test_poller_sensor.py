@@ -16,6 +16,7 @@ from lily_dagster.defs.ingest.poller_sensors import poller_sensors
 from lily_dagster.lib.hub.local import LocalHub
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster_tests import sensor_harness as harness
+from lily_dagster_tests.support.sealed import ciphers_at
 
 INCIDENTS = [
     {
@@ -125,7 +126,10 @@ def test_poller_pages_through_incidents_and_lands_them_in_the_hub(
         assert len(monte_carlo.requests) == 3  # 5 incidents, 2 per page
         assert json.loads(first.cursor or "{}") == {"acme": "2026-11-23T10:04:00+00:00"}
         _run(instance, first)
-        records = {r["qualified_name"]: r for r in LocalHub(lily_home / "hub").export("acme")}
+        records = {
+            r["qualified_name"]: r
+            for r in LocalHub(lily_home / "hub", ciphers=ciphers_at(lily_home)).export("acme")
+        }
         incidents = [r for r in records.values() if r["type_name"] == "MCIncident"]
         assert len(incidents) == 5
         assert incidents[0]["attributes"]["mc_asset_qualified_names"] == [
@@ -133,7 +137,9 @@ def test_poller_pages_through_incidents_and_lands_them_in_the_hub(
         ]
         # The tables are not in the hub and LILY_ORPHAN_WAIT_S=0: their data-quality
         # changes could not wait for them and are quarantined as orphans.
-        reasons = QuarantineStore(lily_home / "quarantine").counts_by_reason("acme")
+        reasons = QuarantineStore(lily_home / "quarantine", ciphers_at(lily_home)).counts_by_reason(
+            "acme"
+        )
         assert reasons == {"orphan": 5}
 
         # Next poll: only what is newer than the cursor.
@@ -147,7 +153,9 @@ def test_poller_pages_through_incidents_and_lands_them_in_the_hub(
         )
         _run(instance, second)
         incidents_now = [
-            r for r in LocalHub(lily_home / "hub").export("acme") if r["type_name"] == "MCIncident"
+            r
+            for r in LocalHub(lily_home / "hub", ciphers=ciphers_at(lily_home)).export("acme")
+            if r["type_name"] == "MCIncident"
         ]
         assert len(incidents_now) == 6
         third = _tick(instance, second.cursor)

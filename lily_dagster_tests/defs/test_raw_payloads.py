@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 import pytest
 from dagster import instance_for_test
 
@@ -20,6 +19,7 @@ from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.settings import UNROUTED_TENANT
 from lily_dagster_tests.defs.test_ingest_pipeline import drain, hub_state
 from lily_dagster_tests.support import envelopes
+from lily_dagster_tests.support.sealed import ciphers_at
 
 defs = load_definitions()
 
@@ -100,7 +100,7 @@ def test_kafka_payloads_are_quarantined_byte_for_byte_and_nan_never_reaches_the_
         assert unrouted["reason"] == "malformed_json"
 
         # A replay lands the exact bytes again; they are refused again, still once each.
-        before = QuarantineStore(lily_home / "quarantine").read("acme")
+        before = QuarantineStore(lily_home / "quarantine", ciphers_at(lily_home)).read("acme")
         result = defs.resolve_job_def("quarantine_replay_job").execute_in_process(
             run_config={"ops": {"landed_events": {"config": {"replay": True}}}},
             partition_key="acme",
@@ -108,10 +108,9 @@ def test_kafka_payloads_are_quarantined_byte_for_byte_and_nan_never_reaches_the_
         )
         assert result.success
     (replayed,) = (lily_home / "staging" / "acme").glob("*/replay-*.parquet")
-    assert sorted(pl.read_parquet(replayed).get_column("value").to_list()) == sorted(
-        payload_of(r) for r in records
-    )
-    after = QuarantineStore(lily_home / "quarantine").read("acme")
+    landed = ciphers_at(lily_home)("acme").read_parquet(replayed)  # sealed with acme's key
+    assert sorted(landed.get_column("value").to_list()) == sorted(payload_of(r) for r in records)
+    after = QuarantineStore(lily_home / "quarantine", ciphers_at(lily_home)).read("acme")
     assert sorted(after.get_column("quarantine_id")) == sorted(before.get_column("quarantine_id"))
     assert after.get_column("quarantined_at").min() > before.get_column("quarantined_at").max()
     assert sorted(payload_of(r) for r in exported("acme", capsys)) == sorted(

@@ -30,6 +30,7 @@ from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.settings import ConfigError
 from lily_dagster_tests.conftest import AtlanEmulator
 from lily_dagster_tests.support import envelopes
+from lily_dagster_tests.support.sealed import ciphers_at
 
 defs = load_definitions()
 
@@ -94,7 +95,7 @@ def seed_hub(home: Path, envelopes: list[dict[str, Any]], tenant: str = "acme") 
         tenant=tenant,
         max_event_bytes=1_048_576,
     )
-    LocalHub(home / "hub").upsert(tenant, decoded.events)
+    LocalHub(home / "hub", ciphers=ciphers_at(home)).upsert(tenant, decoded.events)
 
 
 def hub_state(home: Path, tenant: str = "acme") -> dict[str, tuple[str, str | None]]:
@@ -104,7 +105,7 @@ def hub_state(home: Path, tenant: str = "acme") -> dict[str, tuple[str, str | No
             r["status"],
             r["attributes"].get("description"),
         )
-        for r in LocalHub(home / "hub").export(tenant)
+        for r in LocalHub(home / "hub", ciphers=ciphers_at(home)).export(tenant)
     }
 
 
@@ -177,10 +178,13 @@ def test_drift_is_repaired_and_a_newer_live_record_is_kept(
         assert f"- `{SCHEMA}/STALE`" in summary
 
         # The same snapshot again: only the record a live edit overtook still differs.
-        before = list(LocalHub(lily_home / "hub").export("acme"))
+        before = list(LocalHub(lily_home / "hub", ciphers=ciphers_at(lily_home)).export("acme"))
         again = metadata(reconcile(instance))
         assert (again["missing"], again["changed"], again["stale"]) == (0, 1, 0)
-        assert list(LocalHub(lily_home / "hub").export("acme")) == before
+        assert (
+            list(LocalHub(lily_home / "hub", ciphers=ciphers_at(lily_home)).export("acme"))
+            == before
+        )
 
 
 def test_the_fail_safe_stops_a_mass_archive_but_applies_the_upserts(
@@ -226,9 +230,12 @@ def test_a_dry_run_changes_nothing_but_reports_the_diff(
         [table("T0", description="now described"), *(table(f"T{i}", OLD) for i in (1, 2, 3))],
     )
     with instance_for_test() as instance:
-        before = list(LocalHub(lily_home / "hub").export("acme"))
+        before = list(LocalHub(lily_home / "hub", ciphers=ciphers_at(lily_home)).export("acme"))
         meta = metadata(reconcile(instance))  # the tenant's setting: dry run
-        assert list(LocalHub(lily_home / "hub").export("acme")) == before
+        assert (
+            list(LocalHub(lily_home / "hub", ciphers=ciphers_at(lily_home)).export("acme"))
+            == before
+        )
         assert meta["dry_run"] is True and meta["archive_refused"] is False
         assert (meta["changed"], meta["stale"]) == (1, 1)
         assert not any(k.startswith("records_") for k in meta)
@@ -258,7 +265,7 @@ def test_invalid_snapshot_rows_are_quarantined_and_archiving_is_refused(
     )
     with instance_for_test() as instance:
         meta = metadata(reconcile(instance))
-    quarantined = QuarantineStore(lily_home / "quarantine").read("acme")
+    quarantined = QuarantineStore(lily_home / "quarantine", ciphers_at(lily_home)).read("acme")
     # Each kept with its reason and where it was: snapshot:<file>#<line>.
     lines = [o.rsplit("#", 1)[1] for o in quarantined["origin"]]
     assert dict(zip(quarantined["reason"], lines, strict=True)) == {

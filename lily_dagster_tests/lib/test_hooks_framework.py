@@ -409,8 +409,8 @@ def test_tenant_chain_over_file_default_over_builtin_default() -> None:
     assert names(config, "acme", "post_consume") == []
     # Without any hooks configured: the built-in default (classification, no masking).
     bare = LilyConfigFile.model_validate({"tenants": [{"name": "acme"}]})
-    assert names(bare, "acme") == ["owner-normalise", "pii-classify"]
-    assert names(bare, "anyone") == ["owner-normalise", "pii-classify"]
+    assert names(bare, "acme") == ["erased-subjects", "owner-normalise", "pii-classify"]
+    assert names(bare, "anyone") == ["erased-subjects", "owner-normalise", "pii-classify"]
     assert names(LilyConfigFile(), "acme", "post_consume") == []
 
 

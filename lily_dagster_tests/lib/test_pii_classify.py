@@ -276,7 +276,7 @@ def test_samples_that_are_not_a_json_list_are_judged_as_one_value() -> None:
 
 def test_default_pre_ingest_chain_classifies_but_does_not_mask() -> None:
     chain = [h.name for h in tenant_chain(LilyConfigFile(), "acme", "pre_ingest")]
-    assert chain == ["owner-normalise", "pii-classify"]
+    assert chain == ["erased-subjects", "owner-normalise", "pii-classify"]
 
 
 # --- the labelled evaluation set ----------------------------------------------------------------

@@ -1,11 +1,12 @@
 """The newest quarantined events as the quarantine asset shows them in the UI."""
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
 from lily_dagster.lib.envelope import REJECT_SCHEMA
-from lily_dagster.lib.quarantine_view import latest_entries, payload_excerpt
+from lily_dagster.lib.quarantine_view import latest_entries, payload_summary
 
 
 def _entries(n: int) -> pl.DataFrame:
@@ -32,8 +33,21 @@ def test_the_newest_entries_come_first_and_are_bounded() -> None:
     assert [r["event_id"] for r in rows[:2]] == ["e29", "e28"]
 
 
-def test_payloads_are_cut_and_bytes_that_are_not_utf8_are_described() -> None:
+def test_payloads_are_described_never_shown() -> None:
+    """The rows are stored in Dagster's event log: no payload content, only what it was."""
     odd, even = latest_entries(_entries(2), limit=2, excerpt=50)
-    assert len(odd["payload"]) == 50 and odd["payload"].endswith("…")
+    assert odd["payload"] == "<300 bytes, not an envelope>"
     assert even["payload"] == "<2 bytes, not UTF-8>"
-    assert payload_excerpt('{"a":\n1}', None, 100) == '{"a": 1}'
+    envelope = json.dumps(
+        {
+            "op": "merge",
+            "asset": {
+                "type_name": "Table",
+                "qualified_name": "default/pg/1/DB/SCH/ORDERS",
+                "attributes": {"description": "SecretMarker", "owner_users": ["jane@x.org"]},
+            },
+        }
+    )
+    summary = payload_summary(envelope, None, 100)
+    assert summary == f"Table default/pg/1/DB/SCH/ORDERS ({len(envelope)} bytes)"
+    assert payload_summary(envelope, None, 20) == "Table default/pg/1/…"

@@ -32,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lily_dagster.api.app import create_app
 from lily_dagster.lib.broker import free_port
+from lily_dagster.lib.crypto import ciphers_of
 from lily_dagster.lib.inbox import StoredEvent
 from lily_dagster.lib.inbox.sqlite import SqliteInbox
 from lily_dagster.lib.quarantine import QuarantineStore
@@ -250,20 +251,24 @@ class Live:
             f"/v1/tenants/{tenant}/events", content=content, headers=all_headers
         )
 
+    def sealed_inbox(self) -> SqliteInbox:
+        """The receiver's inbox, opened with the tenants' keys (its payloads are sealed)."""
+        return SqliteInbox(self.settings.inbox_path, ciphers_of(self.settings))
+
     def inbox(self) -> list[StoredEvent]:
-        return SqliteInbox(self.settings.inbox_path).read_after(0, 100_000)
+        return self.sealed_inbox().read_after(0, 100_000)
 
     def last_seq(self) -> int:
         return SqliteInbox(self.settings.inbox_path).last_seq()
 
     def inbox_after(self, seq: int) -> list[StoredEvent]:
-        return SqliteInbox(self.settings.inbox_path).read_after(seq, 100_000)
+        return self.sealed_inbox().read_after(seq, 100_000)
 
     def inbox_by_id(self) -> dict[str, dict[str, Any]]:
         return {e.event_id: json.loads(e.payload) for e in self.inbox()}
 
     def quarantine(self, tenant: str = "acme") -> pl.DataFrame:
-        return QuarantineStore(self.settings.quarantine_dir).read(tenant)
+        return QuarantineStore.from_settings(self.settings).read(tenant)
 
     def quarantine_tenants(self) -> list[str]:
         return QuarantineStore(self.settings.quarantine_dir).tenants()

@@ -45,7 +45,7 @@ def tick_and_run(instance: DagsterInstance, cursor: str | None) -> tuple[str, li
 
 
 def hub(live: Live, tenant: str = "acme") -> dict[str, dict[str, Any]]:
-    return {r["qualified_name"]: r for r in LocalHub(live.settings.hub_dir).export(tenant)}
+    return {r["qualified_name"]: r for r in LocalHub.from_settings(live.settings).export(tenant)}
 
 
 def test_webhook_to_hub_then_chat_command_and_alert_patch_only_what_they_name(
@@ -164,7 +164,7 @@ def test_webhook_to_hub_then_chat_command_and_alert_patch_only_what_they_name(
             assert after[column] == records[column]
         [incident_record] = [r for r in after.values() if r["type_name"] == "MCIncident"]
         assert incident_record["attributes"]["mc_asset_qualified_names"] == [table_qn]
-        assert QuarantineStore(live.settings.quarantine_dir).read("acme").is_empty()
+        assert QuarantineStore.from_settings(live.settings).read("acme").is_empty()
 
         # 3. A command for an asset the hub does not hold waits for it (events arrive in
         # any order), then, after LILY_ORPHAN_WAIT_S, ends in the quarantine as orphan.
@@ -176,14 +176,14 @@ def test_webhook_to_hub_then_chat_command_and_alert_patch_only_what_they_name(
         cursor, runs = tick_and_run(instance, cursor)
         assert len(runs) == 1
         assert missing_qn not in hub(live)
-        assert QuarantineStore(live.settings.quarantine_dir).read("acme").is_empty()
+        assert QuarantineStore.from_settings(live.settings).read("acme").is_empty()
         time.sleep(ORPHAN_WAIT_S + 0.2)
         describe = slack_request(live.client, secrets.slack, f"describe {table_qn} Orders")
         assert describe.status_code == 200
         cursor, runs = tick_and_run(instance, cursor)  # any later batch expires the wait
         assert len(runs) == 1
         assert missing_qn not in hub(live)
-        quarantined = QuarantineStore(live.settings.quarantine_dir).read("acme")
+        quarantined = QuarantineStore.from_settings(live.settings).read("acme")
         assert quarantined.get_column("reason").to_list() == ["orphan"]
         raw = json.loads(quarantined.get_column("raw")[0])
         assert raw["asset"]["qualified_name"] == missing_qn

@@ -586,8 +586,9 @@ def test_odd_qualified_name_is_stored_verbatim_and_harmless(live: Live, tokens: 
     after = envelope()
     assert live.post_events("acme", after, tokens.hs256()).status_code == 202
     assert set(live.inbox_by_id()) == {event["event_id"], after["event_id"]}
-    # The inbox, and the audit log of the requests: no file is named after the record.
-    assert sorted(p.name for p in live.settings.home.iterdir()) == ["audit", "inbox"]
+    # The inbox, the audit log of the requests and the tenant's data key (sealing the
+    # payloads): no file is named after the record.
+    assert sorted(p.name for p in live.settings.home.iterdir()) == ["audit", "inbox", "keys"]
     assert sorted(p.name for p in (live.settings.home / "audit").iterdir()) == ["acme.jsonl"]
 
 

@@ -20,8 +20,8 @@ def _lookup(hub: MetadataHub, tenant: str) -> Callable[[list[str]], set[str]]:
     partitions_def=tenant_partitions,
     group_name="ingest",
     description="Validated events after the tenant's pre-ingest hooks (LILY_CONFIG `hooks`; "
-    "default: owner-normalise, pii-classify). Rows a hook rejects or fails on go to the "
-    "quarantine.",
+    "default: erased-subjects, owner-normalise, pii-classify). Rows a hook rejects or fails "
+    "on go to the quarantine.",
     kinds={"polars"},
 )
 def enriched_events(

@@ -12,7 +12,7 @@ from lily_dagster.lib.access.decision import Action
 from lily_dagster.lib.audit import operator_action, run_subject
 from lily_dagster.lib.envelope import quarantine_id
 from lily_dagster.lib.quarantine import message_of, payload_bytes
-from lily_dagster.lib.staging import LANDED_SCHEMA, StagingArea, empty_landed
+from lily_dagster.lib.staging import LANDED_SCHEMA, empty_landed
 
 
 class LandedEventsConfig(Config):
@@ -53,9 +53,7 @@ def land_replay(lily: LilyResource, tenant: str, reasons: list[str]) -> tuple[st
         payload_bytes().alias("value"),  # byte for byte as they arrived
         pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("received_at"),
     ).cast(LANDED_SCHEMA)  # type: ignore[arg-type]
-    StagingArea(lily.settings().staging_dir).land(
-        tenant, batch_id, "replay", frame, {"replayed_reasons": reasons or "all"}
-    )
+    lily.staging().land(tenant, batch_id, "replay", frame, {"replayed_reasons": reasons or "all"})
     return batch_id, len(ids)
 
 

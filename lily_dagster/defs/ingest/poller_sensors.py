@@ -15,8 +15,13 @@ from dagster import (
     sensor,
 )
 
-from lily_dagster.defs.ingest.sensors import land_and_request_runs, tenant_ingest_job
+from lily_dagster.defs.ingest.sensors import (
+    key_service_down,
+    land_and_request_runs,
+    tenant_ingest_job,
+)
 from lily_dagster.defs.resources import LilyResource
+from lily_dagster.lib.crypto import KmsUnavailableError
 from lily_dagster.lib.pollers import PollError, get_poller, poller_names, poller_options
 from lily_dagster.lib.staging import landed_frame
 from lily_dagster.settings import ConfigError
@@ -72,15 +77,18 @@ def build_poller_sensor(poller_name: str) -> SensorDefinition:
             reason = "; ".join(problems) or f"no new {poller_name} events"
             return SensorResult(skip_reason=reason, cursor=next_cursor)
         digest = hashlib.sha256((context.cursor or "").encode() + next_cursor.encode()).hexdigest()
-        return land_and_request_runs(
-            context,
-            lily,
-            "poll",
-            f"poll-{poller_name}-{digest[:16]}",
-            frames,
-            {"poller": poller_name},
-            next_cursor,
-        )
+        try:
+            return land_and_request_runs(
+                context,
+                lily,
+                "poll",
+                f"poll-{poller_name}-{digest[:16]}",
+                frames,
+                {"poller": poller_name},
+                next_cursor,
+            )
+        except KmsUnavailableError as exc:  # cursors unmoved: polled again next tick
+            return key_service_down(exc, "will poll again from the same positions")
 
     return poll_sensor
 

@@ -1,7 +1,7 @@
 """kafka_events_sensor: Kafka → durable per-tenant landing → one run per tick for the
 tenants that need one (a run over the range of their tenant partitions)."""
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +36,7 @@ from lily_dagster.defs.partitions import TENANTS, tenant_partitions
 from lily_dagster.defs.resources import KafkaResource, LilyResource
 from lily_dagster.defs.validation.assets import validated_events
 from lily_dagster.defs.validation.quarantine import quarantined_events
+from lily_dagster.lib.crypto import KmsUnavailableError, keyring
 from lily_dagster.lib.envelope import make_rejects
 from lily_dagster.lib.kafka_source import (
     KafkaUnavailableError,
@@ -277,6 +278,20 @@ def sweep_run_requests(
     return requests
 
 
+def unlock_keys(lily: LilyResource, tenants: Iterable[str]) -> None:
+    """Each tenant's data key unwrapped (made, for a new tenant) before the tick writes
+    anything: a key service that does not answer (KmsUnavailableError) then skips the tick
+    with nothing landed and the source's position unmoved. Unwrapped keys are held by the
+    process, so only a new tenant or a restarted process needs the key service."""
+    ring = keyring(lily.settings())
+    for tenant in tenants:
+        ring.cipher(tenant)
+
+
+def key_service_down(exc: KmsUnavailableError, position: str) -> SkipReason:
+    return SkipReason(f"key service unavailable ({exc}); nothing landed, {position}")
+
+
 def land_and_request_runs(
     context: SensorEvaluationContext,
     lily: LilyResource,
@@ -287,7 +302,9 @@ def land_and_request_runs(
     cursor: str,
 ) -> SensorResult:
     """Land each tenant's frame durably, then (only then) return the moved cursor with one
-    run request per tenant and any new tenant partitions. Every source ends its tick here."""
+    run request per tenant and any new tenant partitions. Every source ends its tick here.
+    KmsUnavailableError before anything is landed when a data key cannot be had."""
+    unlock_keys(lily, frames)
     staging = lily.staging()
     for tenant, frame in frames.items():
         staging.land(tenant, batch_id, source, frame, details)
@@ -413,6 +430,10 @@ def kafka_events_sensor(
             batch.resets,
         )
     routed = route_messages(batch.messages, settings.topic_bindings())
+    try:
+        unlock_keys(lily, [*routed.by_tenant, *([UNROUTED_TENANT] if routed.unrouted else [])])
+    except KmsUnavailableError as exc:  # cursor untouched: the same events come again
+        return key_service_down(exc, "will retry from the same offsets")
     batch_id = batch.batch_id()
     if routed.unrouted:
         rejects = make_rejects(

@@ -34,6 +34,7 @@ class Action(StrEnum):
     DLQ_REPLAY = "dlq.replay"
     GDPR_ERASE = "gdpr.erase"
     TENANT_DELETE = "tenant.delete"
+    KEYS_ROTATE = "keys.rotate"
 
 
 REQUIRED_SCOPE: dict[Action, str] = {
@@ -47,6 +48,7 @@ REQUIRED_SCOPE: dict[Action, str] = {
     Action.DLQ_REPLAY: OPERATE_SCOPE,
     Action.GDPR_ERASE: OPERATE_SCOPE,
     Action.TENANT_DELETE: OPERATE_SCOPE,
+    Action.KEYS_ROTATE: OPERATE_SCOPE,
 }
 
 

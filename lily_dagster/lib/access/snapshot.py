@@ -137,9 +137,10 @@ class SnapshotStore:
     def __init__(
         self, store: LocalHub, first_read_wait_s: float = 10.0, max_tenants: int = 64
     ) -> None:
-        self._quick = LocalHub(store.root, lock_timeout_s=0.0)  # refreshes never wait
+        ciphers = store.ciphers  # the store's tenant keys open what they read
+        self._quick = LocalHub(store.root, lock_timeout_s=0.0, ciphers=ciphers)  # never waits
         # First reads and change-log pages, which have nothing older to answer from.
-        self.reader = LocalHub(store.root, lock_timeout_s=first_read_wait_s)
+        self.reader = LocalHub(store.root, lock_timeout_s=first_read_wait_s, ciphers=ciphers)
         self.max_tenants = max_tenants
         self._snapshots: OrderedDict[str, Snapshot] = OrderedDict()
         self._locks: dict[str, threading.Lock] = {}

@@ -34,11 +34,14 @@ def keyring(settings: Settings) -> KeyRing:
         settings.kms,
         hashlib.sha256(master.encode()).hexdigest(),
         str(settings.encryption),
+        settings.aws_region or "",
     )
     with _GUARD:
         ring = _RINGS.get(key)
         if ring is None:
             env = {"LILY_MASTER_KEY": master} if master else {}
+            if settings.aws_region:
+                env["AWS_REGION"] = settings.aws_region
             kek = key_encryption_key(settings.kms, env, settings.home)
             ring = _RINGS[key] = KeyRing(settings.keys_dir, kek, sealing=settings.encryption)
         return ring

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import os
 import struct
 from collections.abc import Iterable
@@ -22,13 +21,16 @@ import polars as pl
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from lily_dagster.settings import ConfigError
+
 VALUE_PREFIX = "lily-enc1:"
 FILE_MAGIC = b"LILYENC1"
 _NONCE = 12
 
 
-class CryptoError(RuntimeError):
-    """A key or a sealed value that cannot be used; the message is one line."""
+class CryptoError(ConfigError):
+    """A key or a sealed value that cannot be used; the message is one line (a CLI prints
+    it as its error, like a configuration error: the fix is the right key)."""
 
 
 class TenantCipher:
@@ -94,9 +96,14 @@ class TenantCipher:
         if self._sealer is None or series.null_count() == series.len():
             return series
         encrypt = self._sealer.encrypt
-        base = os.urandom(4)
+        # Nonces: 8 random bytes per call, then the value's 4-byte position. Two calls
+        # collide with probability ~calls²/2⁶⁵ (NIST SP 800-38D's bound for random nonces),
+        # and one call's values never repeat one.
+        if series.len() >= 1 << 32:
+            raise ValueError("seal at most 2³² values per call")
+        base = os.urandom(8)
         sealed = [
-            None if v is None else (n := base + struct.pack(">Q", i)) + encrypt(n, v.encode(), None)
+            None if v is None else (n := base + struct.pack(">I", i)) + encrypt(n, v.encode(), None)
             for i, v in enumerate(series.to_list())
         ]
         encoded = pl.Series(series.name, sealed, dtype=pl.Binary).bin.encode("base64")
@@ -109,7 +116,10 @@ class TenantCipher:
         marked = series.str.starts_with(VALUE_PREFIX)
         if not marked.any():
             return series
-        raw = series.str.strip_prefix(VALUE_PREFIX).str.decode("base64")
+        # Only the sealed values are decoded: a column may mix them with plaintext ones
+        # (rows written before encryption was on).
+        sealed = pl.select(pl.when(marked).then(series.str.strip_prefix(VALUE_PREFIX)))
+        raw = sealed.to_series().str.decode("base64")
         open_ = self._open
         opened = [
             (open_(b[:_NONCE], b[_NONCE:]).decode() if m else v) if v is not None else None
@@ -127,9 +137,11 @@ class TenantCipher:
             pl.when(series.list.len() > 0).then(pl.struct(series).struct.json_encode())
         ).to_series()
         sealed = self.seal_series(as_json.alias(name))
-        return pl.select(
-            pl.when(sealed.is_not_null()).then(pl.concat_list(sealed)).otherwise(series)
-        ).to_series().alias(name)
+        return (
+            pl.select(pl.when(sealed.is_not_null()).then(pl.concat_list(sealed)).otherwise(series))
+            .to_series()
+            .alias(name)
+        )
 
     def open_list_series(self, series: pl.Series) -> pl.Series:
         if series.len() == 0 or series.dtype != pl.List(pl.String):
@@ -147,23 +159,17 @@ class TenantCipher:
         """`frame` with its content `columns` (those present) sealed."""
         if self._sealer is None:
             return frame
-        return frame.with_columns(self._each(frame, columns, self.seal_series, self.seal_list_series))
+        return frame.with_columns(
+            self.seal_series(c) if c.dtype == pl.String else self.seal_list_series(c)
+            for c in _content(frame, columns)
+        )
 
     def open_frame(self, frame: pl.DataFrame, columns: Iterable[str]) -> pl.DataFrame:
-        return frame.with_columns(self._each(frame, columns, self.open_series, self.open_list_series))
-
-    @staticmethod
-    def _each(frame: pl.DataFrame, columns: Iterable[str], text, lists) -> list[pl.Series]:  # type: ignore[no-untyped-def]
-        out = []
-        for name in columns:
-            if name not in frame.columns:
-                continue
-            column = frame.get_column(name)
-            if column.dtype == pl.String:
-                out.append(text(column))
-            elif column.dtype == pl.List(pl.String):
-                out.append(lists(column))
-        return out
+        """`frame` with its content `columns` (those present) opened."""
+        return frame.with_columns(
+            self.open_series(c) if c.dtype == pl.String else self.open_list_series(c)
+            for c in _content(frame, columns)
+        )
 
     def _open(self, nonce: bytes, sealed: bytes) -> bytes:
         if self._aead is None:
@@ -174,9 +180,16 @@ class TenantCipher:
             return self._aead.decrypt(nonce, sealed, None)
         except InvalidTag:
             raise CryptoError(
-                f"tenant {self.tenant!r}: a sealed value does not open with the tenant's data "
-                "key (the key was replaced, or the data was altered)"
+                f"tenant {self.tenant!r}: sealed data does not open with the tenant's data key "
+                "(the key was destroyed by `lily tenant delete` or replaced, or the data was "
+                "altered)"
             ) from None
+
+
+def _content(frame: pl.DataFrame, columns: Iterable[str]) -> list[pl.Series]:
+    """The String and List(String) columns of `frame` among `columns`."""
+    present = [frame.get_column(c) for c in columns if c in frame.columns]
+    return [c for c in present if c.dtype in (pl.String, pl.List(pl.String))]
 
 
 def _b64(blob: bytes) -> str:

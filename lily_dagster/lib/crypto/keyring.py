@@ -13,6 +13,7 @@ from typing import Any
 
 from lily_dagster.lib.crypto.cipher import TenantCipher
 from lily_dagster.lib.crypto.kms import KeyEncryptionKey
+from lily_dagster.lib.crypto.kms.local import NOT_GENERATED
 from lily_dagster.lib.durable import fsync_dir
 from lily_dagster.settings import ConfigError
 
@@ -29,6 +30,7 @@ class KeyRing:
         self.sealing = sealing
         self._lock = threading.Lock()
         self._ciphers: dict[str, tuple[tuple[int, int], TenantCipher]] = {}
+        self._checked = False  # check() passed once in this process
 
     def path(self, tenant: str) -> Path:
         return self.keys_dir / "tenants" / f"{tenant}.json"
@@ -49,6 +51,7 @@ class KeyRing:
                 cipher = TenantCipher(tenant, None)
             else:
                 if stamp is None:
+                    self._check_before_create()
                     self._create(tenant)
                     stamp = _stamp(path)
                 cipher = TenantCipher(tenant, self._unwrap(tenant), sealing=self.sealing)
@@ -59,12 +62,24 @@ class KeyRing:
     def check(self) -> None:
         """ConfigError (one line) when the configured key-encryption key is not the one
         that wrapped the existing data keys: checked before anything is read or written.
-        Every key file's key id is compared; one data key is unwrapped (one KMS call)."""
+        Every key file's key id is compared; one data key is unwrapped (one KMS call, the
+        first time only: KmsUnavailableError when the key service does not answer)."""
         tenants = self.tenants()
         for tenant in tenants:
             self._check_id(tenant, self._read(tenant))
-        if tenants:
+        if tenants and not self._checked:
             self._unwrap(tenants[0])
+            self._checked = True
+
+    def status(self, tenant: str) -> dict[str, Any]:
+        """Which key wrapped the tenant's data key, and when (no key material)."""
+        stored = self._read(tenant)
+        return {
+            "tenant": tenant,
+            "kek": stored.get("kek"),
+            "wrapped_at": stored.get("wrapped_at"),
+            "current": stored.get("kek") == self.kek.key_id,
+        }
 
     def rotate(self, tenant: str, previous: KeyEncryptionKey | None = None) -> dict[str, Any]:
         """Re-wrap the tenant's data key with the configured key-encryption key (its data
@@ -94,17 +109,25 @@ class KeyRing:
             fsync_dir(path.parent)
             return True
 
+    def _check_before_create(self) -> None:
+        """A new data key is wrapped only by the key that wrapped the others: with a wrong
+        LILY_MASTER_KEY a new tenant would otherwise get a key no other process can open.
+        The key ids are compared at every creation (rare); the unwrap once per process."""
+        self.check()
+
     def _create(self, tenant: str) -> None:
         self._store(tenant, os.urandom(32), replace=False)
 
     def _store(self, tenant: str, data_key: bytes, replace: bool) -> None:
         path = self.path(tenant)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for folder in (self.keys_dir, path.parent):  # mode applies to the last one only
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        wrapped = self.kek.wrap(tenant, data_key)  # first: it may make the generated key
         body = {
             "format": FORMAT,
             "tenant": tenant,
             "kek": self.kek.key_id,
-            "wrapped": self.kek.wrap(tenant, data_key),
+            "wrapped": wrapped,
             "wrapped_at": datetime.now(UTC).isoformat(),
         }
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -145,21 +168,28 @@ class KeyRing:
         kek = kek or self.kek
         if stored.get("kek") == kek.key_id:
             return
-        wrapped_by = stored.get("kek", "?")
-        if str(wrapped_by).startswith("local:") and kek.key_id.startswith("local:"):
-            source = getattr(kek, "source", "LILY_MASTER_KEY")
-            problem = (
-                "LILY_MASTER_KEY is not the key"
-                if source == "LILY_MASTER_KEY"
-                else "LILY_MASTER_KEY is not set, and the generated key is not the key"
+        wrapped_by = str(stored.get("kek", "?"))
+        raise ConfigError(self._mismatch(tenant, wrapped_by, kek))
+
+    def _mismatch(self, tenant: str, wrapped_by: str, kek: KeyEncryptionKey) -> str:
+        """The one line naming what is wrong: which key was expected, which is configured."""
+        where = f"the data key of tenant {tenant!r} in {self.keys_dir} is wrapped by {wrapped_by}"
+        source = getattr(kek, "source", None)
+        if not (wrapped_by.startswith("local:") and kek.key_id.startswith("local:")):
+            return f"{where}, but the configured key-encryption key is {kek.key_id} (LILY_KMS)"
+        if source == "LILY_MASTER_KEY":
+            return (
+                f"LILY_MASTER_KEY is not the key that wrapped the data keys: {where}, "
+                f"LILY_MASTER_KEY is {kek.key_id}"
             )
-            raise ConfigError(
-                f"{problem} that wrapped the data keys under {self.keys_dir} "
-                f"(tenant {tenant!r}: {wrapped_by}; {source}: {kek.key_id})"
+        if kek.key_id == NOT_GENERATED:
+            return (
+                f"LILY_MASTER_KEY is not set (and no key was generated): {where}; "
+                "set LILY_MASTER_KEY to that key"
             )
-        raise ConfigError(
-            f"tenant {tenant!r}'s data key is wrapped by {wrapped_by}, but the configured "
-            f"key-encryption key is {kek.key_id} (LILY_KMS)"
+        return (
+            f"LILY_MASTER_KEY is not set, and the generated key "
+            f"($LILY_HOME/keys/master.key, {kek.key_id}) is not the one: {where}"
         )
 
 

@@ -50,9 +50,16 @@ class Subject:
         self, frame: pl.DataFrame, text: Iterable[str] = (), lists: Iterable[str] = ()
     ) -> pl.Series:
         """Per row: whether any of the (present) columns holds the subject."""
-        tests = [pl.col(c).str.contains(self._pattern).fill_null(False) for c in text if c in frame.columns]
+        tests = [
+            pl.col(c).str.contains(self._pattern).fill_null(False)
+            for c in text
+            if c in frame.columns
+        ]
         tests += [
-            pl.col(c).list.eval(pl.element().str.to_lowercase() == self.value.lower()).list.any().fill_null(False)
+            pl.col(c)
+            .list.eval(pl.element().str.to_lowercase() == self.value.lower())
+            .list.any()
+            .fill_null(False)
             for c in lists
             if c in frame.columns
         ]

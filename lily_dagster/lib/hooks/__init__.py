@@ -40,7 +40,8 @@ from lily_dagster.lib.reasons import Reason
 from lily_dagster.settings import ConfigError, HookRef, LilyConfigFile
 
 Stage = Literal["pre_ingest", "post_consume"]
-DEFAULT_PRE_INGEST: tuple[str, ...] = ("owner-normalise", "pii-classify")
+# erased-subjects first: an erased data subject is masked before anything else sees it.
+DEFAULT_PRE_INGEST: tuple[str, ...] = ("erased-subjects", "owner-normalise", "pii-classify")
 DEFAULT_TIMEOUT_S = 60.0
 
 

@@ -28,6 +28,7 @@ from lily_dagster.lib.plugins import registry
 from lily_dagster.lib.reasons import Reason
 
 if TYPE_CHECKING:
+    from lily_dagster.lib.gdpr.subject import Subject
     from lily_dagster.lib.hub.local import LocalHub
     from lily_dagster.settings import Settings
 
@@ -124,6 +125,28 @@ class UpsertResult:
             "restored": self.restored,
             "unchanged": self.unchanged,
             "pending": self.pending,
+        }
+
+
+@dataclass(frozen=True)
+class HubErasure:
+    """What erasing a data subject did to (dry run: would do to) a tenant's hub."""
+
+    # The records that held it as users see them: each has a new version, sent to the
+    # targets as an `updated` change.
+    records_changed: list[str] = field(default_factory=list)
+    changes_scrubbed: int = 0  # change-log entries rewritten in place
+    patches_scrubbed: int = 0  # stored partial changes rewritten in place
+
+    @property
+    def total(self) -> int:
+        return len(self.records_changed) + self.changes_scrubbed + self.patches_scrubbed
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "records_changed": len(self.records_changed),
+            "changes_scrubbed": self.changes_scrubbed,
+            "patches_scrubbed": self.patches_scrubbed,
         }
 
 
@@ -515,6 +538,12 @@ class MetadataHub(Protocol):
 
     def last_change(self, tenant: str) -> int:
         """The position of the tenant's latest change (0: none)."""
+        ...
+
+    def erase_subject(self, tenant: str, subject: Subject, dry_run: bool = False) -> HubErasure:
+        """Remove a data subject from the tenant's records (a new version of each, sent to
+        the targets as `updated`), change log and partial changes, atomically; dry_run
+        counts only. A second call finds nothing."""
         ...
 
 

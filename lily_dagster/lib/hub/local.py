@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,10 +16,14 @@ from typing import Any, TypeVar
 import duckdb
 import polars as pl
 
+from lily_dagster.lib.crypto import Ciphers, TenantCipher, ciphers_of, plaintext
+from lily_dagster.lib.durable import fsync_dir
+from lily_dagster.lib.gdpr.subject import Subject
 from lily_dagster.lib.hub.base import (
     LISTING_COLUMNS,
     PATCH_SCHEMA,
     RECORD_SCHEMA,
+    HubErasure,
     RecordReads,
     UpsertResult,
     effective_records,
@@ -34,9 +40,24 @@ from lily_dagster.lib.hub.changelog import (
     change_rows,
     with_identity,
 )
+from lily_dagster.lib.hub.erasure import Eraser, changed_fields
 from lily_dagster.settings import Settings
 
 T = TypeVar("T")
+_logger = logging.getLogger(__name__)
+_SCAN_ROWS = 200_000  # rows per batch when every row of a table is read (erasure)
+
+# The content columns sealed with the tenant's cipher (CONTRACT.md §7), by table; the rest
+# (names, types, statuses, tags, times, versions) stays plaintext and queryable. A sealed
+# list is a one-element VARCHAR[], so the schema is the same sealed or not, and the SQL
+# that moves rows between records and changes copies sealed values as they are.
+RECORD_SEALED = ("description", "owner_users", "owner_groups", "attributes", "before")
+PATCH_SEALED = ("patch", "raw")
+SEALED: dict[str, tuple[str, ...]] = {
+    "records": RECORD_SEALED,
+    "changes": RECORD_SEALED,
+    "patches": PATCH_SEALED,
+}
 
 _DDL = """
 -- No primary key: DuckDB's index cost ~60 % of a bulk load's record writes, and every
@@ -170,10 +191,16 @@ class LocalHub(RecordReads):
     name = "local"
 
     def __init__(
-        self, root: Path, lock_timeout_s: float = 120.0, orphan_wait_s: float = 86_400.0
+        self,
+        root: Path,
+        lock_timeout_s: float = 120.0,
+        orphan_wait_s: float = 86_400.0,
+        ciphers: Ciphers = plaintext,
     ) -> None:
         self.root = root
         self.lock_timeout_s = lock_timeout_s
+        # Each tenant's content columns are sealed on write and opened on read.
+        self.ciphers = ciphers
         # How long a partial change waits for its record before it is quarantined as orphan.
         self.orphan_wait_s = orphan_wait_s
         self._guard = threading.Lock()
@@ -181,7 +208,9 @@ class LocalHub(RecordReads):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalHub:
-        return cls(settings.hub_dir, orphan_wait_s=settings.orphan_wait_s)
+        return cls(
+            settings.hub_dir, orphan_wait_s=settings.orphan_wait_s, ciphers=ciphers_of(settings)
+        )
 
     def path(self, tenant: str) -> Path:
         return self.root / f"{tenant}.duckdb"
@@ -250,6 +279,7 @@ class LocalHub(RecordReads):
         else:
             is_patch = pl.col("patch").is_not_null()
             full, patches = events.filter(~is_patch), events.filter(is_patch)
+        cipher = self.ciphers(tenant)
         with self._connect(tenant, read_only=False) as con:
             con.execute(_DDL)
             con.execute("BEGIN TRANSACTION")
@@ -258,22 +288,23 @@ class LocalHub(RecordReads):
                 logs: list[pl.DataFrame] = []
                 if full.height:
                     candidates = reduce_batch(full)
-                    merged = merge_records(candidates, self._existing(con, candidates), now)
+                    existing = _existing(con, cipher, candidates)
+                    merged = merge_records(candidates, existing, now)
                     log = merged.log.cast(_LOG_SCHEMA)  # type: ignore[arg-type]
                     if patches.is_empty() and not _any_patch_of(con, log):
                         # The records' content is what users see: each keeps its change.
                         kept = change_rows(merged.changed, log, tenant, _next_seq(con), changed_at)
-                        self._write(con, merged.changed, merged.log, kept)
+                        _write(con, cipher, merged.changed, merged.log, kept)
                     else:
-                        self._write(con, merged.changed, merged.log)
+                        _write(con, cipher, merged.changed, merged.log)
                         logs.append(log)
                     result += merged.result
                 if patches.height:
-                    patched, patch_log = self._store_patches(con, patches, now)
+                    patched, patch_log = _store_patches(con, cipher, patches, now)
                     result += patched
                     logs.append(patch_log)
-                self._log_changes(con, tenant, logs, changed_at)
-                result += self._expire_orphans(con, now)
+                _log_changes(con, cipher, logs, changed_at)
+                result += self._expire_orphans(con, cipher, now)
                 if checkpoint is not None:
                     con.execute(
                         "INSERT OR REPLACE INTO checkpoints VALUES (?, ?)", list(checkpoint)
@@ -284,87 +315,25 @@ class LocalHub(RecordReads):
                 raise
         return result
 
-    def _store_patches(
-        self, con: duckdb.DuckDBPyConnection, patches: pl.DataFrame, now: datetime | None
-    ) -> tuple[UpsertResult, pl.DataFrame]:
-        """Keep each new partial change; a record it changes gets a new version. Returns
-        the counts and the change-log entries of the records whose view changed."""
-        now = now or datetime.now(UTC)
-        rows = patch_rows(patches, now)  # noqa: F841 (read by DuckDB by name)
-        new = con.sql(
-            "SELECT n.* FROM rows n ANTI JOIN patches p USING (qualified_name, event_id)"
+    def _expire_orphans(
+        self, con: duckdb.DuckDBPyConnection, cipher: TenantCipher, now: datetime | None
+    ) -> UpsertResult:
+        cutoff = (now or datetime.now(UTC)) - timedelta(seconds=self.orphan_wait_s)
+        orphans = con.sql(
+            "SELECT p.* FROM patches p ANTI JOIN records r USING (qualified_name) "
+            "WHERE p.stored_at < ?",
+            params=[cutoff],
         ).pl()
-        if new.is_empty():
-            return UpsertResult(unchanged=patches.height), pl.DataFrame(schema=_LOG_SCHEMA)
-        con.execute("INSERT INTO patches BY NAME SELECT * FROM new")
-        # Newer than the record's base content: the record as users see it changes.
-        applied = con.sql(
-            "SELECT DISTINCT r.qualified_name FROM records r JOIN new n USING (qualified_name) "
-            "WHERE (n.event_time, n.event_id) > (r.content_time, r.content_id)"
-        ).pl()
-        materialise_changes(con, applied)
+        if orphans.is_empty():
+            return UpsertResult()
         con.execute(
-            "UPDATE records SET version = version + 1, updated_at = ? "
-            "WHERE qualified_name IN (SELECT qualified_name FROM applied)",
-            [now],
+            "DELETE FROM patches WHERE stored_at < ? AND qualified_name NOT IN "
+            "(SELECT qualified_name FROM records)",
+            [cutoff],
         )
-        pending = con.execute(
-            "SELECT count(*) FROM new n ANTI JOIN records r USING (qualified_name)"
-        ).fetchall()
-        waiting = int(pending[0][0])
-        touched = set(applied.get_column("qualified_name").to_list())
-        fields: dict[str, set[str]] = {}
-        for qn, patch in new.select("qualified_name", "patch").iter_rows():
-            if qn in touched:
-                fields.setdefault(qn, set()).update(patch_fields(json.loads(patch)))
-        log = pl.DataFrame(
-            {
-                "qualified_name": list(fields),
-                "change": ["updated"] * len(fields),
-                "changed": [sorted(f) for f in fields.values()],
-                "before": [None] * len(fields),
-            },
-            schema=_LOG_SCHEMA,
-        )
-        counts = UpsertResult(
-            updated=applied.height,
-            unchanged=patches.height - applied.height - waiting,
-            pending=waiting,
-        )
-        return counts, log
-
-    def _log_changes(
-        self,
-        con: duckdb.DuckDBPyConnection,
-        tenant: str,
-        logs: list[pl.DataFrame],
-        now: datetime,
-    ) -> None:
-        """Append to the change log the batch's changes not kept on their records' rows
-        (partial changes apply to them), in the same transaction as the records, with the
-        records' content as users now see it."""
-        parts = [part for part in logs if part.height]
-        if not parts:
-            return
-        log = parts[0]
-        if len(parts) > 1:
-            # A record both upserted and patched in one batch is one change.
-            log = (
-                pl.concat(parts)
-                .group_by("qualified_name", maintain_order=True)
-                .agg(
-                    pl.col("change").first(),
-                    pl.col("changed").explode().drop_nulls().unique().sort(),
-                    pl.col("before").first(),
-                )
-            )
-        names = log.select("qualified_name")  # noqa: F841 (read by DuckDB by name)
-        patches = con.sql("SELECT p.* FROM patches p SEMI JOIN names USING (qualified_name)").pl()
-        records = con.sql(
-            f"SELECT {_RECORD_COLUMNS} FROM records SEMI JOIN names USING (qualified_name)"
-        ).pl()
-        effective = effective_records(records.cast(RECORD_SCHEMA), patches.cast(PATCH_SCHEMA))
-        _append(con, "changes", change_rows(effective, log, tenant, _next_seq(con), now))
+        # The quarantine gets the payload as received (its own store seals it again).
+        opened = cipher.open_frame(orphans, ("raw",))
+        return UpsertResult(rejects=orphan_rejects(opened, self.orphan_wait_s))
 
     def _read(
         self, tenant: str, table: str, read: Callable[[duckdb.DuckDBPyConnection], T], empty: T
@@ -392,7 +361,8 @@ class LocalHub(RecordReads):
         stored = frame.select(
             pl.col(c) if c in frame.columns else pl.lit(None).alias(c) for c in STORED_SCHEMA
         ).cast(STORED_SCHEMA)  # type: ignore[arg-type]
-        return with_identity(stored, tenant)
+        opened = self.ciphers(tenant).open_frame(stored, SEALED["changes"])
+        return with_identity(opened, tenant)
 
     def checkpoint(self, tenant: str, key: str) -> int | None:
         """The value last recorded under `key` with an upsert (None: never)."""
@@ -420,76 +390,6 @@ class LocalHub(RecordReads):
 
         return self._read(tenant, "changes", read, 0)
 
-    def _expire_orphans(self, con: duckdb.DuckDBPyConnection, now: datetime | None) -> UpsertResult:
-        cutoff = (now or datetime.now(UTC)) - timedelta(seconds=self.orphan_wait_s)
-        orphans = con.sql(
-            "SELECT p.* FROM patches p ANTI JOIN records r USING (qualified_name) "
-            "WHERE p.stored_at < ?",
-            params=[cutoff],
-        ).pl()
-        if orphans.is_empty():
-            return UpsertResult()
-        con.execute(
-            "DELETE FROM patches WHERE stored_at < ? AND qualified_name NOT IN "
-            "(SELECT qualified_name FROM records)",
-            [cutoff],
-        )
-        return UpsertResult(rejects=orphan_rejects(orphans, self.orphan_wait_s))
-
-    @staticmethod
-    def _existing(con: duckdb.DuckDBPyConnection, keyed: pl.DataFrame) -> pl.DataFrame:
-        keys = keyed.select("qualified_name").unique()  # noqa: F841 (read by DuckDB by name)
-        (any_record,) = con.execute("SELECT EXISTS (SELECT 1 FROM records)").fetchall()[0]
-        if not any_record:  # a first load: nothing to look up
-            return pl.DataFrame(schema=RECORD_SCHEMA)
-        # Only the names are scanned to find the rows; only the rows found are read whole
-        # (a bulk load's batch usually finds none): reading every column of the table to
-        # join it took ~1.2 s per 500k names against 10M records.
-        rows = con.sql(
-            "SELECT rowid AS row FROM records SEMI JOIN keys USING (qualified_name)"
-        ).pl()
-        if rows.is_empty():
-            return pl.DataFrame(schema=RECORD_SCHEMA)
-        found = con.sql(
-            f"SELECT {_RECORD_COLUMNS} FROM records WHERE rowid IN (SELECT row FROM rows)"
-        ).pl()
-        return found.cast(RECORD_SCHEMA)
-
-    @staticmethod
-    def _write(
-        con: duckdb.DuckDBPyConnection,
-        changed: pl.DataFrame,
-        log: pl.DataFrame | None = None,
-        kept: pl.DataFrame | None = None,
-    ) -> None:
-        """Write merged rows, with their change (`kept`: change rows) where given. Rows of
-        records this batch created are plain appends (bulk loads are mostly new records);
-        the others replace their stored rows, whose kept change moves to the change log."""
-        if changed.is_empty():
-            return
-        created = (  # new records are at version 1, whatever their change
-            changed.filter(pl.col("version") == 1).select("qualified_name")
-            if log is not None
-            else pl.DataFrame(schema={"qualified_name": pl.String})
-        )
-        rest = changed.join(created, on="qualified_name", how="anti")
-        if rest.height:
-            materialise_changes(con, rest)
-            con.execute(
-                "DELETE FROM records WHERE qualified_name IN (SELECT qualified_name FROM rest)"
-            )
-        if kept is not None and kept.height:
-            latest = kept.select(
-                "qualified_name", pl.col("seq").alias("change_seq"), *LATEST_CHANGE[1:]
-            )
-            if latest.height == changed.height and latest["qualified_name"].equals(
-                changed["qualified_name"]
-            ):
-                changed = changed.with_columns(latest.drop("qualified_name"))  # aligned
-            else:
-                changed = changed.join(latest, on="qualified_name", how="left")
-        _append(con, "records", changed)
-
     def _exists(self, tenant: str) -> bool:
         return self.path(tenant).exists()
 
@@ -512,7 +412,7 @@ class LocalHub(RecordReads):
         with self._connect(tenant, read_only=True) as con:
             records = con.sql(f"SELECT {_RECORD_COLUMNS} FROM records ORDER BY qualified_name").pl()
             patches = con.sql("SELECT * FROM patches").pl()
-        return effective_records(records.cast(RECORD_SCHEMA), patches.cast(PATCH_SCHEMA))
+        return opened_effective(self.ciphers(tenant), records, patches)
 
     def listing(self, tenant: str) -> pl.DataFrame:
         return self.records(tenant).select(LISTING_COLUMNS)
@@ -544,8 +444,7 @@ class LocalHub(RecordReads):
                 )
             records = con.sql(f"SELECT {_RECORD_COLUMNS} FROM records {where}").pl()
             patches = con.sql(f"SELECT * FROM patches {where}").pl()
-        effective = effective_records(records.cast(RECORD_SCHEMA), patches.cast(PATCH_SCHEMA))
-        return int(last), effective
+        return int(last), opened_effective(self.ciphers(tenant), records, patches)
 
     def resync(self, tenant: str, qualified_names: list[str]) -> int:
         return 0  # the embedded store is the hub: there is nothing to drift from
@@ -564,6 +463,370 @@ class LocalHub(RecordReads):
         if not self.root.is_dir():
             return []
         return sorted(p.stem for p in self.root.glob("*.duckdb"))
+
+    # -- erasure --------------------------------------------------------------------------
+
+    def erase_subject(
+        self, tenant: str, subject: Subject, dry_run: bool = False, now: datetime | None = None
+    ) -> HubErasure:
+        """Remove a data subject from the tenant's records, change log and partial changes
+        in one transaction (dry_run: count only, write nothing). Each record it changes as
+        users see it gets a new version and an `updated` change naming the fields changed
+        (with no `before`), which propagation delivers like any update; older change-log
+        entries and stored partial changes are scrubbed in place. Then the database is
+        rewritten into a fresh file, since DuckDB keeps deleted rows in its free blocks."""
+        if not self._exists(tenant):
+            return HubErasure()
+        cipher = self.ciphers(tenant)
+        eraser = Eraser(subject)
+        with self._connect(tenant, read_only=dry_run) as con:
+            if not _has_table(con, "records"):
+                return HubErasure()
+            if not dry_run:
+                con.execute(_DDL)  # a database of an earlier release gets today's columns
+            con.execute("BEGIN TRANSACTION")
+            try:
+                erasure = _erase(con, cipher, eraser, dry_run, now or datetime.now(UTC))
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            if not dry_run:
+                self._compact(con, tenant)
+        return erasure
+
+    def _compact(self, con: duckdb.DuckDBPyConnection, tenant: str) -> None:
+        """Copy the database into a fresh file and put that in place of the old one (still
+        held by `con`, so no other process writes it meanwhile). Skipped while another
+        connection of this process uses the file: it would go on with the old one."""
+        path = self.path(tenant)
+        with self._guard:
+            if self._writers.get(path, 0) > 1:
+                # Every erasure compacts: running it again (it then finds nothing) does it.
+                _logger.warning("hub of tenant %s in use: its file was not compacted", tenant)
+                return
+        fresh = path.with_name(f".{path.name}.compact")
+        for leftover in (fresh, fresh.with_name(fresh.name + ".wal")):
+            leftover.unlink(missing_ok=True)  # of a compaction a crash interrupted
+        (name,) = con.execute("SELECT current_database()").fetchall()[0]
+        quoted = str(fresh).replace("'", "''")
+        con.execute(f"ATTACH '{quoted}' AS __fresh")
+        try:
+            con.execute(f'COPY FROM DATABASE "{name}" TO __fresh')
+        finally:
+            con.execute("DETACH __fresh")  # checkpointed: the copy is whole in its file
+        con.execute("CHECKPOINT")  # and the old file's WAL is empty: nothing to replay
+        with fresh.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(fresh, path)
+        fsync_dir(path.parent)
+
+
+def _store_patches(
+    con: duckdb.DuckDBPyConnection,
+    cipher: TenantCipher,
+    patches: pl.DataFrame,
+    now: datetime | None,
+) -> tuple[UpsertResult, pl.DataFrame]:
+    """Keep each new partial change; a record it changes gets a new version. Returns the
+    counts and the change-log entries of the records whose view changed."""
+    now = now or datetime.now(UTC)
+    rows = patch_rows(patches, now)
+    # Only the keys go to DuckDB: the content reaches it sealed, never in plaintext.
+    keys = rows.select("qualified_name", "event_id")  # noqa: F841 (read by DuckDB by name)
+    stored = con.sql("SELECT qualified_name, event_id FROM patches SEMI JOIN keys "
+                     "USING (qualified_name, event_id)").pl()  # fmt: skip
+    new = rows.join(stored, on=["qualified_name", "event_id"], how="anti")
+    if new.is_empty():
+        return UpsertResult(unchanged=patches.height), pl.DataFrame(schema=_LOG_SCHEMA)
+    _append(con, cipher, "patches", new)
+    times = new.select("qualified_name", "event_time", "event_id")  # noqa: F841 (DuckDB)
+    # Newer than the record's base content: the record as users see it changes.
+    applied = con.sql(
+        "SELECT DISTINCT r.qualified_name FROM records r JOIN times n USING (qualified_name) "
+        "WHERE (n.event_time, n.event_id) > (r.content_time, r.content_id)"
+    ).pl()
+    materialise_changes(con, applied)
+    con.execute(
+        "UPDATE records SET version = version + 1, updated_at = ? "
+        "WHERE qualified_name IN (SELECT qualified_name FROM applied)",
+        [now],
+    )
+    pending = con.execute(
+        "SELECT count(*) FROM times n ANTI JOIN records r USING (qualified_name)"
+    ).fetchall()
+    waiting = int(pending[0][0])
+    touched = set(applied.get_column("qualified_name").to_list())
+    fields: dict[str, set[str]] = {}
+    for qn, patch in new.select("qualified_name", "patch").iter_rows():
+        if qn in touched:
+            fields.setdefault(qn, set()).update(patch_fields(json.loads(patch)))
+    log = pl.DataFrame(
+        {
+            "qualified_name": list(fields),
+            "change": ["updated"] * len(fields),
+            "changed": [sorted(f) for f in fields.values()],
+            "before": [None] * len(fields),
+        },
+        schema=_LOG_SCHEMA,
+    )
+    counts = UpsertResult(
+        updated=applied.height,
+        unchanged=patches.height - applied.height - waiting,
+        pending=waiting,
+    )
+    return counts, log
+
+
+def _log_changes(
+    con: duckdb.DuckDBPyConnection,
+    cipher: TenantCipher,
+    logs: list[pl.DataFrame],
+    now: datetime,
+) -> None:
+    """Append to the change log the batch's changes not kept on their records' rows
+    (partial changes apply to them), in the same transaction as the records, with the
+    records' content as users now see it."""
+    parts = [part for part in logs if part.height]
+    if not parts:
+        return
+    log = parts[0]
+    if len(parts) > 1:
+        # A record both upserted and patched in one batch is one change.
+        log = (
+            pl.concat(parts)
+            .group_by("qualified_name", maintain_order=True)
+            .agg(
+                pl.col("change").first(),
+                pl.col("changed").explode().drop_nulls().unique().sort(),
+                pl.col("before").first(),
+            )
+        )
+    names = log.select("qualified_name")  # noqa: F841 (read by DuckDB by name)
+    patches = con.sql("SELECT p.* FROM patches p SEMI JOIN names USING (qualified_name)").pl()
+    records = con.sql(
+        f"SELECT {_RECORD_COLUMNS} FROM records SEMI JOIN names USING (qualified_name)"
+    ).pl()
+    effective = opened_effective(cipher, records, patches)
+    rows = change_rows(effective, log, cipher.tenant, _next_seq(con), now)
+    _append(con, cipher, "changes", rows)
+
+
+def opened_effective(
+    cipher: TenantCipher, records: pl.DataFrame, patches: pl.DataFrame
+) -> pl.DataFrame:
+    """`effective_records` of stored rows (records: RECORD_SCHEMA columns, patches: the
+    patches table's), their content opened with the tenant's cipher."""
+    opened = cipher.open_frame(records.cast(RECORD_SCHEMA), RECORD_SEALED)  # type: ignore[arg-type]
+    if patches.is_empty():
+        return opened
+    stored = patches.cast(PATCH_SCHEMA)  # type: ignore[arg-type]
+    return effective_records(opened, cipher.open_frame(stored, ("patch",)))
+
+
+def _existing(
+    con: duckdb.DuckDBPyConnection, cipher: TenantCipher, keyed: pl.DataFrame
+) -> pl.DataFrame:
+    """The stored rows of the batch's names (RECORD_SCHEMA), opened."""
+    keys = keyed.select("qualified_name").unique()  # noqa: F841 (read by DuckDB by name)
+    (any_record,) = con.execute("SELECT EXISTS (SELECT 1 FROM records)").fetchall()[0]
+    if not any_record:  # a first load: nothing to look up
+        return pl.DataFrame(schema=RECORD_SCHEMA)
+    # Only the names are scanned to find the rows; only the rows found are read whole
+    # (a bulk load's batch usually finds none): reading every column of the table to
+    # join it took ~1.2 s per 500k names against 10M records.
+    rows = con.sql("SELECT rowid AS row FROM records SEMI JOIN keys USING (qualified_name)").pl()
+    if rows.is_empty():
+        return pl.DataFrame(schema=RECORD_SCHEMA)
+    found = con.sql(
+        f"SELECT {_RECORD_COLUMNS} FROM records WHERE rowid IN (SELECT row FROM rows)"
+    ).pl()
+    return cipher.open_frame(found.cast(RECORD_SCHEMA), RECORD_SEALED)
+
+
+def _write(
+    con: duckdb.DuckDBPyConnection,
+    cipher: TenantCipher,
+    changed: pl.DataFrame,
+    log: pl.DataFrame | None = None,
+    kept: pl.DataFrame | None = None,
+) -> None:
+    """Write merged rows, with their change (`kept`: change rows) where given. Rows of
+    records this batch created are plain appends (bulk loads are mostly new records);
+    the others replace their stored rows, whose kept change moves to the change log."""
+    if changed.is_empty():
+        return
+    created = (  # new records are at version 1, whatever their change
+        changed.filter(pl.col("version") == 1).select("qualified_name")
+        if log is not None
+        else pl.DataFrame(schema={"qualified_name": pl.String})
+    )
+    rest = changed.join(created, on="qualified_name", how="anti")
+    if rest.height:
+        materialise_changes(con, rest)
+        names = rest.select("qualified_name")  # noqa: F841 (read by DuckDB by name)
+        con.execute(
+            "DELETE FROM records WHERE qualified_name IN (SELECT qualified_name FROM names)"
+        )
+    if kept is not None and kept.height:
+        latest = kept.select(
+            "qualified_name", pl.col("seq").alias("change_seq"), *LATEST_CHANGE[1:]
+        )
+        if latest.height == changed.height and latest["qualified_name"].equals(
+            changed["qualified_name"]
+        ):
+            changed = changed.with_columns(latest.drop("qualified_name"))  # aligned
+        else:
+            changed = changed.join(latest, on="qualified_name", how="left")
+    _append(con, cipher, "records", changed)  # sealed once, with its change's `before`
+
+
+def _erase(
+    con: duckdb.DuckDBPyConnection,
+    cipher: TenantCipher,
+    eraser: Eraser,
+    dry_run: bool,
+    now: datetime,
+) -> HubErasure:
+    """The body of `LocalHub.erase_subject`'s transaction. Content is sealed, so every row
+    is read and opened to be searched (in batches); only the rows holding the subject are
+    kept and written back, sealed."""
+    patches = cipher.open_frame(con.sql("SELECT * FROM patches").pl(), PATCH_SEALED)
+    patches_new, patch_hit = eraser.scrub(patches, documents=PATCH_SEALED)
+    records_hit = _records_holding(con, cipher, eraser)
+    changes_hit = _changes_holding(con, cipher, eraser)
+    touched = pl.concat(
+        [records_hit.select("qualified_name"), patches.filter(patch_hit).select("qualified_name")]
+    ).unique()
+    old, new = _views(con, cipher, eraser, touched, patches, patches_new)
+    log = changed_fields(old, new)
+    erasure = HubErasure(
+        records_changed=log.get_column("qualified_name").to_list(),
+        changes_scrubbed=changes_hit.height + _kept_changes(records_hit),
+        patches_scrubbed=int(patch_hit.sum()),
+    )
+    if dry_run:
+        return erasure
+    _replace_rows(con, cipher, "records", records_hit, ("qualified_name",))
+    _replace_rows(
+        con, cipher, "patches", patches_new.filter(patch_hit), ("qualified_name", "event_id")
+    )
+    _replace_rows(con, cipher, "changes", changes_hit, ("seq",))
+    if log.height:
+        # A new version of each, its change in the change log like a partial change's.
+        materialise_changes(con, log)
+        con.execute(
+            "UPDATE records SET version = version + 1, updated_at = ? "
+            "WHERE qualified_name IN (SELECT qualified_name FROM log)",
+            [now],
+        )
+        current = new.join(log, on="qualified_name", how="semi").with_columns(
+            pl.col("version") + 1, pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("updated_at")
+        )
+        entries = log.with_columns(
+            pl.lit("updated").alias("change"), pl.lit(None, dtype=pl.String).alias("before")
+        ).cast(_LOG_SCHEMA)  # type: ignore[arg-type]
+        rows = change_rows(current, entries, cipher.tenant, _next_seq(con), now)
+        _append(con, cipher, "changes", rows)
+    return erasure
+
+
+def _kept_changes(records: pl.DataFrame) -> int:
+    """How many of these record rows keep their latest change (a change-log entry)."""
+    if "change_seq" not in records.columns:  # a database of an earlier release
+        return 0
+    return records.height - records.get_column("change_seq").null_count()
+
+
+def _scan(
+    con: duckdb.DuckDBPyConnection, cipher: TenantCipher, sql: str, sealed: tuple[str, ...]
+) -> Iterator[pl.DataFrame]:
+    """The rows of `sql`, opened, in batches (a table can be far larger than memory)."""
+    reader = con.sql(sql).to_arrow_reader(_SCAN_ROWS)
+    for batch in reader:
+        yield cipher.open_frame(pl.from_arrow(batch), sealed)  # type: ignore[arg-type]
+
+
+def _records_holding(
+    con: duckdb.DuckDBPyConnection, cipher: TenantCipher, eraser: Eraser
+) -> pl.DataFrame:
+    """The stored record rows holding the subject (their content or their kept change's
+    `before`), whole and scrubbed."""
+    hits = []
+    for part in _scan(con, cipher, "SELECT * FROM records", RECORD_SEALED):
+        scrubbed, hit = _scrub_content(eraser, part)
+        if hit.any():
+            hits.append(scrubbed.filter(hit))
+    return pl.concat(hits) if hits else pl.DataFrame(schema={"qualified_name": pl.String})
+
+
+def _changes_holding(
+    con: duckdb.DuckDBPyConnection, cipher: TenantCipher, eraser: Eraser
+) -> pl.DataFrame:
+    """The change-log rows holding the subject: seq and the content columns, scrubbed."""
+    present = [c for c in RECORD_SEALED if _has_column(con, "changes", c)]
+    sql = f"SELECT {', '.join(['seq', *present])} FROM changes"
+    hits = []
+    for part in _scan(con, cipher, sql, RECORD_SEALED):
+        scrubbed, hit = _scrub_content(eraser, part)
+        if hit.any():
+            hits.append(scrubbed.filter(hit))
+    return pl.concat(hits) if hits else pl.DataFrame(schema={"seq": pl.Int64})
+
+
+def _scrub_content(eraser: Eraser, frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
+    return eraser.scrub(
+        frame,
+        text=("description",),
+        lists=("owner_users", "owner_groups"),
+        documents=("attributes", "before"),
+    )
+
+
+def _views(
+    con: duckdb.DuckDBPyConnection,
+    cipher: TenantCipher,
+    eraser: Eraser,
+    names: pl.DataFrame,
+    patches: pl.DataFrame,
+    patches_new: pl.DataFrame,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The records of `names` as users see them before and after the erasure."""
+    if names.is_empty():
+        empty = pl.DataFrame(schema=RECORD_SCHEMA)
+        return empty, empty
+    rows = con.sql(
+        f"SELECT {_RECORD_COLUMNS} FROM records SEMI JOIN names USING (qualified_name)"
+    ).pl()
+    old = cipher.open_frame(rows.cast(RECORD_SCHEMA), RECORD_SEALED)
+    new, _hit = _scrub_content(eraser, old)
+    before = effective_records(old, patches.cast(PATCH_SCHEMA))  # type: ignore[arg-type]
+    after = effective_records(new, patches_new.cast(PATCH_SCHEMA))  # type: ignore[arg-type]
+    return before, after
+
+
+def _replace_rows(
+    con: duckdb.DuckDBPyConnection,
+    cipher: TenantCipher,
+    table: str,
+    rows: pl.DataFrame,
+    key: tuple[str, ...],
+) -> None:
+    """Put `rows` (plaintext, each a whole stored row or its key and content columns) in
+    place of the stored rows with the same `key`, sealed."""
+    if rows.is_empty():
+        return
+    sealed = cipher.seal_frame(rows, SEALED[table])
+    con.register("__scrubbed", sealed.to_arrow(compat_level=pl.CompatLevel.newest()))
+    try:
+        match = " AND ".join(f"{table}.{k} = s.{k}" for k in key)
+        content = [c for c in SEALED[table] if c in rows.columns]
+        con.execute(
+            f"UPDATE {table} SET {', '.join(f'{c} = s.{c}' for c in content)} "
+            f"FROM __scrubbed s WHERE {match}"
+        )
+    finally:
+        con.unregister("__scrubbed")
 
 
 def _next_seq(con: duckdb.DuckDBPyConnection) -> int:
@@ -584,11 +847,15 @@ def _any_patch_of(con: duckdb.DuckDBPyConnection, log: pl.DataFrame) -> bool:
     return bool(found)
 
 
-def _append(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
-    """Append `frame` to `table` by column name. Handed over as Arrow with string views,
-    which DuckDB reads as they are: the default conversion copied every string (~0.2 s per
-    1M rows)."""
-    con.register("__append", frame.to_arrow(compat_level=pl.CompatLevel.newest()))
+def _append(
+    con: duckdb.DuckDBPyConnection, cipher: TenantCipher, table: str, frame: pl.DataFrame
+) -> None:
+    """Append `frame` (plaintext) to `table` by column name, its content columns sealed
+    (what DuckDB, its WAL and its spill files see). Handed over as Arrow with string
+    views, which DuckDB reads as they are: the default conversion copied every string
+    (~0.2 s per 1M rows)."""
+    sealed = cipher.seal_frame(frame, SEALED.get(table, ()))
+    con.register("__append", sealed.to_arrow(compat_level=pl.CompatLevel.newest()))
     try:
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM __append")
     finally:

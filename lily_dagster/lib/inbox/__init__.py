@@ -8,6 +8,7 @@ package, so nothing here imports in a cycle.
 
 from __future__ import annotations
 
+from lily_dagster.lib.crypto import ciphers_of
 from lily_dagster.lib.inbox.base import (
     AppendResult,
     Inbox,
@@ -20,14 +21,16 @@ from lily_dagster.settings import Settings
 
 
 def open_inbox(settings: Settings) -> Inbox:
-    """The inbox LILY_INBOX names: `sqlite` (default, under $LILY_HOME) or `s3://bucket/prefix`."""
+    """The inbox LILY_INBOX names: `sqlite` (default, under $LILY_HOME) or `s3://bucket/prefix`,
+    its payloads sealed with each event's tenant cipher."""
+    ciphers = ciphers_of(settings)
     if settings.inbox.startswith("s3://"):
         from lily_dagster.lib.inbox.s3 import S3Inbox
 
-        return S3Inbox.from_uri(settings.inbox)
+        return S3Inbox.from_uri(settings.inbox, ciphers)
     from lily_dagster.lib.inbox.sqlite import SqliteInbox
 
-    return SqliteInbox(settings.inbox_path)
+    return SqliteInbox(settings.inbox_path, ciphers)
 
 
 def inbox_exists(settings: Settings) -> bool:

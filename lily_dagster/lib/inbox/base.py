@@ -2,7 +2,8 @@
 
 The inbox is where an accepted webhook event is stored before the receiver answers 202;
 the inbox sensor lands what it holds. Positions are opaque strings, ordered; each backend
-(`sqlite.py`, `s3.py`) says what its positions are.
+(`sqlite.py`, `s3.py`) says what its positions are. A backend seals each payload with its
+event's tenant cipher (`Ciphers`); tenants, event ids and sources stay plaintext.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Protocol
 
 import polars as pl
 
+from lily_dagster.lib.gdpr.subject import Subject
 from lily_dagster.lib.staging import landed_frame
 
 
@@ -78,6 +80,15 @@ class Inbox(Protocol):
         ...
 
     def set_consumer_cursor(self, cursor: str) -> None: ...
+
+    def erase_subject(self, tenant: str, subject: Subject, dry_run: bool = False) -> int:
+        """Erase `subject` from the payloads of the tenant's events; how many mentioned it
+        (dry_run: would be rewritten)."""
+        ...
+
+    def forget_tenant(self, tenant: str) -> int:
+        """Remove every event of the tenant (`lily tenant delete`); how many there were."""
+        ...
 
     def close(self) -> None: ...
 

@@ -5,11 +5,17 @@ connection and commits whatever requests are waiting in one transaction (group c
 durability costs one fsync per burst rather than one per request. Entries get a
 monotonically increasing `seq`, which the inbox sensor keeps as its cursor (positions are
 the decimal seq). Duplicate `event_id`s within a tenant are stored once.
+
+Each payload is sealed with its event's tenant cipher (sealing happens before the write
+transaction starts, one key look-up per tenant and commit); rows written before
+encryption was on read as they are. Erasing or forgetting rewrites rows with SQLite's
+`secure_delete` on and truncates the write-ahead log, so the old bytes stay in neither file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import queue
 import sqlite3
 import threading
@@ -18,6 +24,9 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from pathlib import Path
 
+from lily_dagster.lib.crypto import Ciphers, plaintext
+from lily_dagster.lib.gdpr.payload import scrub_payload
+from lily_dagster.lib.gdpr.subject import Subject
 from lily_dagster.lib.inbox.base import (
     AppendResult,
     InboxEvent,
@@ -46,6 +55,7 @@ _INSERT = (
 )
 
 _Request = tuple[Sequence[InboxEvent], Future[AppendResult]]
+_PAGE = 10_000  # rows an erasure reads at a time
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -56,20 +66,25 @@ def _connect(path: Path) -> sqlite3.Connection:
     return con
 
 
-def _commit(con: sqlite3.Connection, batch: list[_Request]) -> None:
+def _commit(con: sqlite3.Connection, batch: list[_Request], ciphers: Ciphers) -> None:
     """Store every request of `batch` in one transaction, then resolve their futures."""
     results: list[AppendResult] = []
     try:
+        cipher = functools.cache(ciphers)  # a key look-up costs a stat(): once per tenant
+        sealed = [
+            [
+                (e.tenant, e.event_id, cipher(e.tenant).seal_bytes(e.payload), e.source)
+                for e in events
+            ]
+            for events, _ in batch
+        ]
         con.execute("BEGIN IMMEDIATE")
         now = time.time()
-        for events, _ in batch:
+        for rows in sealed:
             before = con.total_changes
-            con.executemany(
-                _INSERT,
-                [(e.tenant, e.event_id, e.payload, e.source, now) for e in events],
-            )
+            con.executemany(_INSERT, [(*row, now) for row in rows])
             stored = con.total_changes - before
-            results.append(AppendResult(stored, len(events) - stored))
+            results.append(AppendResult(stored, len(rows) - stored))
         con.execute("COMMIT")
     except Exception as exc:  # e.g. disk full: every waiting request fails, none is lost silently
         with contextlib.suppress(sqlite3.Error):
@@ -82,8 +97,9 @@ def _commit(con: sqlite3.Connection, batch: list[_Request]) -> None:
 
 
 class SqliteInbox:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, ciphers: Ciphers = plaintext) -> None:
         self.path = path
+        self.ciphers = ciphers
         path.parent.mkdir(parents=True, exist_ok=True)
         with _connect(path) as con:
             con.executescript(_SCHEMA)
@@ -129,7 +145,7 @@ class SqliteInbox:
             if first is None:
                 con.close()
                 return
-            _commit(con, self._waiting(first))
+            _commit(con, self._waiting(first), self.ciphers)
 
     def _reader(self) -> sqlite3.Connection:
         con: sqlite3.Connection | None = getattr(self._read, "con", None)
@@ -144,7 +160,11 @@ class SqliteInbox:
             "WHERE seq > ? ORDER BY seq LIMIT ?",
             (seq, limit),
         )
-        return [StoredEvent(*row) for row in rows]
+        cipher = functools.cache(self.ciphers)
+        return [
+            StoredEvent(seq, tenant, event_id, cipher(tenant).open_bytes(payload), source, at)
+            for seq, tenant, event_id, payload, source, at in rows
+        ]
 
     def last_seq(self) -> int:
         row = self._reader().execute("SELECT COALESCE(MAX(seq), 0) FROM inbox").fetchone()
@@ -175,6 +195,51 @@ class SqliteInbox:
             "ON CONFLICT (name) DO UPDATE SET seq = MAX(seq, excluded.seq)",
             (int(cursor),),
         )
+
+    def erase_subject(self, tenant: str, subject: Subject, dry_run: bool = False) -> int:
+        """Erase `subject` from the payloads of the tenant's events; how many mentioned it
+        (dry_run: would be rewritten). The rows are read a page at a time outside any
+        transaction (the receiver keeps writing) and rewritten in one."""
+        cipher = self.ciphers(tenant)
+        updates: list[tuple[bytes, int]] = []
+        after = 0
+        while (
+            rows := self._reader()
+            .execute(
+                "SELECT seq, payload FROM inbox WHERE tenant = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (tenant, after, _PAGE),
+            )
+            .fetchall()
+        ):
+            for seq, payload in rows:
+                scrubbed = scrub_payload(subject, cipher.open_bytes(payload))
+                if scrubbed is not None:
+                    updates.append((cipher.seal_bytes(scrubbed), seq))
+            after = rows[-1][0]
+        if updates and not dry_run:
+            self._rewrite("UPDATE inbox SET payload = ? WHERE seq = ?", updates)
+        return len(updates)
+
+    def forget_tenant(self, tenant: str) -> int:
+        """Delete every event of the tenant; how many there were."""
+        return self._rewrite("DELETE FROM inbox WHERE tenant = ?", [(tenant,)])
+
+    def _rewrite(self, sql: str, params: Sequence[tuple[object, ...]]) -> int:
+        """Run `sql` for each of `params` in one transaction; the rows it changed. The old
+        bytes are zeroed (secure_delete), and the checkpoint copies the new pages over the
+        old ones and empties the write-ahead log."""
+        con = _connect(self.path)
+        try:
+            con.execute("PRAGMA secure_delete=ON")
+            con.execute("BEGIN IMMEDIATE")
+            before = con.total_changes
+            con.executemany(sql, params)
+            changed = con.total_changes - before
+            con.execute("COMMIT")
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            con.close()  # an exception before COMMIT: closing rolls back
+        return changed
 
     def close(self) -> None:
         if self._writer is not None:

@@ -1,10 +1,11 @@
 """AtlanHub: Atlan as the hub, with LILY_HUB=atlan.
 
-Lily keeps a ledger (an embedded LocalHub under `$LILY_HOME/atlan-ledger/`) that decides
-what each record should be by the contract's rules (latest event wins, any order), and an
-outbox: the records whose ledger version Atlan has not received yet. Each upsert merges
-into the ledger, then publishes the outbox to Atlan, parents before children, in bulk
-requests of `LILY_ATLAN_BULK_SIZE` entities within `LILY_ATLAN_RATE_PER_MIN`.
+Lily keeps a ledger (an embedded LocalHub under `$LILY_HOME/atlan-ledger/`, its content
+sealed with the tenant's key) that decides what each record should be by the contract's
+rules (latest event wins, any order), and an outbox: the records whose ledger version
+Atlan has not received yet. Each upsert merges into the ledger, then publishes the outbox
+to Atlan, parents before children, in bulk requests of `LILY_ATLAN_BULK_SIZE` entities
+within `LILY_ATLAN_RATE_PER_MIN`.
 
 - A run that fails (Atlan down, key revoked) leaves its records in the outbox: the next run
   sends them. Atlan upserts by qualified name, so a resend creates no duplicate.
@@ -15,6 +16,8 @@ requests of `LILY_ATLAN_BULK_SIZE` entities within `LILY_ATLAN_RATE_PER_MIN`.
 - Deletes are soft deletes (archive) of the asset's guid; an upsert restores.
 - Atlan tags are attached only where their typedef exists (pyatlan's tag names);
   the others are counted as skipped.
+- Erasing a data subject scrubs the ledger and sends the records it changed as updates
+  (or, with purge, deletes them from Atlan for good and creates them again).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import TYPE_CHECKING
 import duckdb
 import polars as pl
 
+from lily_dagster.lib.crypto import Ciphers, ciphers_of, plaintext
 from lily_dagster.lib.hub.atlan.entities import bulk_bodies, entity_json
 from lily_dagster.lib.hub.atlan.ledger import (
     LEDGER_DDL,
@@ -45,18 +49,18 @@ from lily_dagster.lib.hub.base import (
     ACTIVE,
     DELETED,
     LISTING_COLUMNS,
-    PATCH_SCHEMA,
     RECORD_SCHEMA,
+    HubErasure,
     RecordReads,
     UpsertResult,
-    effective_records,
     register_hub,
 )
-from lily_dagster.lib.hub.local import LocalHub
+from lily_dagster.lib.hub.local import LocalHub, opened_effective
 from lily_dagster.lib.reasons import Reason
 from lily_dagster.settings import AtlanOptions, Settings
 
 if TYPE_CHECKING:
+    from lily_dagster.lib.gdpr.subject import Subject
     from lily_dagster.lib.hub.atlan.transport import AtlanTransport
 
 # Passes over the outbox per publish: a pass restores what the previous one's archives
@@ -68,16 +72,25 @@ _PUBLISH_PASSES = 3
 class AtlanHub(RecordReads):
     name = "atlan"
 
-    def __init__(self, options: AtlanOptions, ledger_root: Path, orphan_wait_s: float = 86_400):
+    def __init__(
+        self,
+        options: AtlanOptions,
+        ledger_root: Path,
+        orphan_wait_s: float = 86_400,
+        ciphers: Ciphers = plaintext,
+    ):
         self.options = options
-        self.ledger = LocalHub(ledger_root, orphan_wait_s=orphan_wait_s)
+        # The ledger's content is sealed like the embedded hub's (the same tables).
+        self.ledger = LocalHub(ledger_root, orphan_wait_s=orphan_wait_s, ciphers=ciphers)
         self.orphan_wait_s = orphan_wait_s
         self._transport: AtlanTransport | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AtlanHub:
         options = settings.atlan or AtlanOptions.from_env()
-        return cls(options, settings.home / "atlan-ledger", settings.orphan_wait_s)
+        return cls(
+            options, settings.home / "atlan-ledger", settings.orphan_wait_s, ciphers_of(settings)
+        )
 
     @property
     def transport(self) -> AtlanTransport:
@@ -173,9 +186,7 @@ class AtlanHub(RecordReads):
                 return UpsertResult(), 0
             names = pending.select("qualified_name")  # noqa: F841 (DuckDB)
             patches = con.sql("SELECT p.* FROM patches p SEMI JOIN names USING (qualified_name)")
-            pending = effective_records(
-                pending.cast(RECORD_SCHEMA), patches.pl().cast(PATCH_SCHEMA)
-            )
+            pending = opened_effective(self.ledger.ciphers(tenant), pending, patches.pl())
             known = con.sql("SELECT * FROM published").pl().cast(PUBLISHED_SCHEMA)
         outcome, held = self._publish_rounds(pending, known)
         return self._record(tenant, pending, outcome, held, now), len(outcome.cascaded)
@@ -422,6 +433,58 @@ class AtlanHub(RecordReads):
         if not hasattr(self, "_tag_ids"):
             self._tag_ids = self.transport.tag_ids()
         return self._tag_ids
+
+    # -- erasure -------------------------------------------------------------------------
+
+    def erase_subject(
+        self, tenant: str, subject: Subject, dry_run: bool = False, purge: bool = False
+    ) -> HubErasure:
+        """Erase a data subject from the ledger (`LocalHub.erase_subject`: records, change
+        log, partial changes), then send the records it changed to Atlan as updates through
+        the normal publish (a failed publish leaves them in the outbox for the next run).
+        Atlan keeps the previous values in its audit history: with `purge`, those assets
+        are first deleted from Atlan for good (AtlanDeleteType.PURGE) and recreated by the
+        publish, scrubbed."""
+        if dry_run:
+            return self.ledger.erase_subject(tenant, subject, dry_run=True)
+        if purge:
+            planned = self.ledger.erase_subject(tenant, subject, dry_run=True)
+            self._purge(tenant, planned.records_changed)
+        erasure = self.ledger.erase_subject(tenant, subject)
+        self.publish(tenant)
+        return erasure
+
+    def _purge(self, tenant: str, qualified_names: list[str]) -> None:
+        """Delete these assets from Atlan with their history, and forget them in the ledger
+        (with what Atlan deleted along with them), so the next publish creates them again."""
+        if not qualified_names:
+            return
+        from pyatlan.model.enums import AtlanDeleteType
+
+        names = pl.DataFrame({"qualified_name": qualified_names})  # noqa: F841 (DuckDB)
+        with self._ledger(tenant) as con:
+            known = con.sql(
+                "SELECT qualified_name, guid FROM published SEMI JOIN names USING (qualified_name) "
+                "WHERE guid IS NOT NULL"
+            ).fetchall()
+        guids = {str(qn): str(guid) for qn, guid in known}
+        unknown = [q for q in qualified_names if q not in guids]
+        if unknown:
+            guids.update({q: found[0] for q, found in self.transport.find(unknown).items()})
+        gone = set(guids)
+        chunk = list(guids.values())
+        size = self.options.bulk_size
+        for i in range(0, len(chunk), size):
+            answer = self.transport.delete(chunk[i : i + size], AtlanDeleteType.PURGE.value)
+            for entity in (answer.get("mutatedEntities") or {}).get("DELETE") or []:
+                taken = (entity.get("attributes") or {}).get("qualifiedName")
+                if taken:
+                    gone.add(taken)  # a table's columns go with it
+        forget = pl.DataFrame({"qualified_name": sorted(gone)})  # noqa: F841 (DuckDB)
+        with self._ledger(tenant) as con:
+            con.execute(
+                "DELETE FROM published WHERE qualified_name IN (SELECT qualified_name FROM forget)"
+            )
 
     @contextmanager
     def _ledger(self, tenant: str) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -18,6 +18,8 @@ from lily_dagster.lib.hub.base import SAMPLE_SIZE
 from lily_dagster.lib.hub.local import materialise_changes
 from lily_dagster.lib.reasons import Reason
 
+# What Atlan holds of each record, beside the ledger's records (sealed like any LocalHub's):
+# names, guids, types, statuses and versions only, so nothing here is sealed (CONTRACT.md §7).
 LEDGER_DDL = """
 CREATE TABLE IF NOT EXISTS published (
     qualified_name VARCHAR PRIMARY KEY,

@@ -135,10 +135,15 @@ class AtlanTransport:
         return result
 
     def soft_delete(self, guids: list[str]) -> dict[str, Any]:
+        return self.delete(guids, "SOFT")
+
+    def delete(self, guids: list[str], delete_type: str) -> dict[str, Any]:
+        """Delete these assets: SOFT archives them; PURGE (pyatlan's AtlanDeleteType.PURGE)
+        removes them with their audit history, which an erasure needs."""
         from pyatlan.client.constants import DELETE_ENTITIES_BY_GUIDS
 
         result: dict[str, Any] = self.call(
-            DELETE_ENTITIES_BY_GUIDS, None, {"guid": guids, "deleteType": "SOFT"}
+            DELETE_ENTITIES_BY_GUIDS, None, {"guid": guids, "deleteType": delete_type}
         )
         return result
 

@@ -1,0 +1,1 @@
+"""GDPR erasure from the Dagster UI: `gdpr_erasure_job` (docs/gdpr.md)."""
