@@ -276,9 +276,11 @@ def run_latency(
     tenants: int = 3,
     home: Path | None = None,
     drain_timeout_s: float = DRAIN_TIMEOUT_S,
+    encryption: str | None = None,
 ) -> dict[str, Any]:
     """Produce `rate` events/s for `seconds` across `tenants` tenants with the daemon running;
-    return produce-to-hub latency percentiles and what decides them (JSON-ready)."""
+    return produce-to-hub latency percentiles and what decides them (JSON-ready).
+    `encryption` "on"/"off" sets LILY_ENCRYPTION (None: the environment's)."""
     if not (rate > 0 and seconds > 0 and tenants >= 1):
         raise ValueError("rate and seconds must be positive and tenants at least 1")
     own_home = home is None
@@ -295,6 +297,8 @@ def run_latency(
         "LILY_HUB": "local",  # the benchmark reads LocalHub
         "LILY_CONFIG": None,  # no topic bindings, targets or hooks from the caller's file
     }
+    if encryption is not None:
+        env["LILY_ENCRYPTION"] = encryption
     with _environ(env):
         result = _measure(root, rate, seconds, tenants, run, topic, drain_timeout_s)
     if own_home:
@@ -302,6 +306,19 @@ def run_latency(
     else:
         result["lily_home"] = str(root)
     return result
+
+
+def compare_latency(rate: float, seconds: float, tenants: int = 3) -> dict[str, Any]:
+    """The same load with encryption off, then on, side by side (one JSON object)."""
+    off = run_latency(rate, seconds, tenants=tenants, encryption="off")
+    on = run_latency(rate, seconds, tenants=tenants, encryption="on")
+    p95_off, p95_on = off["latency_s"]["p95"], on["latency_s"]["p95"]
+    return {
+        "benchmark": "latency-encryption",
+        "off": off,
+        "on": on,
+        "p95_change_pct": round(100 * (p95_on - p95_off) / p95_off, 1) if p95_off else None,
+    }
 
 
 def _measure(

@@ -18,6 +18,11 @@ def register(sub: Subparsers) -> None:
         "--assets", type=int, nargs="+", required=True, help="one estate size or several"
     )
     bench_backfill.add_argument("--batch-rows", type=int, default=500_000)
+    bench_backfill.add_argument(
+        "--encryption",
+        choices=("on", "off", "both"),
+        help="LILY_ENCRYPTION for the loads; both: off and on side by side (default: as set)",
+    )
     bench_backfill.set_defaults(func=cmd_bench_backfill)
     bench_latency = bench.add_parser(
         "latency", help="produce-to-hub latency under the daemon at a fixed rate"
@@ -25,6 +30,11 @@ def register(sub: Subparsers) -> None:
     bench_latency.add_argument("--rate", type=float, required=True, help="events per second")
     bench_latency.add_argument("--seconds", type=float, required=True)
     bench_latency.add_argument("--tenants", type=int, default=3)
+    bench_latency.add_argument(
+        "--encryption",
+        choices=("on", "off", "both"),
+        help="LILY_ENCRYPTION for the stack; both: off and on side by side (default: as set)",
+    )
     bench_latency.set_defaults(func=cmd_bench_latency)
 
 
@@ -33,14 +43,19 @@ def cmd_bench_backfill(args: argparse.Namespace) -> int:
 
     if min(args.assets) < 1:
         raise CliError("--assets must be at least 1")
-    print_json(run_bench(args.assets, batch_rows=args.batch_rows))
+    print_json(run_bench(args.assets, batch_rows=args.batch_rows, encryption=args.encryption))
     return 0
 
 
 def cmd_bench_latency(args: argparse.Namespace) -> int:
-    from lily_dagster.bench.latency import run_latency
+    from lily_dagster.bench.latency import compare_latency, run_latency
 
     if args.rate <= 0 or args.seconds <= 0:
         raise CliError("--rate and --seconds must be positive")
-    print_json(run_latency(args.rate, args.seconds, tenants=args.tenants))
+    if args.encryption == "both":
+        print_json(compare_latency(args.rate, args.seconds, tenants=args.tenants))
+    else:
+        print_json(
+            run_latency(args.rate, args.seconds, tenants=args.tenants, encryption=args.encryption)
+        )
     return 0

@@ -78,8 +78,12 @@ def _forget_inbox_events(settings: Settings, tenant: str) -> int:
 
 
 def _matching(folder: Path, tenant: str, suffix: str) -> list[Path]:
-    """The tenant's database and DuckDB's files beside it (its write-ahead log)."""
-    return _existing([folder / f"{tenant}{suffix}", folder / f"{tenant}{suffix}.wal"])
+    """The tenant's database and DuckDB's files beside it: its write-ahead log, its spill
+    folder, and the copy an interrupted erasure's rewrite may have left."""
+    name = f"{tenant}{suffix}"
+    return _existing(
+        [folder / name, folder / f"{name}.wal", folder / f"{name}.tmp", folder / f".{name}.compact"]
+    )
 
 
 def _children(folder: Path, tenant: str) -> Iterator[Path]:

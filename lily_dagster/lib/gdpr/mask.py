@@ -19,13 +19,12 @@ depends on the other rows of its batch.
 
 from __future__ import annotations
 
-import json
 import re
-from typing import Any
 
 import polars as pl
 
 from lily_dagster.lib.gdpr.erased import ErasedList
+from lily_dagster.lib.gdpr.payload import scrub_json_text
 from lily_dagster.lib.gdpr.subject import ERASED, Subject
 
 TEXT_COLUMNS = ("description", "attributes")  # plain text, masked by polars
@@ -36,7 +35,6 @@ JSON_COLUMNS = ("patch", "raw")  # whole JSON documents, masked value by value
 # every row that names a subject found here.
 SEARCHED_COLUMNS = ("description", "attributes", "patch")
 OWNER_COLUMNS = ("owner_users", "owner_groups")
-OWNER_KEYS = frozenset(OWNER_COLUMNS)
 TOKEN = r"[\w.%+@-]+"
 _PART = re.compile(r"[^._%+@-]+")
 _SEPARATORS = r"[._%+@-]"
@@ -124,7 +122,10 @@ def mask_events(events: pl.DataFrame, subjects: list[Subject]) -> pl.DataFrame:
     for column in JSON_COLUMNS:
         if column in events.columns:
             values = events.get_column(column).gather(rows).to_list()
-            scrubbed = pl.Series([scrub_json_text(v, subjects) for v in values], dtype=pl.String)
+            scrubbed = pl.Series(
+                [v if (new := scrub_json_text(v, subjects)) is None else new for v in values],
+                dtype=pl.String,
+            )
             events = events.with_columns(events.get_column(column).scatter(rows, scrubbed))
     return events
 
@@ -179,34 +180,4 @@ def _owners_expr(column: str, folded: list[str]) -> pl.Expr:
     )
 
 
-def scrub_json_text(text: str | None, subjects: list[Subject]) -> str | None:
-    """A JSON document with the subjects erased from its values: owner lists lose them,
-    strings have them replaced. Text that is not JSON is scrubbed as text."""
-    if text is None:
-        return None
-    pattern = _python_pattern(subjects)
-    folded = {s.folded for s in subjects}
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return pattern.sub(ERASED, text)
-    return json.dumps(_scrub_value(value, pattern, folded, None), ensure_ascii=False)
-
-
-def _scrub_value(value: Any, pattern: re.Pattern[str], folded: set[str], key: str | None) -> Any:
-    if isinstance(value, str):
-        return pattern.sub(ERASED, value)
-    if isinstance(value, list):
-        if key in OWNER_KEYS:
-            value = [
-                v for v in value if not (isinstance(v, str) and v.strip().casefold() in folded)
-            ]
-        return [_scrub_value(v, pattern, folded, None) for v in value]
-    if isinstance(value, dict):
-        return {
-            pattern.sub(ERASED, k): _scrub_value(v, pattern, folded, k) for k, v in value.items()
-        }
-    return value
-
-
-__all__ = ["candidates", "find_erased", "findable", "mask_events", "scrub_json_text"]
+__all__ = ["candidates", "find_erased", "findable", "mask_events"]

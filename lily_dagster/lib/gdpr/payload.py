@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from lily_dagster.lib.gdpr.subject import ERASED, Subject
 
-OWNER_KEYS = frozenset({"owner_users", "owner_groups"})
+# Owner lists wherever they appear in a JSON document (envelope and Atlan spellings).
+OWNER_KEYS = frozenset({"owner_users", "owner_groups", "ownerUsers", "ownerGroups"})
 
 
 def scrub_payload(subject: Subject, data: bytes) -> bytes | None:
@@ -31,40 +33,63 @@ def scrub_payload(subject: Subject, data: bytes) -> bytes | None:
 
 def scrub_payload_text(subject: Subject, text: str | None) -> str | None:
     """`text` with the subject erased; None when it does not mention the subject."""
-    if text is None:
+    return scrub_json_text(text, [subject])
+
+
+def scrub_json_text(text: str | None, subjects: Sequence[Subject]) -> str | None:
+    """A JSON document (or, failing that, plain text) with every one of `subjects` erased;
+    None when it mentions none of them."""
+    if text is None or not subjects:
         return None
-    # A JSON string may spell the subject with escapes (\u00e9, \/): only then parse first.
-    if not subject.in_text(text) and "\\" not in text:
+    walker = _Walker(subjects)
+    # A JSON string may spell a subject with escapes (\u00e9, \/): only then parse first.
+    if not walker.mentioned(text) and "\\" not in text:
         return None
     try:
         document = json.loads(text)
-        scrubbed = _scrub(subject, document)
+        scrubbed = walker.value(document)
     except (ValueError, RecursionError):
-        return subject.scrub_text(text) if subject.in_text(text) else None
+        return walker.text(text) if walker.mentioned(text) else None
     if scrubbed == document:  # only a number spelt like it, or escapes that were not it
         return None
     return json.dumps(scrubbed, ensure_ascii=False, separators=(",", ":"))
 
 
-def _scrub(subject: Subject, value: Any, key: str | None = None) -> Any:
-    if isinstance(value, str):
-        return _scrub_string(subject, value)
-    if isinstance(value, list):
-        if key in OWNER_KEYS:
-            value = [
-                v for v in value if not (isinstance(v, str) and v.casefold() == subject.folded)
-            ]
-        return [_scrub(subject, v) for v in value]
-    if isinstance(value, dict):
-        return {subject.scrub_text(k): _scrub(subject, v, k) for k, v in value.items()}
-    return value
+class _Walker:
+    """Walks a JSON value: owner lists lose the subjects, strings have them replaced, and a
+    string holding a JSON document is walked as one."""
+
+    def __init__(self, subjects: Sequence[Subject]) -> None:
+        self.subjects = subjects
+        self.pattern = re.compile("|".join(re.escape(s.value) for s in subjects), re.IGNORECASE)
+        self.folded = {s.folded for s in subjects}
+
+    def mentioned(self, text: str) -> bool:
+        return self.pattern.search(text) is not None
+
+    def text(self, text: str) -> str:
+        return self.pattern.sub(ERASED, text)
+
+    def value(self, value: Any, key: str | None = None) -> Any:
+        if isinstance(value, str):
+            return self._string(value)
+        if isinstance(value, list):
+            if key in OWNER_KEYS:
+                value = [v for v in value if not _owner_in(v, self.folded)]
+            return [self.value(v) for v in value]
+        if isinstance(value, dict):
+            return {self.text(k): self.value(v, k) for k, v in value.items()}
+        return value
+
+    def _string(self, value: str) -> str:
+        if value[:1] in ("{", "[") and self.mentioned(value):
+            nested = scrub_json_text(value, self.subjects)  # a JSON document held as a string
+            return value if nested is None else nested
+        return self.text(value)
 
 
-def _scrub_string(subject: Subject, value: str) -> str:
-    if value[:1] in ("{", "[") and subject.in_text(value):
-        nested = scrub_payload_text(subject, value)  # a JSON document held as a string
-        return value if nested is None else nested
-    return subject.scrub_text(value) or ""
+def _owner_in(value: Any, folded: set[str]) -> bool:
+    return isinstance(value, str) and value.strip().casefold() in folded
 
 
 def _scrub_bytes(subject: Subject, data: bytes) -> bytes | None:
@@ -73,4 +98,4 @@ def _scrub_bytes(subject: Subject, data: bytes) -> bytes | None:
     return None if scrubbed == data else scrubbed
 
 
-__all__ = ["OWNER_KEYS", "scrub_payload", "scrub_payload_text"]
+__all__ = ["OWNER_KEYS", "scrub_json_text", "scrub_payload", "scrub_payload_text"]

@@ -12,14 +12,12 @@ the subject exactly when scrubbing changes it, which makes erasing twice a no-op
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import polars as pl
 
+from lily_dagster.lib.gdpr.payload import scrub_payload_text
 from lily_dagster.lib.gdpr.subject import Subject
 
-# Owner lists wherever they appear in a JSON document (envelope and Atlan spellings).
-OWNER_KEYS = frozenset({"owner_users", "owner_groups", "ownerUsers", "ownerGroups"})
 # The record fields an erasure can change, as a change's `changed` names them.
 ERASABLE_FIELDS = ("description", "owner_users", "owner_groups", "attributes")
 
@@ -36,32 +34,8 @@ class Eraser:
     def scrub_json(self, text: str | None) -> str | None:
         """A JSON document with the subject erased (the same string when it holds none);
         text that is not JSON is scrubbed as text."""
-        if text is None or not any(f in text.lower() for f in self._folded):
-            return text
-        try:
-            document = json.loads(text)
-        except ValueError:
-            return self.subject.scrub_text(text)
-        scrubbed = self._scrub_value(document)
-        if scrubbed == document:
-            return text
-        return json.dumps(scrubbed, ensure_ascii=False, separators=(",", ":"))
-
-    def _scrub_value(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self.subject.scrub_text(value)
-        if isinstance(value, list):
-            return [self._scrub_value(v) for v in value]
-        if isinstance(value, dict):
-            return {self.subject.scrub_text(k): self._scrub_member(k, v) for k, v in value.items()}
-        return value
-
-    def _scrub_member(self, key: str, value: Any) -> Any:
-        if key in OWNER_KEYS and isinstance(value, list):
-            return [
-                v for v in value if not (isinstance(v, str) and v.casefold() == self.subject.folded)
-            ]
-        return self._scrub_value(value)
+        scrubbed = scrub_payload_text(self.subject, text)
+        return text if scrubbed is None else scrubbed
 
     def _documents(self, series: pl.Series) -> pl.Series:
         """A column of JSON documents scrubbed (parsed only where the subject may be)."""
@@ -126,4 +100,4 @@ def changed_fields(old: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-__all__ = ["ERASABLE_FIELDS", "OWNER_KEYS", "Eraser", "changed_fields", "differs"]
+__all__ = ["ERASABLE_FIELDS", "Eraser", "changed_fields", "differs"]

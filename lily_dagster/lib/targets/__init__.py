@@ -113,10 +113,12 @@ def post_json(
     status = response.status_code
     if 200 <= status < 300:
         return
-    detail = f"{url} answered {status}: {response.text[:200]}"
     if status >= 500 or status in (408, 429):
-        raise TargetUnavailableError(detail)
-    raise TargetRejectedError(detail)
+        # Said in the run's failure, which Dagster's event log keeps in plaintext: not the
+        # body, which a target may fill with what it was sent (CONTRACT.md §7).
+        raise TargetUnavailableError(f"{url} answered {status} ({len(response.content)} bytes)")
+    # Kept with the dead letters, sealed under the tenant's key.
+    raise TargetRejectedError(f"{url} answered {status}: {response.text[:200]}")
 
 
 @functools.cache
