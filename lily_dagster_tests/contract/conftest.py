@@ -321,6 +321,7 @@ def local(scenarios: Scenarios) -> Scenario:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under `make test` (pytest-xdist, `--dist loadgroup`) the contract suite runs on one
-    worker, so its two stacks are built once (~1.5 min of CPU saved)."""
-    keep_on_one_worker(config, items, Path(__file__).parent)
+    """Under `make test` (pytest-xdist, `--dist loadgroup`) the tests of the shared scenarios
+    run on one worker, so its two stacks are built once (~1.5 min of CPU saved); a module
+    with a stack of its own is a group of its own, free to run on the other worker."""
+    keep_on_one_worker(config, items, Path(__file__).parent, fixture="scenarios")

@@ -21,6 +21,7 @@ retry of the same batch.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -114,11 +115,19 @@ def post_json(
     if 200 <= status < 300:
         return
     if status >= 500 or status in (408, 429):
-        # Said in the run's failure, which Dagster's event log keeps in plaintext: not the
-        # body, which a target may fill with what it was sent (CONTRACT.md §7).
-        raise TargetUnavailableError(f"{url} answered {status} ({len(response.content)} bytes)")
+        raise TargetUnavailableError(f"{url} answered {status}: {_error_code(response.text)}")
     # Kept with the dead letters, sealed under the tenant's key.
     raise TargetRejectedError(f"{url} answered {status}: {response.text[:200]}")
+
+
+def _error_code(body: str) -> str:
+    """The body of a 5xx/429 answer as the run's failure may say it: Dagster's event log
+    keeps that in plaintext, so only a short error code or message (Slack's `rate_limited`),
+    never a body that may echo what was sent (CONTRACT.md §7)."""
+    text = body.strip()
+    if len(text) <= 64 and re.fullmatch(r"[\w .,:;()/'-]*", text):
+        return text
+    return f"({len(body.encode())} bytes not shown)"
 
 
 @functools.cache

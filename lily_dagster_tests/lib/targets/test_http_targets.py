@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -542,3 +543,15 @@ def test_slack_long_text_is_clipped_whole_entities() -> None:
     for text in mrkdwn_texts(message):
         assert len(text) <= SECTION_CHARS
         assert not re.search(r"&(?!amp;|lt;|gt;)", text), text[-20:]
+
+
+def test_an_unavailable_answer_that_echoes_the_payload_is_not_repeated_in_the_error() -> None:
+    """A 5xx failure is what Dagster's event log keeps, in plaintext: a body echoing the
+    changes sent must not reach it (CONTRACT.md §7); a short error code does."""
+    echoed = json.dumps([{"description": "Echoed7c1d customer notes", "owner": "x"}] * 3)
+    with RecordingReceiver(path=SLACK_PATH) as receiver:
+        receiver.script([(503, echoed)])
+        with pytest.raises(TargetUnavailableError) as excinfo:
+            SlackTarget().deliver(change_frame(CHANGES), slack(receiver.url), ctx("s"))
+    assert "Echoed7c1d" not in str(excinfo.value) and "503" in str(excinfo.value)
+    assert f"{len(echoed.encode())} bytes not shown" in str(excinfo.value)
