@@ -448,3 +448,40 @@ def processes() -> Iterator[list[subprocess.Popen[Any]]]:
     finally:
         for proc in reversed(started):
             stop(proc)
+
+
+@dataclass
+class SmallStack:
+    """`lily broker` and `lily webhook serve` for one scenario module, with a loopback
+    webhook target (its `refuse_path` answering 400) and a LILY_CONFIG file."""
+
+    root: Path
+    env: dict[str, str]
+    api: str  # the receiver's base URL
+    target: WebhookTarget
+
+
+@contextlib.contextmanager
+def small_stack(
+    root: Path,
+    topic: str,
+    config: Callable[[WebhookTarget], dict[str, Any]],
+    refuse_path: str,
+    **env: str,
+) -> Iterator[SmallStack]:
+    """The stack of `SmallStack`: `config(target)` is the LILY_CONFIG document, `env` more
+    variables (a JWT secret, the targets' secrets)."""
+    with processes() as started, WebhookTarget() as target:
+        target.always[refuse_path] = 400
+        broker_port, webhook_port = free_port(), free_port()
+        (root / "lily.yaml").write_text(json.dumps(config(target)))  # JSON is YAML
+        settings = clean_environment(
+            LILY_HOME=str(root / "home"),
+            LILY_CONFIG=str(root / "lily.yaml"),
+            LILY_KAFKA_BOOTSTRAP=f"127.0.0.1:{broker_port}",
+            LILY_KAFKA_TOPICS=topic,
+            **env,
+        )
+        started.append(start_broker(broker_port, settings, root / "broker.log"))
+        started.append(start_webhook(webhook_port, settings, root / "webhook.log"))
+        yield SmallStack(root, settings, f"http://127.0.0.1:{webhook_port}", target)

@@ -82,24 +82,20 @@ class Stack:
     dead_letters: dict[str, str]  # tenant → `lily dlq list` of the refusing target
 
 
-def _write_config(path: Path, target: WebhookTarget) -> None:
-    path.write_text(
-        json.dumps(
+def _config(target: WebhookTarget) -> dict[str, Any]:
+    return {
+        "tenants": [{"name": t} for t in TENANTS],
+        "targets": [
             {
-                "tenants": [{"name": t} for t in TENANTS],
-                "targets": [
-                    {
-                        "name": "refusing",
-                        "type": "webhook",
-                        "url": target.url(REFUSE_PATH),
-                        "secret_env": "PROTECTION_TARGET_SECRET",
-                        "tenants": ["acme"],
-                        "backoff_s": 0.05,
-                    }
-                ],
+                "name": "refusing",
+                "type": "webhook",
+                "url": target.url(REFUSE_PATH),
+                "secret_env": "PROTECTION_TARGET_SECRET",
+                "tenants": ["acme"],
+                "backoff_s": 0.05,
             }
-        )
-    )
+        ],
+    }
 
 
 def _feed(stack_env: dict[str, str], root: Path, webhook_url: str) -> None:
@@ -131,22 +127,16 @@ def _feed(stack_env: dict[str, str], root: Path, webhook_url: str) -> None:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("protection")
-    with outside.processes() as started, WebhookTarget() as target:
-        target.always[REFUSE_PATH] = 400
-        broker_port, webhook_port = outside.free_port(), outside.free_port()
-        config = root / "lily.yaml"
-        _write_config(config, target)
-        env = outside.clean_environment(
-            LILY_HOME=str(root / "home"),
-            LILY_CONFIG=str(config),
-            LILY_KAFKA_BOOTSTRAP=f"127.0.0.1:{broker_port}",
-            LILY_KAFKA_TOPICS=TOPIC,
-            LILY_JWT_HS256_SECRET=JWT_SECRET,
-            PROTECTION_TARGET_SECRET=TARGET_SECRET,
-        )
-        started.append(outside.start_broker(broker_port, env, root / "broker.log"))
-        started.append(outside.start_webhook(webhook_port, env, root / "webhook.log"))
-        _feed(env, root, f"http://127.0.0.1:{webhook_port}")
+    with outside.small_stack(
+        root,
+        TOPIC,
+        _config,
+        REFUSE_PATH,
+        LILY_JWT_HS256_SECRET=JWT_SECRET,
+        PROTECTION_TARGET_SECRET=TARGET_SECRET,
+    ) as small:
+        env, target = small.env, small.target
+        _feed(env, root, small.api)
         run = outside.run_until_idle(env, 240)
         assert run.returncode == 0, run.stderr[-3000:]
         yield Stack(

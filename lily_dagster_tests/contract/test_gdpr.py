@@ -16,7 +16,6 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -119,19 +118,15 @@ class Stack:
     late: list[dict[str, Any]] = field(default_factory=list)  # hub export after a late event
 
 
-def _config(path: Path, target: WebhookTarget) -> None:
+def _config(target: WebhookTarget) -> dict[str, Any]:
     common = {"type": "webhook", "secret_env": "GDPR_TARGET_SECRET", "backoff_s": 0.05}
-    path.write_text(
-        json.dumps(
-            {
-                "tenants": [{"name": TENANT}],
-                "targets": [
-                    {"name": "accepting", "url": target.url(ACCEPT_PATH), **common},
-                    {"name": "refusing", "url": target.url(REFUSE_PATH), **common},
-                ],
-            }
-        )
-    )
+    return {
+        "tenants": [{"name": TENANT}],
+        "targets": [
+            {"name": "accepting", "url": target.url(ACCEPT_PATH), **common},
+            {"name": "refusing", "url": target.url(REFUSE_PATH), **common},
+        ],
+    }
 
 
 def _post(api: str, env: dict[str, str], events: list[dict[str, Any]]) -> None:
@@ -174,21 +169,15 @@ def _accepted_changes(target: WebhookTarget, since: int) -> list[dict[str, Any]]
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("gdpr")
-    with outside.processes() as started, WebhookTarget() as target:
-        target.always[REFUSE_PATH] = 400
-        broker_port, webhook_port = outside.free_port(), outside.free_port()
-        _config(root / "lily.yaml", target)
-        env = outside.clean_environment(
-            LILY_HOME=str(root / "home"),
-            LILY_CONFIG=str(root / "lily.yaml"),
-            LILY_KAFKA_BOOTSTRAP=f"127.0.0.1:{broker_port}",
-            LILY_KAFKA_TOPICS=TOPIC,
-            LILY_JWT_HS256_SECRET=JWT_SECRET,
-            GDPR_TARGET_SECRET=TARGET_SECRET,
-        )
-        started.append(outside.start_broker(broker_port, env, root / "broker.log"))
-        started.append(outside.start_webhook(webhook_port, env, root / "webhook.log"))
-        api = f"http://127.0.0.1:{webhook_port}"
+    with outside.small_stack(
+        root,
+        TOPIC,
+        _config,
+        REFUSE_PATH,
+        LILY_JWT_HS256_SECRET=JWT_SECRET,
+        GDPR_TARGET_SECRET=TARGET_SECRET,
+    ) as small:
+        env, target, api = small.env, small.target, small.api
         source = root / "backfill.jsonl"
         bad = {**backfilled()[0], "event_id": "bad-1", "op": "explode"}  # quarantined
         source.write_text("".join(json.dumps(e) + "\n" for e in [*backfilled(), bad]))
