@@ -37,7 +37,7 @@ import polars as pl
 from lily_dagster.lib.crypto import Ciphers, TenantCipher, ciphers_of, plaintext
 from lily_dagster.lib.durable import fsync_dir, write_atomic, write_text_atomic
 from lily_dagster.lib.envelope import event_id_of, make_rejects
-from lily_dagster.lib.gdpr.payload import scrub_payload
+from lily_dagster.lib.gdpr.payload import scrub_payload_column
 from lily_dagster.lib.gdpr.subject import Subject
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.lib.reasons import Reason
@@ -310,12 +310,8 @@ def _rewrite(cipher: TenantCipher, path: Path, frame: pl.DataFrame) -> None:
 def _scrub_landed(subject: Subject, frame: pl.DataFrame) -> pl.DataFrame | None:
     """A landed frame with `subject` erased from its payloads; None when none mentions it
     (origins and times hold no content)."""
-    values = frame.get_column("value").to_list()
-    scrubbed = [None if v is None else scrub_payload(subject, v) for v in values]
-    if all(s is None for s in scrubbed):
-        return None
-    kept = [v if s is None else s for v, s in zip(values, scrubbed, strict=True)]
-    return frame.with_columns(pl.Series("value", kept, dtype=pl.Binary))
+    scrubbed = scrub_payload_column(subject, frame.get_column("value"))
+    return None if scrubbed is None else frame.with_columns(scrubbed)
 
 
 # --- an operator's view of pending batches (`lily batches`, the UI's job) -----------------

@@ -66,15 +66,10 @@ def delete_tenant(settings: Settings, tenant: str) -> TenantDeletion:
 
 
 def _forget_inbox_events(settings: Settings, tenant: str) -> int:
-    from lily_dagster.lib.inbox import inbox_exists, open_inbox
+    from lily_dagster.lib.inbox import existing_inbox
 
-    if not inbox_exists(settings):
-        return 0
-    inbox = open_inbox(settings)
-    try:
-        return inbox.forget_tenant(tenant)
-    finally:
-        inbox.close()
+    with existing_inbox(settings) as inbox:
+        return 0 if inbox is None else inbox.forget_tenant(tenant)
 
 
 def _matching(folder: Path, tenant: str, suffix: str) -> list[Path]:

@@ -131,8 +131,8 @@ def _erase_stores(
 ) -> None:
     """Run every store's eraser in turn, noting each as it finishes."""
     tenant, dry_run = summary.tenant, summary.dry_run
-    ciphers = ciphers_of(settings)
-    hub = _erase_hub(open_hub(settings), tenant, subject, dry_run, purge)
+    hub_store = open_hub(settings)
+    hub = _erase_hub(hub_store, tenant, subject, dry_run, purge)
     summary.records = list(hub.records_changed)
     counts = {
         "hub": len(hub.records_changed),
@@ -143,16 +143,18 @@ def _erase_stores(
         summary.stores[store] = count
         done(store, count)
     erasers: dict[str, Callable[[], int]] = {
-        "staging": lambda: StagingArea(settings.staging_dir, ciphers).erase_subject(
+        "staging": lambda: StagingArea.from_settings(settings).erase_subject(
             tenant, subject, dry_run
         ),
         "inbox": lambda: _erase_inbox(settings, tenant, subject, dry_run),
-        "quarantine": lambda: QuarantineStore(settings.quarantine_dir, ciphers).erase_subject(
+        "quarantine": lambda: QuarantineStore.from_settings(settings).erase_subject(
             tenant, subject, dry_run
         ),
-        "dead_letters": lambda: _propagator(settings).erase_subject(tenant, subject, dry_run),
+        "dead_letters": lambda: Propagator.from_settings(settings, hub_store).erase_subject(
+            tenant, subject, dry_run
+        ),
         "intermediates": lambda: erase_intermediates(
-            settings.io_dir, ciphers, tenant, subject, dry_run
+            settings.io_dir, ciphers_of(settings), tenant, subject, dry_run
         ),
     }
     for store, erase in erasers.items():
@@ -173,24 +175,10 @@ def _erase_hub(
 
 
 def _erase_inbox(settings: Settings, tenant: str, subject: Subject, dry_run: bool) -> int:
-    from lily_dagster.lib.inbox import inbox_exists, open_inbox
+    from lily_dagster.lib.inbox import existing_inbox
 
-    if not inbox_exists(settings):
-        return 0
-    inbox = open_inbox(settings)
-    try:
-        return inbox.erase_subject(tenant, subject, dry_run)
-    finally:
-        inbox.close()
-
-
-def _propagator(settings: Settings, hub: MetadataHub | None = None) -> Propagator:
-    return Propagator(
-        hub if hub is not None else open_hub(settings),
-        settings.propagation_dir,
-        settings.dlq_dir,
-        ciphers=ciphers_of(settings),
-    )
+    with existing_inbox(settings) as inbox:
+        return 0 if inbox is None else inbox.erase_subject(tenant, subject, dry_run)
 
 
 def deliver_changes(settings: Settings, tenant: str) -> dict[str, DispatchResult]:
@@ -199,7 +187,7 @@ def deliver_changes(settings: Settings, tenant: str) -> dict[str, DispatchResult
     is noted first, so that the propagation sensor sends what a target did not take now."""
     hub = open_hub(settings)
     record_change_head(settings.propagation_dir, tenant, hub.last_change(tenant))
-    propagator = _propagator(settings, hub)
+    propagator = Propagator.from_settings(settings, hub)
     return {
         target.name: propagator.dispatch(tenant, target)
         for target in configure_targets(settings.config, tenant)

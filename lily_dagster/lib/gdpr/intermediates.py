@@ -17,9 +17,9 @@ import polars as pl
 
 from lily_dagster.lib.crypto import Ciphers
 from lily_dagster.lib.durable import write_atomic
-from lily_dagster.lib.gdpr.payload import scrub_payload
+from lily_dagster.lib.gdpr.payload import scrub_payload_column
 from lily_dagster.lib.gdpr.subject import Subject
-from lily_dagster.lib.hub.erasure import Eraser, differs
+from lily_dagster.lib.hub.erasure import Eraser
 from lily_dagster.lib.intermediates import MAGIC, read_frame, write_frame
 
 TEXT = ("description",)
@@ -85,11 +85,10 @@ def _scrub(frame: pl.DataFrame, subject: Subject) -> tuple[pl.DataFrame, bool]:
     touched = bool(rows.any())
     for column in PAYLOADS:
         if column in frame.columns and frame.schema[column] == pl.Binary:
-            values = frame.get_column(column).to_list()
-            new = [None if v is None else (scrub_payload(subject, v) or v) for v in values]
-            series = pl.Series(column, new, dtype=pl.Binary)
-            touched = touched or bool(differs(frame, frame.with_columns(series), (column,)).any())
-            scrubbed = scrubbed.with_columns(series)
+            series = scrub_payload_column(subject, frame.get_column(column))
+            if series is not None:
+                touched = True
+                scrubbed = scrubbed.with_columns(series)
     return scrubbed, touched
 
 

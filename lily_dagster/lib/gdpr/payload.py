@@ -15,6 +15,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import polars as pl
+
 from lily_dagster.lib.gdpr.subject import ERASED, Subject
 
 # Owner lists wherever they appear in a JSON document (envelope and Atlan spellings).
@@ -29,6 +31,16 @@ def scrub_payload(subject: Subject, data: bytes) -> bytes | None:
         return _scrub_bytes(subject, data)
     scrubbed = scrub_payload_text(subject, text)
     return None if scrubbed is None else scrubbed.encode("utf-8")
+
+
+def scrub_payload_column(subject: Subject, column: pl.Series) -> pl.Series | None:
+    """A Binary column of payloads with the subject erased; None when none mentions it."""
+    values = column.to_list()
+    scrubbed = [None if v is None else scrub_payload(subject, v) for v in values]
+    if all(s is None for s in scrubbed):
+        return None
+    kept = [v if s is None else s for v, s in zip(values, scrubbed, strict=True)]
+    return pl.Series(column.name, kept, dtype=pl.Binary)
 
 
 def scrub_payload_text(subject: Subject, text: str | None) -> str | None:
@@ -98,4 +110,10 @@ def _scrub_bytes(subject: Subject, data: bytes) -> bytes | None:
     return None if scrubbed == data else scrubbed
 
 
-__all__ = ["OWNER_KEYS", "scrub_json_text", "scrub_payload", "scrub_payload_text"]
+__all__ = [
+    "OWNER_KEYS",
+    "scrub_json_text",
+    "scrub_payload",
+    "scrub_payload_column",
+    "scrub_payload_text",
+]

@@ -752,12 +752,8 @@ def _records_holding(
 ) -> pl.DataFrame:
     """The stored record rows holding the subject (their content or their kept change's
     `before`), whole and scrubbed."""
-    hits = []
-    for part in _scan(con, cipher, "SELECT * FROM records", RECORD_SEALED):
-        scrubbed, hit = _scrub_content(eraser, part)
-        if hit.any():
-            hits.append(scrubbed.filter(hit))
-    return pl.concat(hits) if hits else pl.DataFrame(schema={"qualified_name": pl.String})
+    empty = pl.DataFrame(schema={"qualified_name": pl.String})
+    return _holding(con, cipher, eraser, "SELECT * FROM records", empty)
 
 
 def _changes_holding(
@@ -766,12 +762,23 @@ def _changes_holding(
     """The change-log rows holding the subject: seq and the content columns, scrubbed."""
     present = [c for c in RECORD_SEALED if _has_column(con, "changes", c)]
     sql = f"SELECT {', '.join(['seq', *present])} FROM changes"
+    return _holding(con, cipher, eraser, sql, pl.DataFrame(schema={"seq": pl.Int64}))
+
+
+def _holding(
+    con: duckdb.DuckDBPyConnection,
+    cipher: TenantCipher,
+    eraser: Eraser,
+    sql: str,
+    empty: pl.DataFrame,
+) -> pl.DataFrame:
+    """The rows of `sql` holding the subject, scrubbed (`empty` when none does)."""
     hits = []
     for part in _scan(con, cipher, sql, RECORD_SEALED):
         scrubbed, hit = _scrub_content(eraser, part)
         if hit.any():
             hits.append(scrubbed.filter(hit))
-    return pl.concat(hits) if hits else pl.DataFrame(schema={"seq": pl.Int64})
+    return pl.concat(hits) if hits else empty
 
 
 def _scrub_content(eraser: Eraser, frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:

@@ -8,6 +8,9 @@ package, so nothing here imports in a cycle.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from lily_dagster.lib.crypto import ciphers_of
 from lily_dagster.lib.inbox.base import (
     AppendResult,
@@ -37,12 +40,26 @@ def inbox_exists(settings: Settings) -> bool:
     return settings.inbox.startswith("s3://") or settings.inbox_path.exists()
 
 
+@contextmanager
+def existing_inbox(settings: Settings) -> Iterator[Inbox | None]:
+    """The inbox, closed afterwards; None when there is none (no event was ever received)."""
+    if not inbox_exists(settings):
+        yield None
+        return
+    inbox = open_inbox(settings)
+    try:
+        yield inbox
+    finally:
+        inbox.close()
+
+
 __all__ = [
     "AppendResult",
     "Inbox",
     "InboxEvent",
     "InboxPage",
     "StoredEvent",
+    "existing_inbox",
     "inbox_exists",
     "landed_frame_of",
     "open_inbox",
