@@ -105,22 +105,18 @@ def _unwrapping_keys(
 def _previous_keys(settings: Settings, ring: KeyRing) -> dict[str, KeyEncryptionKey]:
     """By key id: the key in LILY_PREVIOUS_KMS / LILY_PREVIOUS_MASTER_KEY, and the generated
     $LILY_HOME/keys/master.key when LILY_MASTER_KEY now replaces it."""
-    from lily_dagster.lib.crypto.kms import key_encryption_key
+    from lily_dagster.lib.crypto import kek_of
     from lily_dagster.lib.crypto.kms.local import NOT_GENERATED
 
     found: dict[str, KeyEncryptionKey] = {}
     if settings.previous_kms or settings.previous_master_key:
-        master = settings.previous_master_key
-        env = {"LILY_MASTER_KEY": master.get_secret_value()} if master else {}
-        if settings.aws_region:
-            env["AWS_REGION"] = settings.aws_region
         try:
-            kek = key_encryption_key(settings.previous_kms or "local", env, settings.home)
+            kek = kek_of(settings, settings.previous_kms or "local", settings.previous_master_key)
         except ConfigError as exc:  # name the variables the user set
             raise ConfigError(f"previous key: {_renamed(str(exc))}") from None
         found[kek.key_id] = kek
     if settings.kms == "local" and settings.master_key and not settings.previous_master_key:
-        generated = key_encryption_key("local", {}, settings.home)
+        generated = kek_of(settings, "local", None)
         found.setdefault(generated.key_id, generated)
     return {
         key_id: kek

@@ -9,9 +9,11 @@ import hashlib
 import threading
 from collections.abc import Callable
 
+from pydantic import SecretStr
+
 from lily_dagster.lib.crypto.cipher import FILE_MAGIC, VALUE_PREFIX, CryptoError, TenantCipher
 from lily_dagster.lib.crypto.keyring import KeyRing
-from lily_dagster.lib.crypto.kms import KmsUnavailableError, key_encryption_key
+from lily_dagster.lib.crypto.kms import KeyEncryptionKey, KmsUnavailableError, key_encryption_key
 from lily_dagster.settings import Settings
 
 Ciphers = Callable[[str], "TenantCipher"]  # tenant → its cipher (what a store is given)
@@ -39,12 +41,18 @@ def keyring(settings: Settings) -> KeyRing:
     with _GUARD:
         ring = _RINGS.get(key)
         if ring is None:
-            env = {"LILY_MASTER_KEY": master} if master else {}
-            if settings.aws_region:
-                env["AWS_REGION"] = settings.aws_region
-            kek = key_encryption_key(settings.kms, env, settings.home)
+            kek = kek_of(settings, settings.kms, settings.master_key)
             ring = _RINGS[key] = KeyRing(settings.keys_dir, kek, sealing=settings.encryption)
         return ring
+
+
+def kek_of(settings: Settings, kms: str, master_key: SecretStr | None) -> KeyEncryptionKey:
+    """The key-encryption key the key service spec `kms` names (with `master_key` for
+    `local`), in the region of `settings` (ConfigError naming the problem)."""
+    env = {"LILY_MASTER_KEY": master_key.get_secret_value()} if master_key else {}
+    if settings.aws_region:
+        env["AWS_REGION"] = settings.aws_region
+    return key_encryption_key(kms, env, settings.home)
 
 
 def cipher_for(settings: Settings, tenant: str) -> TenantCipher:
@@ -67,6 +75,7 @@ __all__ = [
     "TenantCipher",
     "cipher_for",
     "ciphers_of",
+    "kek_of",
     "keyring",
     "plaintext",
 ]

@@ -4,7 +4,7 @@ them that arrive later are masked on ingest (the `erased-subjects` pre-ingest ho
 `$LILY_HOME/gdpr/<tenant>.json`, sealed with the tenant's data key as a whole, holds a
 random salt and, per erased subject, the SHA-256 of salt ‖ the subject case-folded, and
 the subject's length. Never the subject: a hash is found again only by hashing a candidate,
-so the hook hashes the tokens of an event (`tokens.py`). The lengths let it hash only the
+so the hook hashes the tokens of an event (`mask.py`). The lengths let it hash only the
 candidates that could match. Sealing the salt keeps a dictionary of e-mail addresses from
 being tried against the hashes without the tenant's key (and a shredded tenant's list
 means nothing).
