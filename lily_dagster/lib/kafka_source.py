@@ -30,7 +30,7 @@ from lily_dagster.lib.staging import landed_frame
 from lily_dagster.settings import is_tenant
 
 if TYPE_CHECKING:
-    from confluent_kafka import Consumer
+    from confluent_kafka import Consumer, TopicPartition
 
 KafkaCursor = dict[str, dict[str, int]]
 
@@ -40,6 +40,8 @@ KafkaCursor = dict[str, dict[str, int]]
 # that last batch shows the cursor's record at once. Only a cursor really beyond the end waits
 # for the end-of-partition event (~1 s on Tansu).
 PROBE_SECONDS = 3.0
+# How much longer than its bound a caught-up read waits for the end-of-partition answer.
+EOF_GRACE_SECONDS = 2.0
 
 
 class KafkaUnavailableError(RuntimeError):
@@ -183,7 +185,7 @@ def read_batch(
     low watermark) is read from its low watermark and reported in `resets`. Watched topics
     missing from the broker keep their cursor offsets in `next_cursor`, so a topic created
     again is checked against them."""
-    from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     config = kafka_config(bootstrap, extra_config)
     # Connection errors surface through list_topics/consume below; the callback only keeps
@@ -240,38 +242,63 @@ def read_batch(
             for part, at in cursor.get(topic, {}).items():
                 next_cursor.setdefault(topic, {}).setdefault(part, at)
         messages: list[KafkaMessage] = []
+        drained = True
         if assignments:
             consumer.assign(assignments)
-            # The bound is on reading, not on connecting and looking up offsets: on a remote
-            # cluster with many partitions those alone could eat a short bound every tick.
-            deadline = time.monotonic() + max_seconds
-            open_parts = {(tp.topic, tp.partition) for tp in assignments}
-            while open_parts and len(messages) < max_events and time.monotonic() < deadline:
-                for msg in consumer.consume(min(10_000, max_events - len(messages)), timeout=0.5):
-                    key = (msg.topic(), msg.partition())
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            open_parts.discard(key)
-                            continue
-                        raise KafkaUnavailableError(f"Kafka error on {key}: {err}")
-                    message = KafkaMessage(
-                        str(msg.topic()),
-                        int(msg.partition() or 0),
-                        int(msg.offset() or 0),
-                        msg.value() or b"",
-                        msg.timestamp()[1],
-                    )
-                    if message.offset < next_cursor[message.topic][str(message.partition)]:
-                        continue  # fetched for the probe's assignment, before the reset
-                    messages.append(message)
-                    next_cursor[message.topic][str(message.partition)] = message.offset + 1
-            drained = not open_parts
-        else:
-            drained = True
+            messages, drained = _consume(
+                consumer, assignments, next_cursor, max_events, max_seconds
+            )
         return KafkaBatch(messages, start, next_cursor, highs, missing, drained, resets)
     finally:
         consumer.close()
+
+
+def _consume(
+    consumer: Consumer,
+    assignments: list[TopicPartition],
+    next_cursor: KafkaCursor,
+    max_events: int,
+    max_seconds: float,
+) -> tuple[list[KafkaMessage], bool]:
+    """The assigned partitions' messages from `next_cursor` on (which it moves), and whether
+    every partition was read to its end.
+
+    The bound is on reading, not on connecting and looking up offsets: on a remote cluster
+    with many partitions those alone could eat a short bound every tick. Past it, a read still
+    receiving messages stops (the rest is the next tick's); a read that received nothing is
+    only waiting for the broker's end-of-partition answer, late on a loaded machine, and waits
+    up to EOF_GRACE_SECONDS more: otherwise a batch that took everything reports lag 1."""
+    from confluent_kafka import KafkaError
+
+    deadline = time.monotonic() + max_seconds
+    open_parts = {(tp.topic, tp.partition) for tp in assignments}
+    messages: list[KafkaMessage] = []
+    while open_parts and len(messages) < max_events:
+        received = 0
+        for msg in consumer.consume(min(10_000, max_events - len(messages)), timeout=0.5):
+            key = (msg.topic(), msg.partition())
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    open_parts.discard(key)
+                    continue
+                raise KafkaUnavailableError(f"Kafka error on {key}: {err}")
+            received += 1
+            message = KafkaMessage(
+                str(msg.topic()),
+                int(msg.partition() or 0),
+                int(msg.offset() or 0),
+                msg.value() or b"",
+                msg.timestamp()[1],
+            )
+            if message.offset < next_cursor[message.topic][str(message.partition)]:
+                continue  # fetched for the probe's assignment, before the reset
+            messages.append(message)
+            next_cursor[message.topic][str(message.partition)] = message.offset + 1
+        now = time.monotonic()
+        if now >= deadline and (received or now >= deadline + EOF_GRACE_SECONDS):
+            break
+    return messages, not open_parts
 
 
 def _watermarks(consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:

@@ -65,6 +65,20 @@ def test_a_cursor_inside_the_log_is_never_reset_though_tansu_under_reports_its_e
         assert time.monotonic() - started < 2.5
 
 
+def test_a_caught_up_read_past_its_bound_still_reports_no_lag(
+    kafka_bootstrap: str, one_partition: str
+) -> None:
+    # A loaded machine can answer end-of-partition after the read's bound: the read waits
+    # for it rather than reporting "at least 1 left" of a partition it read to the end.
+    topic = one_partition
+    produce(kafka_bootstrap, topic, [(None, b"m%d" % i) for i in range(5)])
+    cursor = {topic: {"0": 5}}
+    batch = read_batch(kafka_bootstrap, [topic], cursor, 1000, max_seconds=0)
+    assert batch.messages == [] and batch.drained and batch.lag == 0
+    flowing = read_batch(kafka_bootstrap, [topic], {topic: {"0": 0}}, 1000, max_seconds=0)
+    assert len(flowing.messages) in range(1, 6)  # messages came: the bound stops the read
+
+
 def test_a_cursor_far_past_the_end_is_reported_and_reading_goes_on_from_the_start(
     kafka_bootstrap: str, one_partition: str
 ) -> None:
