@@ -104,7 +104,7 @@ def all_rules(expected_tenant: str | None, now: datetime | None = None) -> tuple
 
 
 def rule_names() -> list[str]:
-    """The names of all rules, tenant binding included (for one asset check each)."""
+    """The names of all rules, tenant binding included (each counted by RULES_CHECK)."""
     return [r.name for r in all_rules("x")]
 
 
@@ -224,28 +224,25 @@ def check_payloads(
     )
 
 
-# The blocking checks of a batch: its payloads parse, and one per row-level rule.
-DECODE_CHECK = "envelope_decodes"
+# The blocking check of a batch, one for every rule: a check's evaluation is a Dagster event
+# per tenant partition per run, so one check per rule wrote 15 events a tenant (issue 18).
+RULES_CHECK = "validation_rules"
+# The pseudo-rule of payloads that do not parse as envelopes, judged with the rules.
+DECODES = "envelope_decodes"
 
 
-def rule_check(rule: str) -> str:
-    return f"rule_{rule}"
-
-
-def blocking_checks() -> list[str]:
-    return [DECODE_CHECK, *(rule_check(name) for name in rule_names())]
-
-
-def blocking_counts(checked: PayloadCheck, events_in: int) -> dict[str, tuple[int, int]]:
-    """(failures, rows) of each blocking check of a tenant's batch: DECODE_CHECK for the
-    payloads that do not parse, a rule's check for that rule on the parsed ones."""
+def rule_counts(checked: PayloadCheck, events_in: int) -> dict[str, tuple[int, int]]:
+    """(failures, rows) of each rule over a tenant's batch: DECODES for the payloads that do
+    not parse, each row-level rule on the parsed ones."""
     return {
-        DECODE_CHECK: (checked.unparsed, events_in),
-        **{
-            rule_check(name): (checked.failures_by_rule.get(name, 0), checked.parsed)
-            for name in rule_names()
-        },
+        DECODES: (checked.unparsed, events_in),
+        **{name: (checked.failures_by_rule.get(name, 0), checked.parsed) for name in rule_names()},
     }
+
+
+def failing_rules(counts: dict[str, tuple[int, int]], limit: float, min_rows: int) -> list[str]:
+    """The rules whose share of failures blocks the batch (see share_passes)."""
+    return sorted(name for name, c in counts.items() if not share_passes(*c, limit, min_rows))
 
 
 def share_passes(failures: int, rows: int, limit: float, min_rows: int) -> bool:

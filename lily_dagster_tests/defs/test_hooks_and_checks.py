@@ -267,14 +267,16 @@ def test_rule_check_reports_failures_and_passes_under_the_limit(
         (request,) = land(instance)
         outcome = execute(instance, request)
         assert outcome.success
-        run_id, evaluation = check_result(instance, "rule_qualified_name_structure")
+        run_id, evaluation = check_result(instance, "validation_rules")
         assert run_id == outcome.run_id
         assert evaluation.passed
         metadata = {k: v.value for k, v in evaluation.metadata.items()}
-        assert metadata["failures"] == 2 and metadata["rows"] == 10
-        assert metadata["share"] == 0.2 and metadata["limit"] == 0.5
-        _, clean = check_result(instance, "rule_parent_is_prefix")
-        assert clean.passed and clean.metadata["failures"].value == 0
+        # One check for every rule: each rule's failures are in its metadata.
+        assert metadata["failures_qualified_name_structure"] == 2 and metadata["rows"] == 10
+        assert metadata["worst_rule"] == "qualified_name_structure"
+        assert metadata["worst_share"] == 0.2 and metadata["limit"] == 0.5
+        assert metadata["failures_parent_is_prefix"] == 0 and metadata["failing_rules"] == "none"
+        assert metadata["failures_envelope_decodes"] == 0
     assert quarantined_names(lily_home, "acme") == {
         "X1": "bad_qualified_name",
         "X2": "bad_qualified_name",
@@ -293,15 +295,12 @@ def test_rule_failing_most_of_a_batch_blocks_the_upsert_and_keeps_it_pending(
         (request,) = land(instance)
         outcome = execute(instance, request)
         assert not outcome.success
-        failed = [
-            e for e in outcome.get_asset_check_evaluations() if e.check_name.startswith("rule_")
-        ]
-        assert [(e.check_name, e.passed) for e in failed if not e.passed] == [
-            ("rule_qualified_name_structure", False)
-        ]
-        _, evaluation = check_result(instance, "rule_qualified_name_structure")
+        evaluations = outcome.get_asset_check_evaluations()
+        assert [(e.check_name, e.passed) for e in evaluations] == [("validation_rules", False)]
+        _, evaluation = check_result(instance, "validation_rules")
         assert not evaluation.passed
-        assert evaluation.metadata["failures"].value == 8
+        assert evaluation.metadata["failing_rules"].value == "qualified_name_structure"
+        assert evaluation.metadata["failures_qualified_name_structure"].value == 8
         assert evaluation.metadata["limit"].value == 0.1
         assert outcome.asset_materializations_for_node("hub_records") == []
         assert not instance.fetch_materializations(AssetKey("hub_records"), limit=1).records
@@ -379,7 +378,7 @@ def test_a_tenant_failing_a_blocking_check_does_not_hold_back_the_others_in_a_sh
         batch = shared.tags["lily/batch"]
         assert staging.isolated("acme") == [batch] and staging.pending("globex") == []
         isolated = materialisation(instance, "validated_events", "acme")
-        assert isolated["isolated_by_checks"] == "rule_qualified_name_structure"
+        assert isolated["isolated_by_checks"] == "qualified_name_structure"
         assert materialisation(instance, "hub_records", "globex")["events_applied"] == 7
         assert all(e.passed for e in outcome.get_asset_check_evaluations())
         # The next tick requests that run; it fails the check and blocks, as a run of acme
@@ -391,8 +390,9 @@ def test_a_tenant_failing_a_blocking_check_does_not_hold_back_the_others_in_a_sh
         assert alone.partition_key == "acme" and alone.tags["lily/source"] == "isolate"
         blocked = execute(instance, alone)
         assert not blocked.success
-        _, evaluation = check_result(instance, "rule_qualified_name_structure")
-        assert not evaluation.passed and evaluation.metadata["failures"].value == 8
+        _, evaluation = check_result(instance, "validation_rules")
+        metadata = evaluation.metadata
+        assert not evaluation.passed and metadata["failures_qualified_name_structure"].value == 8
         again = harness.tick(kafka_events_sensor, instance, first.cursor)
         assert isinstance(again, SensorResult) and not again.run_requests
     assert staging.pending("acme") == [batch] and staging.isolated("acme") == []

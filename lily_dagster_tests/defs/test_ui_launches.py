@@ -121,10 +121,10 @@ def test_a_replay_of_a_mostly_invalid_quarantine_applies_the_valid_part(
         evaluation = next(
             e
             for e in outcome.get_asset_check_evaluations()
-            if e.check_name == "rule_event_time_window"
+            if e.check_name == "validation_rules"
         )
         assert evaluation.passed and evaluation.partition == "acme"
-        assert evaluation.metadata["failures"].value == 8
+        assert evaluation.metadata["failures_event_time_window"].value == 8
         assert "event by event" in str(evaluation.metadata["judged"].value)
     assert "BOOM_1" in names_in_hub(lily_home, "acme")
     assert quarantined_names(lily_home, "acme") == {f"LATE_{i}": "bad_event_time" for i in range(8)}
@@ -141,9 +141,9 @@ def test_a_multi_tenant_run_reports_each_tenants_check_outcome(
         outcome = execute(instance, shared)
         assert outcome.success
         window = {
-            e.partition: e.metadata["failures"].value
+            e.partition: e.metadata["failures_event_time_window"].value
             for e in outcome.get_asset_check_evaluations()
-            if e.check_name == "rule_event_time_window"
+            if e.check_name == "validation_rules"
         }
         assert window == {"acme": 0, "globex": 1}
         # The quarantine asset shows the rejected event itself (what it was, never its
@@ -153,7 +153,7 @@ def test_a_multi_tenant_run_reports_each_tenants_check_outcome(
         assert row["reason"] == "bad_event_time" and row["event_id"].startswith("globex-LATE")
         assert row["payload"].startswith("Column ") and "/LATE (" in row["payload"]
         # What the check's page shows: a status per tenant partition, none left in progress.
-        key = AssetCheckKey(AssetKey("validated_events"), "rule_event_time_window")
+        key = AssetCheckKey(AssetKey("validated_events"), "validation_rules")
         infos = instance.event_log_storage.get_asset_check_partition_info([key])
         assert {i.partition_key: i.latest_execution_status.value for i in infos} == {
             "acme": "SUCCEEDED",

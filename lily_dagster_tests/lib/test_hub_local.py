@@ -167,6 +167,15 @@ def test_later_upsert_restores_active(hub: LocalHub) -> None:
     assert record["attributes"] == {"description": "v3"}
 
 
+def test_an_upsert_reports_the_hub_it_left_as_later_reads_see_it(hub: LocalHub) -> None:
+    first = apply(hub, [ev("e1", "db/t", 1), ev("e2", "db/u", 1)])
+    second = apply(hub, [ev("e3", "db/t", 2, "delete")])
+    assert first.state is not None and second.state is not None
+    assert first.state.status_counts == {"ACTIVE": 2}
+    assert second.state.status_counts == hub.status_counts("acme") == {"ACTIVE": 1, "DELETED": 1}
+    assert second.state.last_change == hub.last_change("acme") > first.state.last_change > 0
+
+
 def test_older_upsert_after_a_delete_does_not_restore(hub: LocalHub) -> None:
     apply(hub, [ev("e1", "db/t", 1, attributes={"description": "v1"})])
     apply(hub, [ev("e3", "db/t", 3, "delete")])

@@ -29,7 +29,7 @@ from lily_dagster_tests.ui.workload import FIXED_CONFIG, REPLAY_TENANT, TENANTS
 
 CHAIN = ("landed_events", "validated_events", "enriched_events", "hub_records")
 GROUP = "ingest"
-CHECK = "rule_event_time_window"
+CHECK = "validation_rules"
 BACKFILL_TIMEOUT_S = 150  # Dagster's backfill daemon looks every 30 s: two looks, plus runs
 RUN_TIMEOUT_S = 120
 TERMINAL_RUN = {"SUCCESS", "FAILURE", "CANCELED"}

@@ -18,7 +18,7 @@ from dagster import (
 from lily_dagster.defs.ingest.assets import mark_replays_applied
 from lily_dagster.defs.partitions import tenant_partitions
 from lily_dagster.defs.resources import LilyResource
-from lily_dagster.lib.hub.base import HubUnavailableError, MetadataHub
+from lily_dagster.lib.hub.base import HubState, HubUnavailableError, MetadataHub
 from lily_dagster.lib.propagation import record_change_head
 from lily_dagster.lib.staging import batch_set_key
 
@@ -157,7 +157,8 @@ def apply_to_hub(
         refused = lily.quarantine().add(tenant, f"hub-{batch_set_key(batch_ids)}", result.rejects)
         context.log.warning(f"the hub refused {refused} events of {tenant}; see its quarantine")
     replayed = mark_replays_applied(lily, tenant, batch_ids)
-    change_seq = hub.last_change(tenant)
+    state = result.state or HubState(hub.status_counts(tenant), hub.last_change(tenant))
+    change_seq = state.last_change
     record_change_head(lily.settings().propagation_dir, tenant, change_seq)
     # Only now is the batch safe to forget: its valid events are in the hub and its
     # invalid ones in the quarantine.
@@ -167,7 +168,7 @@ def apply_to_hub(
     # event's age also counts how late its source sent it.
     freshness = seconds_since(enriched_events, "received_at", now)
     age = seconds_since(enriched_events, "event_time", now)
-    counts = hub.status_counts(tenant)
+    counts = state.status_counts
     return {
         "events_applied": enriched_events.height,
         "upserted": result.changed,

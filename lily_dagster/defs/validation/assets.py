@@ -1,10 +1,13 @@
 """validated_events: envelopes that pass every rule; the rest go to the tenant's quarantine.
 
-Each rule is also a blocking asset check: its failures are counted per batch, and when more
-than LILY_BLOCK_REJECT_SHARE of a batch of at least LILY_BLOCK_MIN_EVENTS fails one rule, the
-check fails and gates the upsert (the batch stays pending for an operator). A quarantine
-replay is judged event by event instead: it is mostly invalid events by nature. Rejected rows
-are quarantined either way. Checks are evaluated per tenant partition.
+One blocking asset check, `validation_rules`, judges every rule of a tenant's events at once
+and reports each rule's failures in its metadata: when more than LILY_BLOCK_REJECT_SHARE of a
+batch of at least LILY_BLOCK_MIN_EVENTS fails one rule, the check fails and gates the upsert
+(the batch stays pending for an operator). A quarantine replay is judged event by event
+instead: it is mostly invalid events by nature. Rejected rows are quarantined either way. The
+check is evaluated per tenant partition. (It was one check per rule until issue 18: each
+check's evaluation is a Dagster event per tenant per run, 15 a tenant, the bulk of a
+100-tenant run's event writes.)
 """
 
 import warnings
@@ -36,83 +39,39 @@ from lily_dagster.defs.partitions import tenant_partitions
 from lily_dagster.defs.resources import LilyResource
 from lily_dagster.lib.staging import batch_set_key
 from lily_dagster.lib.validation import (
-    DECODE_CHECK,
-    blocking_checks,
-    blocking_counts,
+    DECODES,
+    RULES_CHECK,
     check_payloads,
-    rule_check,
+    failing_rules,
+    rule_counts,
     rule_names,
-    share_passes,
 )
 from lily_dagster.settings import Settings
 
-PARENTS_CHECK = "columns_have_parents"
 VALIDATED = AssetKey("validated_events")
 
-# Every check is evaluated per tenant partition (a multi-tenant run reports one evaluation
-# per tenant), so the check's page in the UI shows each tenant's outcome. Dagster calls
-# partitioned checks a preview: its warning would be printed by every process that loads
-# the definitions, the daemon's and each run's, so it is silenced here, for this only.
+# Evaluated per tenant partition (a multi-tenant run reports one evaluation per tenant), so
+# the check's page in the UI shows each tenant's outcome. Dagster calls partitioned checks a
+# preview: its warning would be printed by every process that loads the definitions, the
+# daemon's and each run's, so it is silenced here, for this only.
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", PreviewWarning)
     _CHECKS = [
         AssetCheckSpec(
-            DECODE_CHECK,
+            RULES_CHECK,
             asset="validated_events",
             blocking=True,
             partitions_def=tenant_partitions,
-            description="Payloads parse as envelopes (JSON, fields, types, op, event_time).",
-        ),
-        *[
-            AssetCheckSpec(
-                rule_check(name),
-                asset="validated_events",
-                blocking=True,
-                partitions_def=tenant_partitions,
-                description=f"Row-level rule {name}; failing rows are quarantined.",
-            )
-            for name in rule_names()
-        ],
-        AssetCheckSpec(
-            PARENTS_CHECK,
-            asset="validated_events",
-            partitions_def=tenant_partitions,
-            description="Columns whose table is neither in the batch nor in the hub yet (they are "
-            "kept, never rejected for arriving first; a warning only).",
+            description="Every rule on the tenant's events: payloads parse as envelopes "
+            f"(envelope_decodes), then the row-level rules ({', '.join(rule_names())}). "
+            "Failing rows are quarantined; the check fails, and blocks the upsert, when one "
+            "rule fails more than LILY_BLOCK_REJECT_SHARE of a batch. Its metadata counts "
+            "each rule's failures, and columns whose table has not arrived yet (a warning "
+            "only: they are kept).",
         ),
     ]
 
 REPLAY_JUDGEMENT = "event by event (a quarantine replay: its share of invalid events is natural)"
-
-
-def _evaluation(
-    name: str,
-    tenant: str,
-    counts: tuple[int, int],
-    limit: float,
-    min_rows: int,
-    replay: bool,
-    target: AssetCheckEvaluationTargetMaterializationData | None,
-) -> AssetCheckEvaluation:
-    """One blocking check's outcome for one tenant's events of the run."""
-    failures, rows = counts
-    return AssetCheckEvaluation(
-        asset_key=VALIDATED,
-        check_name=name,
-        passed=replay or share_passes(failures, rows, limit, min_rows),
-        severity=AssetCheckSeverity.ERROR,
-        blocking=True,
-        partition=tenant,
-        target_materialization_data=target,
-        metadata={
-            "failures": failures,
-            "rows": rows,
-            "share": round(failures / rows if rows else 0.0, 4),
-            "limit": limit,
-            "min_rows": min_rows,
-            "judged": REPLAY_JUDGEMENT if replay else "by share of the batch",
-        },
-    )
 
 
 @dataclass
@@ -122,6 +81,42 @@ class _TenantOutcome:
     replay: bool
     columns: int
     waiting: int
+    quarantined: int
+
+
+def _evaluation(
+    tenant: str,
+    outcome: _TenantOutcome,
+    limit: float,
+    min_rows: int,
+    target: AssetCheckEvaluationTargetMaterializationData | None,
+) -> AssetCheckEvaluation:
+    """The check's outcome for one tenant's events of the run: every rule's counts."""
+    counts = outcome.counts
+    failing = failing_rules(counts, limit, min_rows)
+    shares = {name: (f / rows if rows else 0.0) for name, (f, rows) in counts.items()}
+    worst = max(shares, key=lambda name: shares[name])
+    return AssetCheckEvaluation(
+        asset_key=VALIDATED,
+        check_name=RULES_CHECK,
+        passed=outcome.replay or not failing,
+        severity=AssetCheckSeverity.ERROR,
+        blocking=True,
+        partition=tenant,
+        target_materialization_data=target,
+        metadata={
+            "failing_rules": MetadataValue.text(", ".join(failing) or "none"),
+            "rows": counts[DECODES][1],
+            "worst_rule": MetadataValue.text(worst),
+            "worst_share": round(shares[worst], 4),
+            "limit": limit,
+            "min_rows": min_rows,
+            "judged": REPLAY_JUDGEMENT if outcome.replay else "by share of the batch",
+            **{f"failures_{name}": failures for name, (failures, _) in counts.items()},
+            "columns": outcome.columns,
+            "columns_without_parent_yet": outcome.waiting,
+        },
+    )
 
 
 @asset(
@@ -156,38 +151,43 @@ def validated_events(
         parts.append(_empty_valid(context.partition_keys[0], settings.max_event_bytes))
     yield Output(pl.concat(parts, how="vertical"))
     yield from _check_outputs(context)
+    _log_quarantined(context, outcomes)
     limit, min_rows = settings.block_reject_share, settings.block_min_events
-    for tenant, o in outcomes.items():
-        target = _materialisation_of(context, tenant)
-        for name in blocking_checks():
-            yield _evaluation(name, tenant, o.counts[name], limit, min_rows, o.replay, target)
-        yield AssetCheckEvaluation(
-            asset_key=VALIDATED,
-            check_name=PARENTS_CHECK,
-            passed=not o.waiting,
-            severity=AssetCheckSeverity.WARN,
-            partition=tenant,
-            target_materialization_data=target,
-            metadata={"columns": o.columns, "columns_without_parent_yet": o.waiting},
-        )
+    targets = _materialisations_of_run(context)
+    for tenant, outcome in outcomes.items():
+        yield _evaluation(tenant, outcome, limit, min_rows, targets.get(tenant))
 
 
-def _materialisation_of(
-    context: AssetExecutionContext, tenant: str
-) -> AssetCheckEvaluationTargetMaterializationData | None:
-    """The tenant's materialisation this run just stored, which its evaluations check: without
-    it the UI shows the tenant's checks as never run against its latest materialisation."""
+def _materialisations_of_run(
+    context: AssetExecutionContext,
+) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+    """Each tenant's materialisation of validated_events this run just stored, which its
+    evaluation checks (without it the UI shows the tenant's check as never run against its
+    latest materialisation): one query for the run, not one per tenant."""
     records = context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=VALIDATED, asset_partitions=[tenant]), limit=1
+        AssetRecordsFilter(asset_key=VALIDATED, asset_partitions=list(context.partition_keys)),
+        limit=len(context.partition_keys),
     ).records
-    if not records:
-        return None
-    latest = records[0]
-    return AssetCheckEvaluationTargetMaterializationData(
-        run_id=latest.event_log_entry.run_id,
-        storage_id=latest.storage_id,
-        timestamp=latest.timestamp,
-    )
+    targets: dict[str, AssetCheckEvaluationTargetMaterializationData] = {}
+    for record in records:  # newest first: this run's, one a partition of its range
+        entry = record.event_log_entry
+        if entry.run_id != context.run_id or record.partition_key in targets:
+            continue
+        targets[str(record.partition_key)] = AssetCheckEvaluationTargetMaterializationData(
+            run_id=entry.run_id, storage_id=record.storage_id, timestamp=record.timestamp
+        )
+    return targets
+
+
+def _log_quarantined(context: AssetExecutionContext, outcomes: dict[str, _TenantOutcome]) -> None:
+    """One log line for the run's quarantined events (each line is a Dagster event: one a
+    tenant was 100 events at 100 tenants); each tenant's reasons are in its metadata."""
+    kept = {tenant: o.quarantined for tenant, o in outcomes.items() if o.quarantined}
+    if not kept:
+        return
+    shown = ", ".join(f"{tenant} {n}" for tenant, n in sorted(kept.items())[:20])
+    more = f" and {len(kept) - 20} tenants more" if len(kept) > 20 else ""
+    context.log.warning(f"{sum(kept.values())} events quarantined: {shown}{more}")
 
 
 def _empty_valid(tenant: str, max_event_bytes: int) -> pl.DataFrame:
@@ -223,10 +223,10 @@ def _validate_tenant(
         tenant,
         settings.max_event_bytes,
     )
-    counts = blocking_counts(checked, landed.height)
+    counts = rule_counts(checked, landed.height)
     batch_ids = sorted(set(landed.get_column("batch_id").to_list()))
     replay = bool(batch_ids) and all(b.startswith(REPLAY_BATCH_PREFIX) for b in batch_ids)
-    failing = sorted(n for n, c in counts.items() if not share_passes(*c, limit, min_rows))
+    failing = failing_rules(counts, limit, min_rows)
     # A run of several tenants does not let one tenant's failing check hold back the others:
     # that tenant's batches are left untouched to a run of the tenant alone (the sensors
     # request it), where the check fails and blocks the upsert as it always did.
@@ -250,8 +250,6 @@ def _validate_tenant(
     rejects = checked.rejects
     kept = lily.quarantine().add(tenant, f"validation-{batch_set_key(batch_ids)}", rejects)
     by_reason = {r: int(n) for r, n in rejects.group_by("reason").len().sort("reason").iter_rows()}
-    if kept:
-        context.log.warning(f"{kept} events quarantined for {tenant}: {by_reason}")
     columns, waiting = _columns_waiting(valid, lily, tenant)
     context.add_asset_metadata(
         {
@@ -260,11 +258,12 @@ def _validate_tenant(
             "quarantined": kept,
             "quarantined_by_reason": MetadataValue.json(by_reason),
             "rule_failures": MetadataValue.json(checked.failures_by_rule),
+            "columns_without_parent_yet": waiting,
             **({"judged": REPLAY_JUDGEMENT} if replay else {}),
         },
         partition_key=tenant,
     )
-    return _TenantOutcome(valid, counts, replay, columns, waiting)
+    return _TenantOutcome(valid, counts, replay, columns, waiting, kept)
 
 
 def _columns_waiting(valid: pl.DataFrame, lily: LilyResource, tenant: str) -> tuple[int, int]:

@@ -81,6 +81,15 @@ DELETED = "DELETED"
 
 
 @dataclass(frozen=True)
+class HubState:
+    """A tenant's hub as an upsert left it: its records per status and its change log's head
+    (what every materialisation of hub_records reports)."""
+
+    status_counts: dict[str, int]
+    last_change: int
+
+
+@dataclass(frozen=True)
 class UpsertResult:
     created: int = 0
     updated: int = 0
@@ -95,6 +104,9 @@ class UpsertResult:
     details: dict[str, int] = field(default_factory=dict, compare=False)
     # Some of the records written, for the run's page: qualified_name, change, guid.
     sample: list[dict[str, str]] = field(default_factory=list, compare=False)
+    # The hub after the upsert, where the backend read it in the same transaction (one
+    # connection less per tenant and run than status_counts and last_change afterwards).
+    state: HubState | None = field(default=None, compare=False)
 
     def __add__(self, other: UpsertResult) -> UpsertResult:
         frames = [r for r in (self.rejects, other.rejects) if r is not None and r.height]
@@ -111,6 +123,7 @@ class UpsertResult:
                 for k in {*self.details, *other.details}
             },
             (self.sample + other.sample)[:SAMPLE_SIZE],
+            other.state or self.state,
         )
 
     @property

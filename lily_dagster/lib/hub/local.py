@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +25,7 @@ from lily_dagster.lib.hub.base import (
     PATCH_SCHEMA,
     RECORD_SCHEMA,
     HubErasure,
+    HubState,
     RecordReads,
     UpsertResult,
     effective_records,
@@ -313,7 +315,7 @@ class LocalHub(RecordReads):
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
-        return result
+            return replace(result, state=HubState(_status_counts(con), _last_change(con)))
 
     def _expire_orphans(
         self, con: duckdb.DuckDBPyConnection, cipher: TenantCipher, now: datetime | None
@@ -381,14 +383,7 @@ class LocalHub(RecordReads):
 
     def last_change(self, tenant: str) -> int:
         """The position of the tenant's latest change (0: none)."""
-
-        def read(con: duckdb.DuckDBPyConnection) -> int:
-            if not _has_column(con, "records", "change_seq"):  # an earlier release's
-                (last,) = con.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchall()[0]
-                return int(last)
-            return _next_seq(con) - 1
-
-        return self._read(tenant, "changes", read, 0)
+        return self._read(tenant, "changes", _last_change, 0)
 
     def _exists(self, tenant: str) -> bool:
         return self.path(tenant).exists()
@@ -396,14 +391,7 @@ class LocalHub(RecordReads):
     def status_counts(self, tenant: str) -> dict[str, int]:
         """How many records per status, counted in the database (partial changes never
         change a status): reading every record to count them took 5 GiB at 10M records."""
-
-        def read(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-            found = con.execute(
-                "SELECT status, count(*) FROM records GROUP BY status ORDER BY status"
-            ).fetchall()
-            return {str(status): int(n) for status, n in found}
-
-        return self._read(tenant, "records", read, {})
+        return self._read(tenant, "records", _status_counts, {})
 
     def records(self, tenant: str) -> pl.DataFrame:
         """The tenant's records as users see them (partial changes applied)."""
@@ -834,6 +822,20 @@ def _replace_rows(
         )
     finally:
         con.unregister("__scrubbed")
+
+
+def _last_change(con: duckdb.DuckDBPyConnection) -> int:
+    if not _has_column(con, "records", "change_seq"):  # an earlier release's
+        (last,) = con.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchall()[0]
+        return int(last)
+    return _next_seq(con) - 1
+
+
+def _status_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    found = con.execute(
+        "SELECT status, count(*) FROM records GROUP BY status ORDER BY status"
+    ).fetchall()
+    return {str(status): int(n) for status, n in found}
 
 
 def _next_seq(con: duckdb.DuckDBPyConnection) -> int:

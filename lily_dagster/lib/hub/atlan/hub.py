@@ -135,6 +135,7 @@ class AtlanHub(RecordReads):
             rejects=concat_rejects(merged.rejects, published.rejects),
             details={**merged.details, **published.details},
             sample=published.sample,
+            state=merged.state,  # the ledger's: what status_counts and last_change read
         )
 
     def resync(self, tenant: str, qualified_names: list[str]) -> int:
