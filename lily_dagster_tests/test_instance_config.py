@@ -15,4 +15,9 @@ def test_each_tag_concurrency_limit_is_declared_once() -> None:
     limits = config["run_coordinator"]["config"]["tag_concurrency_limits"]
     keys = Counter((rule["key"], str(rule.get("value"))) for rule in limits)
     assert [key for key, n in keys.items() if n > 1] == []
-    assert {key for key, _ in keys} == {"lily/tenant", "dagster/partition", "lily/tenants"}
+    assert {key for key, _ in keys} == {
+        "lily/tenant",
+        "dagster/partition",
+        "lily/tenant-block",
+        "lily/tenants",
+    }

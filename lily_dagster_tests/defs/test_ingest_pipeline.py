@@ -324,7 +324,7 @@ def test_one_run_per_tick_skips_the_tenants_of_its_range_whose_queued_run_takes_
         harness.execute(instance, shared)
         # globex's next run waits in the queue: the tick's one run spans acme..initech but
         # leaves globex's new batch to it.
-        waiting = sensors.ingest_run_request("globex", "queued-batch", "kafka")
+        waiting = sensors.ingest_run_request("globex", "queued-batch", "kafka", block=0)
         _queue(instance, waiting, DagsterRunStatus.QUEUED)
         produce(
             kafka_bootstrap,

@@ -86,26 +86,30 @@ def tenant_records(
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """(tenant, materialisation metadata) of each tenant this run has something to record
     of: what it applied, or the hub as it is."""
-    hub = lily.hub()
-    several = len(context.partition_keys) > 1
-    for tenant in context.partition_keys:
+    hub, staging = lily.hub(), lily.staging()
+    owner = context.run.root_run_id or context.run_id  # as landed_events claims
+    tenants = context.partition_keys
+    several = len(tenants) > 1
+    for tenant in tenants:
         if enriched_events is None or landed_events is None:
-            pending = len(lily.staging().pending(tenant))
+            pending = len(staging.pending(tenant))
             yield tenant, {**hub_state(hub, tenant), "input": NO_INPUT, "pending_batches": pending}
             continue
         landed = landed_events.filter(pl.col("tenant") == tenant)
         if landed.is_empty() and several:
             continue  # a tenant of the range with nothing in this run: nothing to record
-        # Batches a multi-tenant run left to a run of their tenant alone (validated_events).
-        isolated = set(lily.staging().isolated(tenant))
-        batch_ids = sorted(set(landed.get_column("batch_id").to_list()) - isolated)
+        # Only the batches this run still holds: a multi-tenant run leaves a tenant's
+        # batches that would fail a blocking check to a run of the tenant alone
+        # (validated_events), which may take them while this run goes on.
+        landed_ids = sorted(set(landed.get_column("batch_id").to_list()))
+        batch_ids = [b for b in landed_ids if staging.claimed_by(tenant, b) == owner]
         if not batch_ids and landed.height:
-            yield (
-                tenant,
-                {**hub_state(hub, tenant), "isolated_batches": ", ".join(sorted(isolated))},
-            )
+            others = ", ".join(sorted(set(landed_ids) - set(batch_ids)))
+            yield tenant, {**hub_state(hub, tenant), "isolated_batches": others}
             continue
-        events = enriched_events.filter(pl.col("tenant") == tenant)
+        events = enriched_events.filter(
+            (pl.col("tenant") == tenant) & pl.col("batch_id").is_in(batch_ids)
+        )
         yield tenant, apply_to_hub(context, lily, hub, tenant, events, batch_ids)
 
 

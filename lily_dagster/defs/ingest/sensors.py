@@ -92,8 +92,11 @@ quarantine_replay_job = define_asset_job(
 # says about what happens (it said ~1 sec).
 SENSOR_INTERVAL_S = 4
 
-# Runs over several tenants name them here (comma-separated); dagster.yaml runs one at a time.
+# Runs over several tenants name them here (comma-separated).
 MULTI_TENANT_TAG = "lily/tenants"
+# The block of tenant partitions a tick's run belongs to (see ingest_run_requests):
+# dagster.yaml runs one run of a block at a time, so two runs never share a tenant.
+TENANT_BLOCK_TAG = "lily/tenant-block"
 
 # A pending batch that no run took this long after it landed, while no run of its tenant is
 # in flight, gets a run of its own: the run it was left to was cancelled or failed before
@@ -109,7 +112,7 @@ NOT_YET_TAKING = (
 )
 
 
-def ingest_run_request(tenant: str, batch_id: str, source: str) -> RunRequest:
+def ingest_run_request(tenant: str, batch_id: str, source: str, block: int) -> RunRequest:
     """The run that processes one landed batch of one tenant, and every other pending batch
     of the tenant that no other run took when it starts; shared by every source."""
     return RunRequest(
@@ -118,49 +121,67 @@ def ingest_run_request(tenant: str, batch_id: str, source: str) -> RunRequest:
         run_config={
             "ops": {"landed_events": {"config": {"batch_ids": [batch_id], "coalesce": True}}}
         },
-        tags={"lily/tenant": tenant, "lily/batch": batch_id, "lily/source": source},
+        tags={
+            "lily/tenant": tenant,
+            TENANT_BLOCK_TAG: str(block),
+            "lily/batch": batch_id,
+            "lily/source": source,
+        },
     )
 
 
+def tenant_blocks(
+    tenants: list[str], partition_order: list[str], block_size: int
+) -> dict[int, list[str]]:
+    """`tenants` by block of `block_size` consecutive tenant partitions (in
+    `partition_order`, the dynamic partitions' order, where a tenant keeps its place)."""
+    position = {tenant: i for i, tenant in enumerate(partition_order)}
+    blocks: dict[int, list[str]] = {}
+    for tenant in sorted(tenants, key=position.__getitem__):
+        blocks.setdefault(position[tenant] // block_size, []).append(tenant)
+    return blocks
+
+
 def ingest_run_requests(
-    tenants: list[str], batch_id: str, source: str, partition_order: list[str]
+    tenants: list[str], batch_id: str, source: str, partition_order: list[str], block_size: int
 ) -> list[RunRequest]:
-    """ONE run for the batch of every tenant in `tenants` (a run costs ~4 s of CPU whatever
-    its size): a run of the tenant's partition for one tenant, else a run over the range of
-    tenant partitions (in `partition_order`, the dynamic partitions' order) from the first
-    to the last of them, told by config which of the range's tenants it processes."""
-    if len(tenants) <= 1:
-        return [ingest_run_request(t, batch_id, source) for t in tenants]
-    span = tenant_span(tenants, partition_order)
-    return [
-        RunRequest(
-            run_key=f"{batch_id}:{'+'.join(sorted(tenants))}",
-            run_config={
-                "ops": {
-                    "landed_events": {
-                        "config": {
-                            "batch_ids": [batch_id],
-                            "coalesce": True,
-                            "tenants": sorted(tenants),
-                        }
-                    }
+    """One run for the batch of every tenant in `tenants` of each block of `block_size`
+    tenant partitions (LILY_RUN_MAX_TENANTS; a run costs ~2 s to start whatever its size,
+    then ~0.1-0.2 s per tenant): a run of the tenant's partition for one tenant, else a run
+    over the range of tenant partitions from the first to the last of them, told by config
+    which of the range's tenants it processes. Runs of one block run one at a time (their
+    tag); runs of different blocks, disjoint ranges, side by side (dagster.yaml)."""
+    requests: list[RunRequest] = []
+    for block, members in tenant_blocks(tenants, partition_order, block_size).items():
+        if len(members) == 1:
+            requests.append(ingest_run_request(members[0], batch_id, source, block))
+        else:
+            requests.append(_range_run_request(members, block, batch_id, source))
+    return requests
+
+
+def _range_run_request(tenants: list[str], block: int, batch_id: str, source: str) -> RunRequest:
+    """A run over the range of tenant partitions from tenants[0] to tenants[-1] (in the
+    partitions' order), processing those tenants only."""
+    names = sorted(tenants)
+    return RunRequest(
+        run_key=f"{batch_id}:{'+'.join(names)}",
+        run_config={
+            "ops": {
+                "landed_events": {
+                    "config": {"batch_ids": [batch_id], "coalesce": True, "tenants": names}
                 }
-            },
-            tags={
-                ASSET_PARTITION_RANGE_START_TAG: span[0],
-                ASSET_PARTITION_RANGE_END_TAG: span[1],
-                MULTI_TENANT_TAG: ",".join(sorted(tenants)),
-                "lily/batch": batch_id,
-                "lily/source": source,
-            },
-        )
-    ]
-
-
-def tenant_span(tenants: list[str], partition_order: list[str]) -> tuple[str, str]:
-    """First and last of `tenants` in the order of the tenant partitions."""
-    positions = sorted(partition_order.index(t) for t in tenants)
-    return partition_order[positions[0]], partition_order[positions[-1]]
+            }
+        },
+        tags={
+            ASSET_PARTITION_RANGE_START_TAG: tenants[0],
+            ASSET_PARTITION_RANGE_END_TAG: tenants[-1],
+            MULTI_TENANT_TAG: ",".join(names),
+            TENANT_BLOCK_TAG: str(block),
+            "lily/batch": batch_id,
+            "lily/source": source,
+        },
+    )
 
 
 def run_tenants(run: DagsterRun) -> list[str]:
@@ -321,7 +342,13 @@ def land_and_request_runs(
         + (f"; left to the runs already queued for {coalesced}" if coalesced else "")
     )
     requests = [
-        *ingest_run_requests(sorted(set(frames) - waiting), batch_id, source, [*known, *added]),
+        *ingest_run_requests(
+            sorted(set(frames) - waiting),
+            batch_id,
+            source,
+            [*known, *added],
+            lily.settings().run_max_tenants,
+        ),
         *sweep_run_requests(context.instance, staging, runs, exclude=set(frames)),
         *isolated_run_requests(context.instance, staging),
     ]
