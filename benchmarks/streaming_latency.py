@@ -3,7 +3,7 @@ several tenants with the Dagster daemon running; p50/p95/max from produce to vis
 hub, and events lost. Prints one JSON object (the same as `lily bench latency`).
 
     .venv/bin/python -m benchmarks.streaming_latency [--rate 1000] [--seconds 30] [--tenants 3]
-        [--encryption on|off|both]
+        [--encryption on|off|both] [--storage sqlite|postgres]
 """
 
 from __future__ import annotations
@@ -19,9 +19,12 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--tenants", type=int, default=3)
     parser.add_argument("--encryption", choices=("on", "off", "both"))
+    parser.add_argument("--storage", choices=("sqlite", "postgres"), default="sqlite")
     args = parser.parse_args()
     if args.encryption == "both":
-        print(json.dumps(compare_latency(args.rate, args.seconds, tenants=args.tenants)))
+        result = compare_latency(args.rate, args.seconds, args.tenants, storage=args.storage)
     else:
-        result = run_latency(args.rate, args.seconds, args.tenants, encryption=args.encryption)
-        print(json.dumps(result))
+        result = run_latency(
+            args.rate, args.seconds, args.tenants, encryption=args.encryption, storage=args.storage
+        )
+    print(json.dumps(result))

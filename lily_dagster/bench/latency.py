@@ -33,6 +33,8 @@ from typing import Any
 import duckdb
 import yaml
 
+from lily_dagster.bench.scratch_pg import DEFAULT_ADMIN_URL, scratch_database
+
 BURST_S = 0.05  # the producer sends what is due every 50 ms
 POLL_S = 0.25  # the hub is polled every 250 ms
 DRAIN_TIMEOUT_S = 120.0  # how long to wait for the last events after producing stops
@@ -238,6 +240,8 @@ def _run_figures(instance: Any) -> dict[str, Any]:
     """Runs of the ingest job by status, and their queue wait and duration."""
     from dagster import DagsterRunStatus, RunsFilter
 
+    from lily_dagster.defs.ingest.sensors import run_tenants
+
     records = instance.get_run_records(filters=RunsFilter(job_name="tenant_ingest_job"))
     by_status: dict[str, int] = {}
     for record in records:
@@ -262,11 +266,15 @@ def _run_figures(instance: Any) -> dict[str, Any]:
             "max": round(max(values), 2),
         }
 
+    events = [len(instance.all_logs(r.dagster_run.run_id)) for r in records]
     return {
         "count": len(records),
         "by_status": dict(sorted(by_status.items())),
         "queued_to_started_s": summary(waits),
         "started_to_ended_s": summary(durations),
+        # What a run writes to Dagster's event log (planned, materialisations, checks, steps).
+        "dagster_events_per_run": summary([float(n) for n in events]),
+        "tenants_per_run": summary([float(len(run_tenants(r.dagster_run))) for r in records]),
     }
 
 
@@ -277,41 +285,69 @@ def run_latency(
     home: Path | None = None,
     drain_timeout_s: float = DRAIN_TIMEOUT_S,
     encryption: str | None = None,
+    storage: str = "sqlite",
+    pg_admin_url: str = DEFAULT_ADMIN_URL,
 ) -> dict[str, Any]:
     """Produce `rate` events/s for `seconds` across `tenants` tenants with the daemon running;
     return produce-to-hub latency percentiles and what decides them (JSON-ready).
-    `encryption` "on"/"off" sets LILY_ENCRYPTION (None: the environment's)."""
+    `encryption` "on"/"off" sets LILY_ENCRYPTION (None: the environment's). `storage`
+    "postgres" keeps Dagster's storage in a scratch database on `pg_admin_url`'s server."""
     if not (rate > 0 and seconds > 0 and tenants >= 1):
         raise ValueError("rate and seconds must be positive and tenants at least 1")
-    own_home = home is None
+    if storage not in ("sqlite", "postgres"):
+        raise ValueError(f"storage must be sqlite or postgres, not {storage!r}")
+    env: dict[str, str | None] = {
+        "LILY_HUB": "local",  # the benchmark reads LocalHub
+        "LILY_CONFIG": None,  # no topic bindings, targets or hooks from the caller's file
+        "LILY_DAGSTER_PG_URL": None,
+    }
+    if encryption is not None:
+        env["LILY_ENCRYPTION"] = encryption
+    if storage == "sqlite":
+        result = _in_home(rate, seconds, tenants, home, drain_timeout_s, env)
+    else:
+        with scratch_database(pg_admin_url) as url:
+            env["LILY_DAGSTER_PG_URL"] = url
+            result = _in_home(rate, seconds, tenants, home, drain_timeout_s, env)
+    return {**result, "storage": storage}
+
+
+def _in_home(
+    rate: float,
+    seconds: float,
+    tenants: int,
+    home: Path | None,
+    drain_timeout_s: float,
+    env: dict[str, str | None],
+) -> dict[str, Any]:
+    """_measure in `home` (a temporary directory, removed afterwards, when None)."""
     root = Path(tempfile.mkdtemp(prefix="lily-bench-latency-")) if home is None else home
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
     (root / "logs").mkdir(exist_ok=True)
     run = "LAT" + uuid.uuid4().hex[:10].upper()
     topic = f"lily.bench.latency.{run.lower()}"
-    env: dict[str, str | None] = {
+    env = {
+        **env,
         "LILY_HOME": str(root),
         "DAGSTER_HOME": str(root / "dagster"),
         "LILY_KAFKA_TOPICS": topic,
-        "LILY_HUB": "local",  # the benchmark reads LocalHub
-        "LILY_CONFIG": None,  # no topic bindings, targets or hooks from the caller's file
     }
-    if encryption is not None:
-        env["LILY_ENCRYPTION"] = encryption
     with _environ(env):
         result = _measure(root, rate, seconds, tenants, run, topic, drain_timeout_s)
-    if own_home:
+    if home is None:
         shutil.rmtree(root, ignore_errors=True)
     else:
         result["lily_home"] = str(root)
     return result
 
 
-def compare_latency(rate: float, seconds: float, tenants: int = 3) -> dict[str, Any]:
+def compare_latency(
+    rate: float, seconds: float, tenants: int = 3, **storage: Any
+) -> dict[str, Any]:
     """The same load with encryption off, then on, side by side (one JSON object)."""
-    off = run_latency(rate, seconds, tenants=tenants, encryption="off")
-    on = run_latency(rate, seconds, tenants=tenants, encryption="on")
+    off = run_latency(rate, seconds, tenants=tenants, encryption="off", **storage)
+    on = run_latency(rate, seconds, tenants=tenants, encryption="on", **storage)
     p95_off, p95_on = off["latency_s"]["p95"], on["latency_s"]["p95"]
     return {
         "benchmark": "latency-encryption",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from lily_dagster.bench.scratch_pg import DEFAULT_ADMIN_URL
 from lily_dagster.cli.common import CliError, Subparsers, command_group, print_json
 
 
@@ -35,6 +36,14 @@ def register(sub: Subparsers) -> None:
         choices=("on", "off", "both"),
         help="LILY_ENCRYPTION for the stack; both: off and on side by side (default: as set)",
     )
+    bench_latency.add_argument(
+        "--storage",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="Dagster's storage: SQLite under the benchmark's LILY_HOME, or a scratch "
+        "PostgreSQL database (created on --pg-admin-url's server, dropped afterwards)",
+    )
+    bench_latency.add_argument("--pg-admin-url", default=DEFAULT_ADMIN_URL)
     bench_latency.set_defaults(func=cmd_bench_latency)
 
 
@@ -52,10 +61,13 @@ def cmd_bench_latency(args: argparse.Namespace) -> int:
 
     if args.rate <= 0 or args.seconds <= 0:
         raise CliError("--rate and --seconds must be positive")
+    storage = {"storage": args.storage, "pg_admin_url": args.pg_admin_url}
     if args.encryption == "both":
-        print_json(compare_latency(args.rate, args.seconds, tenants=args.tenants))
+        print_json(compare_latency(args.rate, args.seconds, args.tenants, **storage))
     else:
         print_json(
-            run_latency(args.rate, args.seconds, tenants=args.tenants, encryption=args.encryption)
+            run_latency(
+                args.rate, args.seconds, args.tenants, encryption=args.encryption, **storage
+            )
         )
     return 0

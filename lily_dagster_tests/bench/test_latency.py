@@ -24,3 +24,7 @@ def test_every_event_produced_becomes_visible_with_ordered_percentiles(
     # One run per tick covers every tenant with new events: one tick may have taken all.
     assert result["runs"]["count"] >= 1
     assert result["runs"]["by_status"].get("failure", 0) == 0
+    # What the scaling table shows of each configuration.
+    assert result["storage"] == "sqlite"
+    assert result["runs"]["tenants_per_run"]["max"] <= 2
+    assert result["runs"]["dagster_events_per_run"]["p50"] > 0
