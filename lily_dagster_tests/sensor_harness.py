@@ -6,6 +6,7 @@ from typing import Any
 
 from dagster import (
     DagsterInstance,
+    DagsterRun,
     RunRequest,
     SensorDefinition,
     SensorResult,
@@ -42,6 +43,14 @@ def execute(instance: DagsterInstance, request: RunRequest) -> None:
         tags=request.tags,
     )
     assert outcome.success
+
+
+def create(instance: DagsterInstance, request: RunRequest) -> DagsterRun:
+    """The run created as the daemon creates it (its planned events too), not executed."""
+    tags = dict(request.tags)
+    if request.partition_key:
+        tags["dagster/partition"] = request.partition_key
+    return instance.create_run_for_job(JOB, run_config=request.run_config, tags=tags)
 
 
 def tenants_of(request: RunRequest) -> list[str]:
