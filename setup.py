@@ -10,6 +10,9 @@ setup(
     install_requires=[
         "dagster==1.13.27",
         "dagster-webserver==1.13.27",
+        # Dagster's run, event-log and schedule storage on PostgreSQL (LILY_DAGSTER_PG_URL):
+        # Dagster's own storage for production instances.
+        "dagster-postgres==0.29.27",
         "dagster-k8s",
         "dagster-aws",
         # LILY_KMS=aws-kms (lily_dagster/lib/crypto/kms/aws.py) and the S3 inbox call it directly.

@@ -14,8 +14,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from lily_dagster.defs.partitions import TENANTS
 from lily_dagster.lib import processes
+from lily_dagster.lib.dagster_storage import (
+    POSTGRES_STORAGE,
+    check_reachable,
+    check_schema,
+    storage_environment,
+)
 from lily_dagster.lib.hub import open_hub
 from lily_dagster.lib.inbox import inbox_exists, open_inbox
 from lily_dagster.lib.kafka_source import (
@@ -37,8 +45,11 @@ DEFINITIONS_MODULE = "lily_dagster.definitions"
 
 
 def prepare_dagster_home(settings: Settings) -> Path:
-    """$LILY_HOME/dagster with the project's dagster.yaml (LILY_LOG_LEVEL filled in);
-    returns it."""
+    """$LILY_HOME/dagster with the project's dagster.yaml (LILY_LOG_LEVEL filled in, and the
+    PostgreSQL storage when LILY_DAGSTER_PG_URL is set, whose server must answer); returns it."""
+    if settings.dagster_pg_url:
+        check_reachable(settings.dagster_pg_url)
+    os.environ.update(storage_environment(settings.dagster_pg_url))  # for this process too
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
@@ -47,7 +58,7 @@ def prepare_dagster_home(settings: Settings) -> Path:
         partial = target.with_suffix(".yaml.tmp")
         partial.write_text(text)
         os.replace(partial, target)  # a daemon reading it meanwhile sees one or the other
-    create_storage(home)
+    create_storage(home, settings.dagster_pg_url)
     return home
 
 
@@ -62,6 +73,10 @@ def instance_yaml(settings: Settings) -> str:
     rendered, found = _PYTHON_LOG_LEVEL.subn(rf"\g<1>{settings.log_level}", text, count=1)
     if not found:
         raise ConfigError(f"{DAGSTER_YAML}: python_logs.python_log_level is missing")
+    if settings.dagster_pg_url:
+        # The URL itself stays in the environment (it may hold a password).
+        rendered += "\n# LILY_DAGSTER_PG_URL is set: Dagster's storage is PostgreSQL.\n"
+        rendered += yaml.safe_dump(POSTGRES_STORAGE, sort_keys=False)
     return rendered
 
 
@@ -107,6 +122,7 @@ def child_env(settings: Settings, **extra: str) -> dict[str, str]:
         LILY_HOME=str(settings.home),
         LILY_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
         LILY_KAFKA_TOPICS=",".join(settings.kafka_topics),
+        **storage_environment(settings.dagster_pg_url),
     )
     env.update(extra)
     return env
@@ -349,15 +365,17 @@ class NotIdleError(RuntimeError):
     pass
 
 
-def create_storage(dagster_home: Path) -> None:
-    """Create the instance's SQLite schemas before any Dagster process starts: a daemon and
-    a webserver (or this process) creating them at once race on alembic's version table,
-    and one of them dies."""
+def create_storage(dagster_home: Path, pg_url: str | None = None) -> None:
+    """Create the instance's schemas before any Dagster process starts: a daemon and a
+    webserver (or this process) creating them at once race on alembic's version table, and
+    one of them dies. A PostgreSQL database with an older Dagster's schema is refused."""
     from dagster import DagsterInstance
 
     from lily_dagster.defs.partitions import TENANTS
 
     with DagsterInstance.from_config(str(dagster_home)) as instance:
+        if pg_url:
+            check_schema(instance, pg_url, str(dagster_home))
         instance.get_runs(limit=1)
         instance.get_dynamic_partitions(TENANTS)
         instance.all_instigator_state()

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -419,6 +420,9 @@ class Settings(BaseModel):
     s3_endpoint_url: str | None = None
     # Where the embedded broker keeps its log (memory://, s3://, postgres://).
     broker_storage: str = DEFAULT_BROKER_STORAGE
+    # Dagster's run, event-log and schedule storage in PostgreSQL (None: SQLite in
+    # $LILY_HOME/dagster). Holds a password: never printed (redacted_url).
+    dagster_pg_url: str | None = Field(default=None, repr=False)
     # Whether LILY_KAFKA_BOOTSTRAP was set (an external broker: `lily` starts none).
     external_kafka: bool = False
     atlan: AtlanOptions | None = None  # with hub == "atlan"
@@ -459,6 +463,9 @@ class Settings(BaseModel):
                 env.get("LILY_BROKER_STORAGE") or DEFAULT_BROKER_STORAGE
             ),
             s3_endpoint_url=env.get("LILY_S3_ENDPOINT_URL") or None,
+            dagster_pg_url=(
+                check_pg_url(env["LILY_DAGSTER_PG_URL"]) if env.get("LILY_DAGSTER_PG_URL") else None
+            ),
             encryption=_env_switch(env, "LILY_ENCRYPTION", True),
             kms=env.get("LILY_KMS") or "local",
             master_key=SecretStr(env["LILY_MASTER_KEY"]) if env.get("LILY_MASTER_KEY") else None,
@@ -588,6 +595,28 @@ def _inbox(inbox: str) -> str:
 _BROKER_STORAGE = re.compile(
     r"memory://\S*|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?|postgres(ql)?://\S+"
 )
+
+
+def check_pg_url(url: str, source: str = "LILY_DAGSTER_PG_URL") -> str:
+    """`url` if it has the shape of a PostgreSQL URL, or ConfigError naming `source` (without
+    the URL's password)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+        raise ConfigError(
+            f"{source}={redacted_url(url)!r}: expected "
+            "postgresql://user[:password]@host[:port]/database"
+        )
+    if parts.path in ("", "/"):
+        raise ConfigError(f"{source}={redacted_url(url)!r} names no database")
+    return url
+
+
+def redacted_url(url: str) -> str:
+    """`url` without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
 
 
 def check_broker_storage(url: str, source: str = "LILY_BROKER_STORAGE") -> str:

@@ -17,6 +17,7 @@ import pytest
 from atlan_emulator import API_KEY_ENV, DEFAULT_API_KEY
 
 from lily_dagster.lib.broker import ensure_topics, free_port, start_broker
+from lily_dagster_tests.support.postgres import postgres_database
 
 _topic_seq = itertools.count()
 
@@ -30,6 +31,12 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield f"127.0.0.1:{port}"
     proc.terminate()
     proc.wait(10)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A scratch PostgreSQL database (dropped afterwards); the test fails if none can be had."""
+    yield from postgres_database()
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from dagster import (
     RunRequest,
     SensorResult,
     SkipReason,
-    instance_for_test,
 )
 from dagster._core.remote_origin import (
     InProcessCodeLocationOrigin,
@@ -34,6 +33,7 @@ from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.lib.staging import StagingArea
 from lily_dagster.settings import UNROUTED_TENANT
 from lily_dagster_tests import sensor_harness as harness
+from lily_dagster_tests.defs.conftest import InstanceFactory
 from lily_dagster_tests.support.envelopes import table_messages
 from lily_dagster_tests.support.sealed import ciphers_at
 
@@ -74,9 +74,12 @@ def demo_traffic(kafka_bootstrap: str, topic: str) -> DemoTraffic:
 
 
 def test_three_tenants_end_to_end_match_contract_and_replay_changes_nothing(
-    lily_home: Path, demo_traffic: DemoTraffic, monkeypatch: pytest.MonkeyPatch
+    lily_home: Path,
+    demo_traffic: DemoTraffic,
+    monkeypatch: pytest.MonkeyPatch,
+    dagster_storage: InstanceFactory,
 ) -> None:
-    with instance_for_test() as instance:
+    with dagster_storage() as instance:
         cursor, runs = drain(instance, None)
         # One run per tick for every tenant with new events.
         assert [set(harness.tenants_of(r)) for r in runs] == [set(TENANTS)]
@@ -104,9 +107,9 @@ def test_three_tenants_end_to_end_match_contract_and_replay_changes_nothing(
 
 
 def test_replayed_tick_requests_the_same_runs_and_processes_nothing_twice(
-    lily_home: Path, demo_traffic: DemoTraffic
+    lily_home: Path, demo_traffic: DemoTraffic, dagster_storage: InstanceFactory
 ) -> None:
-    with instance_for_test() as instance:
+    with dagster_storage() as instance:
         first = tick(instance, None)
         again = tick(instance, None)  # the tick replayed: its cursor was never saved
         assert isinstance(first, SensorResult) and isinstance(again, SensorResult)
@@ -123,9 +126,9 @@ def test_replayed_tick_requests_the_same_runs_and_processes_nothing_twice(
 
 
 def test_materialisations_report_counts_lag_and_latency(
-    lily_home: Path, demo_traffic: DemoTraffic
+    lily_home: Path, demo_traffic: DemoTraffic, dagster_storage: InstanceFactory
 ) -> None:
-    with instance_for_test() as instance:
+    with dagster_storage() as instance:
         drain(instance, None)
         for tenant in TENANTS:
             validated = _metadata(instance, "validated_events", tenant)
@@ -155,10 +158,13 @@ def _metadata(instance: DagsterInstance, asset: str, tenant: str) -> dict[str, A
 
 
 def test_bounded_batches_advance_the_cursor_tick_by_tick(
-    lily_home: Path, demo_traffic: DemoTraffic, monkeypatch: pytest.MonkeyPatch
+    lily_home: Path,
+    demo_traffic: DemoTraffic,
+    monkeypatch: pytest.MonkeyPatch,
+    dagster_storage: InstanceFactory,
 ) -> None:
     monkeypatch.setenv("LILY_MAX_BATCH_EVENTS", "25")
-    with instance_for_test() as instance:
+    with dagster_storage() as instance:
         result = tick(instance, None)
         assert isinstance(result, SensorResult) and result.cursor
         consumed = sum(o for p in parse_cursor(result.cursor).values() for o in p.values())
@@ -169,13 +175,13 @@ def test_bounded_batches_advance_the_cursor_tick_by_tick(
 
 
 def test_broker_down_skips_the_tick_and_keeps_the_cursor(
-    lily_home: Path, monkeypatch: pytest.MonkeyPatch
+    lily_home: Path, monkeypatch: pytest.MonkeyPatch, dagster_storage: InstanceFactory
 ) -> None:
     from lily_dagster.lib.broker import free_port
 
     monkeypatch.setenv("LILY_KAFKA_BOOTSTRAP", f"127.0.0.1:{free_port()}")
     cursor = json.dumps({"lily.metadata.events": {"0": 7}})
-    with instance_for_test() as instance:
+    with dagster_storage() as instance:
         result = tick(instance, cursor)
     assert isinstance(result, SkipReason)
     assert "unreachable" in (result.skip_message or "")
@@ -188,6 +194,7 @@ def test_topic_bound_to_a_tenant_quarantines_other_tenants_events(
     topic: str,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    dagster_storage: InstanceFactory,
 ) -> None:
     config = tmp_path / "lily.yaml"
     config.write_text(f"tenants:\n  - name: acme\n    kafka_topics: [{topic}]\n")
@@ -199,7 +206,7 @@ def test_topic_bound_to_a_tenant_quarantines_other_tenants_events(
         topic,
         [(None, json.dumps(good).encode()), (None, json.dumps(foreign).encode()), (None, b"{oops")],
     )
-    with instance_for_test() as instance:
+    with dagster_storage() as instance:
         drain(instance, None)
     reasons = sorted(reason for _, reason in quarantined(lily_home, "acme"))
     assert reasons == ["malformed_json", "tenant_mismatch"]
@@ -242,10 +249,14 @@ def _staging(home: Path) -> StagingArea:
     "status", [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING]
 )
 def test_a_tenant_with_a_queued_run_gets_no_second_run_and_that_run_takes_the_new_batch(
-    lily_home: Path, kafka_bootstrap: str, topic: str, status: DagsterRunStatus
+    lily_home: Path,
+    kafka_bootstrap: str,
+    topic: str,
+    status: DagsterRunStatus,
+    dagster_storage: InstanceFactory,
 ) -> None:
     produce(kafka_bootstrap, topic, table_messages("acme", ["A1", "A2"]))
-    with instance_for_test() as instance:
+    with dagster_storage() as instance:
         first = tick(instance, None)
         assert isinstance(first, SensorResult) and first.cursor
         harness.run_requested(
@@ -269,10 +280,10 @@ def test_a_tenant_with_a_queued_run_gets_no_second_run_and_that_run_takes_the_ne
 
 
 def test_a_batch_landed_once_the_run_has_started_gets_a_run_of_its_own(
-    lily_home: Path, kafka_bootstrap: str, topic: str
+    lily_home: Path, kafka_bootstrap: str, topic: str, dagster_storage: InstanceFactory
 ) -> None:
     produce(kafka_bootstrap, topic, table_messages("acme", ["A1"]))
-    with instance_for_test() as instance:
+    with dagster_storage() as instance:
         first = tick(instance, None)
         assert isinstance(first, SensorResult) and first.cursor
         (started,) = first.run_requests or []
@@ -285,10 +296,14 @@ def test_a_batch_landed_once_the_run_has_started_gets_a_run_of_its_own(
 
 
 def test_pending_batches_no_run_took_get_a_run_after_a_while(
-    lily_home: Path, kafka_bootstrap: str, topic: str, monkeypatch: pytest.MonkeyPatch
+    lily_home: Path,
+    kafka_bootstrap: str,
+    topic: str,
+    monkeypatch: pytest.MonkeyPatch,
+    dagster_storage: InstanceFactory,
 ) -> None:
     produce(kafka_bootstrap, topic, table_messages("acme", ["A1"]))
-    with instance_for_test() as instance:
+    with dagster_storage() as instance:
         first = tick(instance, None)
         assert isinstance(first, SensorResult) and first.cursor
         harness.run_requested(
@@ -312,10 +327,10 @@ def test_pending_batches_no_run_took_get_a_run_after_a_while(
 
 
 def test_one_run_per_tick_skips_the_tenants_of_its_range_whose_queued_run_takes_their_batch(
-    lily_home: Path, kafka_bootstrap: str, topic: str
+    lily_home: Path, kafka_bootstrap: str, topic: str, dagster_storage: InstanceFactory
 ) -> None:
     produce(kafka_bootstrap, topic, [*table_messages("acme", ["A1"])])
-    with instance_for_test() as instance:
+    with dagster_storage() as instance:
         instance.add_dynamic_partitions("tenants", ["acme", "globex", "initech"])
         produce(kafka_bootstrap, topic, table_messages("globex", ["G1"]))
         first = tick(instance, None)

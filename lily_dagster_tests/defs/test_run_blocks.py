@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from dagster import AssetCheckKey, AssetKey, RunRequest, SensorResult, instance_for_test
+from dagster import AssetCheckKey, AssetKey, RunRequest, SensorResult
 
 from lily_dagster.defs.ingest.sensors import (
     MULTI_TENANT_TAG,
@@ -19,6 +19,7 @@ from lily_dagster.lib.broker import produce
 from lily_dagster.lib.demo import generate_demo
 from lily_dagster.lib.hub.local import LocalHub
 from lily_dagster_tests import sensor_harness as harness
+from lily_dagster_tests.defs.conftest import InstanceFactory
 from lily_dagster_tests.support.sealed import ciphers_at
 
 TENANTS = ("t0", "t1", "t2", "t3", "t4")
@@ -31,12 +32,16 @@ def test_blocks_are_runs_of_consecutive_partitions_in_the_partitions_order() -> 
 
 
 def test_a_tick_over_the_bound_runs_each_block_once_and_every_partition_is_right(
-    lily_home: Path, kafka_bootstrap: str, topic: str, monkeypatch: pytest.MonkeyPatch
+    lily_home: Path,
+    kafka_bootstrap: str,
+    topic: str,
+    monkeypatch: pytest.MonkeyPatch,
+    dagster_storage: InstanceFactory,
 ) -> None:
     monkeypatch.setenv("LILY_RUN_MAX_TENANTS", "2")
     traffic = generate_demo(tenants=TENANTS, tables_per_tenant=2, columns_per_table=2, seed=5)
     produce(kafka_bootstrap, topic, traffic.messages)
-    with instance_for_test() as instance:
+    with dagster_storage() as instance:
         # The partitions exist already, in this order: blocks are [t0 t1] [t2 t3] [t4].
         instance.add_dynamic_partitions("tenants", list(TENANTS))
         result = harness.tick(kafka_events_sensor, instance, None)
@@ -57,8 +62,8 @@ def test_a_tick_over_the_bound_runs_each_block_once_and_every_partition_is_right
         # Each tenant's partition materialised once per asset, checked once: no run's range
         # reached into another block.
         for asset in ("landed_events", "validated_events", "enriched_events", "hub_records"):
-            records = instance.fetch_materializations(AssetKey(asset), limit=100).records
-            counts = Counter(r.partition_key for r in records)
+            stored = instance.fetch_materializations(AssetKey(asset), limit=100).records
+            counts = Counter(r.partition_key for r in stored)
             assert counts == dict.fromkeys(TENANTS, 1), asset
         check = AssetCheckKey(AssetKey("validated_events"), "validation_rules")
         infos = instance.event_log_storage.get_asset_check_partition_info([check])
