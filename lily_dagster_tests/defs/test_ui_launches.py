@@ -119,9 +119,7 @@ def test_a_replay_of_a_mostly_invalid_quarantine_applies_the_valid_part(
         outcome = replay(instance, "acme", [])
         assert outcome.success
         evaluation = next(
-            e
-            for e in outcome.get_asset_check_evaluations()
-            if e.check_name == "validation_rules"
+            e for e in outcome.get_asset_check_evaluations() if e.check_name == "validation_rules"
         )
         assert evaluation.passed and evaluation.partition == "acme"
         assert evaluation.metadata["failures_event_time_window"].value == 8
