@@ -51,8 +51,8 @@ Modules, in the order a frame meets them:
 - `scan`: snapshot files read in bounded frames (`scan_envelopes`).
 """
 
-from lily_dagster.lib.decode.frame import decode_frame, fill_raw
+from lily_dagster.lib.decode.frame import decode_frame, fill_raw, is_payloads
 from lily_dagster.lib.decode.scan import scan_envelopes
 from lily_dagster.lib.envelope import DecodeResult
 
-__all__ = ["DecodeResult", "decode_frame", "fill_raw", "scan_envelopes"]
+__all__ = ["DecodeResult", "decode_frame", "fill_raw", "is_payloads", "scan_envelopes"]

@@ -41,7 +41,7 @@ def decode_frame(
     the JSON of every row cost ~0.6 s of CPU and a copy of the text per 1M rows, and a bulk
     load needs it only for the few rows a later gate refuses: `fill_raw` gives them theirs.
     Rows that might exceed `max_event_bytes` are measured exactly."""
-    if _is_payloads(frame):
+    if is_payloads(frame):
         if "origin" in frame.columns and isinstance(origins, str):
             origin = frame.get_column("origin").cast(pl.String)
         else:
@@ -78,7 +78,7 @@ def fill_raw(
     """Rejects (REJECT_SCHEMA) of events decoded from `frame` with `lazy_raw`, with the raw
     (and the quarantine id made of it) of those that lack it, found by origin."""
     missing = rejects.select(_lacks_raw()).to_series()
-    if not missing.any() or _is_payloads(frame):
+    if not missing.any() or is_payloads(frame):
         return rejects
     origin = origin_series(origins, frame.height)
     wanted = rejects.filter(missing).select("origin").unique()
@@ -117,7 +117,8 @@ def _with_raw(rows: pl.DataFrame, raw: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _is_payloads(frame: pl.DataFrame) -> bool:
+def is_payloads(frame: pl.DataFrame) -> bool:
+    """Whether `frame` holds envelope JSON text (a `value` column), not envelope columns."""
     return (
         "value" in frame.columns
         and "asset" not in frame.columns
