@@ -25,9 +25,8 @@ def one_line_error(proc: object) -> str:
     return str(line)
 
 
-def test_runs_and_events_live_in_postgres_and_the_hub_fills_as_on_sqlite(
-    tmp_path: Path, postgres_url: str
-) -> None:
+def stack_environment(tmp_path: Path, postgres_url: str) -> tuple[int, dict[str, str]]:
+    """A free port for the broker, and the environment of a stack on it and on Postgres."""
     port = outside.free_port()
     env = outside.clean_environment(
         LILY_HOME=str(tmp_path / "home"),
@@ -35,6 +34,13 @@ def test_runs_and_events_live_in_postgres_and_the_hub_fills_as_on_sqlite(
         LILY_KAFKA_TOPICS=TOPIC,
         LILY_DAGSTER_PG_URL=postgres_url,
     )
+    return port, env
+
+
+def test_runs_and_events_live_in_postgres_and_the_hub_fills_as_on_sqlite(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    port, env = stack_environment(tmp_path, postgres_url)
     tables = [f"default/snowflake/1700000000/DB/SCH/T{i}" for i in range(5)]
     with outside.processes() as started:
         started.append(outside.start_broker(port, env, tmp_path / "broker.log"))
@@ -86,13 +92,7 @@ def test_a_malformed_url_is_refused_by_every_command_without_the_password(
 def test_an_older_dagster_schema_fails_at_start_naming_the_migration(
     tmp_path: Path, postgres_url: str
 ) -> None:
-    port = outside.free_port()
-    env = outside.clean_environment(
-        LILY_HOME=str(tmp_path / "home"),
-        LILY_KAFKA_BOOTSTRAP=f"127.0.0.1:{port}",
-        LILY_KAFKA_TOPICS=TOPIC,
-        LILY_DAGSTER_PG_URL=postgres_url,
-    )
+    port, env = stack_environment(tmp_path, postgres_url)
     with outside.processes() as started:
         started.append(outside.start_broker(port, env, tmp_path / "broker.log"))
         first = outside.run_until_idle(env, timeout_s=60)
