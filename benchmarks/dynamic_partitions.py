@@ -28,6 +28,7 @@ from typing import Any
 from dagster import AssetKey, DagsterInstance, instance_for_test
 
 from lily_dagster.bench.scratch_pg import scratch_database
+from lily_dagster.lib.dagster_storage import sqlalchemy_url
 from lily_dagster.defs.ingest.sensors import kafka_events_sensor
 from lily_dagster.defs.partitions import TENANTS, tenant_partitions
 from lily_dagster.lib.broker import ensure_topics, free_port, produce, start_broker
@@ -41,7 +42,7 @@ def instance_on(storage: str) -> Iterator[DagsterInstance]:
     with ExitStack() as stack:
         overrides = None
         if storage == "postgres":
-            url = stack.enter_context(scratch_database())
+            url = sqlalchemy_url(stack.enter_context(scratch_database()))
             overrides = {"storage": {"postgres": {"postgres_url": url}}}
         yield stack.enter_context(instance_for_test(overrides=overrides))
 
