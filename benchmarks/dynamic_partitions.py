@@ -28,10 +28,10 @@ from typing import Any
 from dagster import AssetKey, DagsterInstance, instance_for_test
 
 from lily_dagster.bench.scratch_pg import scratch_database
-from lily_dagster.lib.dagster_storage import sqlalchemy_url
 from lily_dagster.defs.ingest.sensors import kafka_events_sensor
 from lily_dagster.defs.partitions import TENANTS, tenant_partitions
 from lily_dagster.lib.broker import ensure_topics, free_port, produce, start_broker
+from lily_dagster.lib.dagster_storage import sqlalchemy_url
 from lily_dagster_tests import sensor_harness as harness
 
 TOPIC = "lily.bench.partitions"

@@ -70,7 +70,9 @@ def test_a_hundred_tenants_each_reach_their_own_hub_and_one_blocked_holds_none_b
         assert figures[tenant]["quarantined_by_reason"] == {"bad_type_name": 1}, tenant
         assert figures[tenant]["pending_batches"] == 0, tenant
     # The blocked tenant's batch waits for an operator, nothing of it applied or lost.
-    assert figures[BLOCKED]["hub_active"] == 0 and figures[BLOCKED]["pending_batches"] == 1, figures[BLOCKED]
+    assert figures[BLOCKED]["hub_active"] == 0 and figures[BLOCKED]["pending_batches"] == 1, (
+        figures[BLOCKED]
+    )
     assert outside.hub_export(env, BLOCKED) == []
     for tenant in (TENANTS[0], TENANTS[41], TENANTS[43], TENANTS[-1]):
         names = Counter(r["type_name"] for r in outside.hub_export(env, tenant))
