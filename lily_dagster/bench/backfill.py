@@ -1,8 +1,9 @@
-"""`lily bench backfill --assets N [N ...]`: for each N, a synthetic estate of N assets
-written to Parquet, then loaded by the backfill path (decode, gates, the default pre-ingest
-hooks, LocalHub) into a fresh hub, with the baselines measured in the same run: a raw
-polars scan of the same files (the floor) and the naive path (one pyatlan asset object per
-row, on a sample).
+"""`lily bench backfill --assets N [N ...] [--format parquet|jsonl|both]`: for each N, a
+synthetic estate of N assets written to Parquet (and, for `jsonl`, the same envelopes as JSON
+Lines), then loaded by the backfill path (decode, gates, the default pre-ingest hooks,
+LocalHub) into a fresh hub, once per format, with the baselines measured in the same run: a
+raw polars read of the same files (the floor: `read_parquet`, and `read_ndjson` for JSON
+Lines) and the naive path (one pyatlan asset object per row, on a sample).
 
 Each load runs in a child process, so its peak RSS is the backfill's own (not the
 generator's, nor an earlier load's). A shard's run (1 of `--pods` shards: it reads the
@@ -25,6 +26,7 @@ from typing import Any
 import polars as pl
 
 BILLION = 1_000_000_000
+FORMATS = ("parquet", "jsonl")
 
 
 def floor_scan(files: list[Path]) -> float:
@@ -32,8 +34,26 @@ def floor_scan(files: list[Path]) -> float:
     started = time.perf_counter()
     rows = 0
     for f in files:
-        rows += pl.read_parquet(f).height
+        rows += (pl.read_parquet(f) if f.suffix == ".parquet" else pl.read_ndjson(f)).height
     return rows / (time.perf_counter() - started)
+
+
+def write_json_lines(files: list[Path], directory: Path) -> list[Path]:
+    """The estate's Parquet files as JSON Lines of the same envelopes, one file each: each
+    row as the snapshot reader makes it of a Parquet row (compact JSON, nulls left out)."""
+    from lily_dagster.lib.decode import decode_frame
+
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for file in files:
+        path = directory / f"{file.stem}.jsonl"
+        with path.open("wb") as out:
+            for batch in pl.read_parquet(file).iter_slices(262_144):
+                decoded = decode_frame(batch, None, "estate#1", 1 << 30)
+                assert decoded.rejects.is_empty(), decoded.rejects.head(3)
+                out.write("\n".join(decoded.events.get_column("raw")).encode() + b"\n")
+        written.append(path)
+    return written
 
 
 def offline_client() -> Any:
@@ -152,49 +172,88 @@ def compare_encryption(root: Path, source: Path, batch_rows: int) -> dict[str, A
     }
 
 
+def format_load(
+    root: Path, source: Path, batch_rows: int, encryption: str | None
+) -> dict[str, Any]:
+    """One format's load of the estate under `root` (both: off and on, the figures being the
+    sealed load's, with `encryption` saying what sealing cost)."""
+    if encryption != "both":
+        return {"backfill": load_in_child(root, source, batch_rows, encryption=encryption)}
+    compared = compare_encryption(root, source, batch_rows)
+    return {
+        "backfill": compared["on"],
+        "encryption": {
+            "off_assets_per_s": compared["off"]["assets_per_s"],
+            "on_assets_per_s": compared["on"]["assets_per_s"],
+            "sealing_cost_pct": compared["sealing_cost_pct"],
+        },
+    }
+
+
+def estate_entry(
+    root: Path, total: int, batch_rows: int, encryption: str | None, formats: tuple[str, ...]
+) -> dict[str, Any]:
+    """An estate of `total` assets written under `root` and loaded once per format: the
+    first format's figures as `backfill` (and `encryption`), each format's under
+    `by_format` when there are several."""
+    from lily_dagster.bench.estate import write_estate
+
+    started = time.perf_counter()
+    manifest = write_estate(root / "estate", total, tenant="acme")
+    generate_s = time.perf_counter() - started
+    parquet = sorted((root / "estate").glob("*.parquet"))
+    sources = {"parquet": (root / "estate", parquet)}
+    if "jsonl" in formats:
+        started = time.perf_counter()
+        lines = write_json_lines(parquet, root / "estate-jsonl")
+        sources["jsonl"] = (root / "estate-jsonl", lines)
+        generate_s += time.perf_counter() - started
+    by_format = {}
+    for fmt in formats:
+        source, files = sources[fmt]
+        by_format[fmt] = {
+            **format_load(root / f"load-{fmt}", source, batch_rows, encryption),
+            "floor_polars_read_rows_per_s": round(floor_scan(files)),
+            "source_mib": round(sum(f.stat().st_size for f in files) / 2**20, 1),
+        }
+    first = by_format[formats[0]]
+    rate = first["backfill"]["assets_per_s"]
+    entry = {
+        "assets": total,
+        "format": formats[0],
+        "generate_s": round(generate_s, 2),
+        "estate": getattr(manifest, "counts", None) or str(manifest),
+        "backfill": first["backfill"],
+        "floor_polars_scan_rows_per_s": first["floor_polars_read_rows_per_s"],
+        "billion_hours_one_node": round(BILLION / rate / 3600, 2),
+    }
+    if "encryption" in first:
+        entry["encryption"] = first["encryption"]
+    if len(formats) > 1:
+        entry["by_format"] = by_format
+    return entry
+
+
 def run(
     totals: list[int],
     batch_rows: int = 500_000,
     naive_sample: int = 2_000,
     pods: tuple[int, ...] = (8, 32),
     encryption: str | None = None,
+    formats: tuple[str, ...] = ("parquet",),
 ) -> dict[str, Any]:
     """`encryption`: "on" or "off" sets LILY_ENCRYPTION for the loads (None: the
     environment's); "both" loads each estate with it off and on, reported under
-    `encryption`, the `backfill` figures being the sealed load's (the default)."""
-    from lily_dagster.bench.estate import write_estate
-
+    `encryption`, the `backfill` figures being the sealed load's (the default).
+    `formats`: the source formats loaded side by side (see `estate_entry`); the baselines
+    and shard runs read the first."""
+    if not formats or any(f not in FORMATS for f in formats):
+        raise ValueError(f"formats must be some of {FORMATS}, got {formats}")
     out: dict[str, Any] = {"benchmark": "backfill", "batch_rows": batch_rows, "runs": []}
     mode = None if encryption == "both" else encryption
     with tempfile.TemporaryDirectory() as tmp:
         for total in totals:
-            root = Path(tmp) / str(total)
-            started = time.perf_counter()
-            manifest = write_estate(root / "estate", total, tenant="acme")
-            generate_s = time.perf_counter() - started
-            files = sorted((root / "estate").glob("*.parquet"))
-            floor = floor_scan(files)
-            compared = None
-            if encryption == "both":
-                compared = compare_encryption(root, root / "estate", batch_rows)
-                result = compared["on"]
-            else:
-                result = load_in_child(root / "whole", root / "estate", batch_rows, encryption=mode)
-            rate = result["assets_per_s"]
-            entry = {
-                "assets": total,
-                "generate_s": round(generate_s, 2),
-                "estate": getattr(manifest, "counts", None) or str(manifest),
-                "backfill": result,
-                "floor_polars_scan_rows_per_s": round(floor),
-                "billion_hours_one_node": round(BILLION / rate / 3600, 2),
-            }
-            if compared is not None:
-                entry["encryption"] = {
-                    "off_assets_per_s": compared["off"]["assets_per_s"],
-                    "on_assets_per_s": compared["on"]["assets_per_s"],
-                    "sealing_cost_pct": compared["sealing_cost_pct"],
-                }
+            entry = estate_entry(Path(tmp) / str(total), total, batch_rows, encryption, formats)
             out["runs"].append(entry)
         # Baselines and the per-shard figure on the smallest estate.
         smallest = Path(tmp) / str(totals[0])
@@ -203,10 +262,11 @@ def run(
         out["naive_pyatlan_rows_per_s"] = round(naive)
         rate = out["runs"][0]["backfill"]["assets_per_s"]
         out["speedup_over_naive"] = round(rate / naive, 1) if naive else None
+        source = smallest / ("estate" if formats[0] == "parquet" else "estate-jsonl")
         shard_runs = {}
         for n in pods:
             shard = load_in_child(
-                smallest / f"shard-{n}", smallest / "estate", batch_rows, n, 0, encryption=mode
+                smallest / f"shard-{n}", source, batch_rows, n, 0, encryption=mode
             )
             # A pod reads the whole input and writes its share: a billion on n pods takes
             # what this shard took, scaled from the estate to a billion rows.
@@ -220,7 +280,9 @@ def run(
             "pods write in parallel only where the hub takes one writer per shard (Atlan, "
             "within its rate limit); LocalHub serialises writers on its file"
         )
-    out["peak_rss_mib_max"] = max(r["backfill"]["peak_rss_mib"] for r in out["runs"])
+    loads = [f["backfill"] for r in out["runs"] for f in r.get("by_format", {}).values()]
+    loads += [r["backfill"] for r in out["runs"]]
+    out["peak_rss_mib_max"] = max(load["peak_rss_mib"] for load in loads)
     return out
 
 

@@ -24,6 +24,13 @@ def register(sub: Subparsers) -> None:
         choices=("on", "off", "both"),
         help="LILY_ENCRYPTION for the loads; both: off and on side by side (default: as set)",
     )
+    bench_backfill.add_argument(
+        "--format",
+        choices=("parquet", "jsonl", "both"),
+        default="parquet",
+        help="the estate's source format; both: Parquet and the same envelopes as JSON Lines, "
+        "loaded side by side",
+    )
     bench_backfill.set_defaults(func=cmd_bench_backfill)
     bench_latency = bench.add_parser(
         "latency", help="produce-to-hub latency under the daemon at a fixed rate"
@@ -52,7 +59,12 @@ def cmd_bench_backfill(args: argparse.Namespace) -> int:
 
     if min(args.assets) < 1:
         raise CliError("--assets must be at least 1")
-    print_json(run_bench(args.assets, batch_rows=args.batch_rows, encryption=args.encryption))
+    formats = ("parquet", "jsonl") if args.format == "both" else (args.format,)
+    print_json(
+        run_bench(
+            args.assets, batch_rows=args.batch_rows, encryption=args.encryption, formats=formats
+        )
+    )
     return 0
 
 

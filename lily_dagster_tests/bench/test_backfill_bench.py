@@ -26,3 +26,15 @@ def test_encryption_both_reports_the_load_sealed_and_not() -> None:
     assert figures["off_assets_per_s"] > 0 and figures["on_assets_per_s"] > 0
     assert run_["backfill"]["assets_per_s"] == figures["on_assets_per_s"]
     assert run_["backfill"]["hub_active"] == 3_000
+
+
+def test_json_lines_of_the_same_estate_load_beside_parquet() -> None:
+    out = run([3_000], batch_rows=1_000, naive_sample=50, pods=(), formats=("parquet", "jsonl"))
+    run_ = out["runs"][0]
+    parquet, lines = run_["by_format"]["parquet"], run_["by_format"]["jsonl"]
+    assert run_["format"] == "parquet" and run_["backfill"] == parquet["backfill"]
+    for load in (parquet["backfill"], lines["backfill"]):
+        assert load["applied"] == load["hub_active"] == 3_000 and load["quarantined"] == 0
+        assert load["assets_per_s"] > 0 and load["stage_seconds"]["decode"] > 0
+    assert lines["source_mib"] > parquet["source_mib"] > 0
+    assert lines["floor_polars_read_rows_per_s"] > 0

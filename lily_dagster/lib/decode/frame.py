@@ -37,18 +37,15 @@ def decode_frame(
     `origins` gives each row's origin, or the first row's as `<where>#<n>` (the rows after
     it are `#<n+1>`, …); a payload frame's own `origin` column wins over a string.
 
-    `lazy_raw`: a Parquet event's `raw` is left null (rejects still get theirs). Building
-    the JSON of every row cost ~0.6 s of CPU and a copy of the text per 1M rows, and a bulk
-    load needs it only for the few rows a later gate refuses: `fill_raw` gives them theirs.
-    Rows that might exceed `max_event_bytes` are measured exactly."""
+    `lazy_raw`: an event decoded column-wise has no `raw` (null; rejects still get theirs).
+    Building the JSON of every Parquet row cost ~0.6 s of CPU and a copy of the text per 1M
+    rows, and keeping a payload's text keeps the whole batch's text, while a bulk load needs
+    them only for the few rows a later gate refuses: `fill_raw` gives them theirs. Rows that
+    might exceed `max_event_bytes` are measured exactly."""
+    origin = _row_origins(frame, origins)
     if is_payloads(frame):
-        if "origin" in frame.columns and isinstance(origins, str):
-            origin = frame.get_column("origin").cast(pl.String)
-        else:
-            origin = origin_series(origins, frame.height)
-        partial = decode_payloads(frame.get_column("value"), origin, max_event_bytes)
+        partial = decode_payloads(frame.get_column("value"), origin, max_event_bytes, lazy_raw)
     else:
-        origin = origin_series(origins, frame.height)
         partial, left = structured_parallel(frame, origin, max_event_bytes, lazy_raw)
         if left.height:
             slow = reference(
@@ -78,9 +75,9 @@ def fill_raw(
     """Rejects (REJECT_SCHEMA) of events decoded from `frame` with `lazy_raw`, with the raw
     (and the quarantine id made of it) of those that lack it, found by origin."""
     missing = rejects.select(_lacks_raw()).to_series()
-    if not missing.any() or is_payloads(frame):
+    if not missing.any():
         return rejects
-    origin = origin_series(origins, frame.height)
+    origin = _row_origins(frame, origins)
     wanted = rejects.filter(missing).select("origin").unique()
     rows = (
         origin.to_frame().with_row_index(ROW).join(wanted, on="origin", how="semi").get_column(ROW)
@@ -92,6 +89,13 @@ def fill_raw(
         .otherwise(pl.col("quarantine_id"))
         .alias("quarantine_id")
     )
+
+
+def _row_origins(frame: pl.DataFrame, origins: pl.Series | str) -> pl.Series:
+    """Each row's origin (see decode_frame): a payload frame's own wins over a string."""
+    if is_payloads(frame) and "origin" in frame.columns and isinstance(origins, str):
+        return frame.get_column("origin").cast(pl.String)
+    return origin_series(origins, frame.height)
 
 
 def _lacks_raw() -> pl.Expr:

@@ -1,29 +1,22 @@
 """Free-form attributes given as JSON object text in a Parquet string column, read through
-DuckDB as the snapshot reader reads them (json.loads, nulls dropped)."""
+DuckDB as the snapshot reader reads them (json.loads, nulls dropped): the key lists, then
+the leaves under a structure made for the batch (`duckdb_json`)."""
 
 from __future__ import annotations
 
 import polars as pl
 
 from lily_dagster.lib.decode import duckdb_json as dj
-from lily_dagster.lib.decode.schema import LIST_ATTRIBUTES, ROW, STRING_ATTRIBUTES
+from lily_dagster.lib.decode import json_leaves as jv
+from lily_dagster.lib.decode.schema import (
+    DECLARED_ATTRIBUTES,
+    LIST_ATTRIBUTES,
+    ROW,
+    STRING_ATTRIBUTES,
+)
 
-_TYPE_PATHS = ["$", *[f"$.{n}" for n in LIST_ATTRIBUTES]]
-_SQL = f"""
-    WITH typed AS (
-        SELECT {ROW}, v, try(json_type(v, [{dj.sql_list(_TYPE_PATHS)}])) AS t FROM frame
-    ), parsed AS (
-        SELECT {ROW}, v, t,
-            CASE WHEN t[1] = 'OBJECT' THEN json_keys(v) END AS keys,
-            CASE WHEN t[1] = 'OBJECT' THEN from_json(v, '{dj.ATTRIBUTE_LEAVES}') END AS a,
-            CASE WHEN t[1] = 'OBJECT' THEN json_extract(v, '$')::VARCHAR END AS object,
-            CASE WHEN t[1] = 'OBJECT' THEN json_merge_patch(v, '{dj.UNDECLARE}') END AS extras
-        FROM typed
-    )
-    SELECT {ROW}, v, t, keys, a, object, extras, {dj.IN_ORDER},
-        {", ".join(dj.unescaped(f"a.{n}", f"{n}_text") for n in STRING_ATTRIBUTES)}
-    FROM parsed
-"""
+# The object as the snapshot reader writes it back (minified, in its own key order).
+_KEYS = dj.keys_sql(["$"], attributes=0, also=", try(json(v)) AS object")
 
 
 def json_attributes(texts: pl.Series) -> pl.DataFrame:
@@ -31,23 +24,27 @@ def json_attributes(texts: pl.Series) -> pl.DataFrame:
     raw holds it, the sorted free-form members (`extras`), and the well-known attributes."""
     rows = texts.is_not_null().arg_true()
     frame = pl.DataFrame([rows.alias(ROW), texts.gather(rows).alias("v")])
-    parsed = dj.sort_extras(dj.query(frame, _SQL))
-    t, a, obj = pl.col("t"), pl.col("a"), pl.col("object")
+    frame = frame.filter(~dj.lenient(pl.col("v")))  # the reference's to read
+    with dj.registered(frame) as query:
+        keys = query(_KEYS)
+        free_form = jv.free_form_keys(keys.get_column("keys_0"))
+        structure = dict.fromkeys([*DECLARED_ATTRIBUTES, *free_form], "JSON")
+        leaves = query(dj.leaves_sql(structure, STRING_ATTRIBUTES))
+    parsed = jv.free_form(keys.hstack(leaves.drop(ROW)), pl.col("e"), free_form, pl.col("keys_0"))
+    a, obj = pl.col("e"), pl.col("object")
     ok = [
-        t.list.get(0) == "OBJECT",
-        ~pl.col("v").str.contains(dj.ODD_JSON),
-        pl.col("keys").list.len() == pl.col("keys").list.n_unique(),
-        dj.plain_extras(obj),
-        pl.col("in_order").fill_null(True),
+        jv.unique_keys(pl.col("keys_0")),
+        jv.plain_extras(obj),  # an object; no escapes, nested object or float anywhere
+        pl.col("extras_whole"),
         a.struct.field("lily_patch").is_null(),
     ]
     out = [pl.col(ROW)]
     for n in STRING_ATTRIBUTES:
-        plain, value = dj.string_value(a.struct.field(n), pl.col(f"{n}_text"), required=False)
+        plain, value = jv.string_value(a.struct.field(n), pl.col(f"{n}_text"), required=False)
         ok.append(plain)
         out.append(value.alias(n))
-    for i, n in enumerate(LIST_ATTRIBUTES, start=1):
-        plain, items = dj.list_attribute(a.struct.field(n), t.list.get(i))
+    for n in LIST_ATTRIBUTES:
+        plain, items = jv.list_value(a.struct.field(n))
         ok.append(plain)
         out.append(items.alias(n))
     result = parsed.select(

@@ -9,6 +9,7 @@ from typing import IO, Any, cast
 
 import polars as pl
 
+from lily_dagster.lib.decode.lines import line_frames
 from lily_dagster.lib.inventory import (
     InventoryError,
     SnapshotFile,
@@ -20,7 +21,7 @@ from lily_dagster.lib.inventory import (
     list_snapshot,
 )
 
-_CHUNK_BYTES = 8 << 20
+_CHUNK_BYTES = 32 << 20  # JSON Lines are cut a chunk at a time
 
 
 def scan_envelopes(source: str | Path, batch_rows: int) -> Iterator[tuple[pl.DataFrame, str]]:
@@ -30,10 +31,11 @@ def scan_envelopes(source: str | Path, batch_rows: int) -> Iterator[tuple[pl.Dat
 
     Parquet rows come as they are (nested or flattened; `decode_frame` reads both), read by
     polars a slice at a time (only the row groups a slice needs). JSON Lines come as payload
-    frames, `origin` (`file:<uri>#<line>`) and `value` (the line's bytes); blank lines are
-    skipped, and a line that is not JSON is decoded into a malformed_json reject like any
-    other. A batch never spans two files. A file that cannot be read (truncated or corrupt
-    Parquet, missing envelope columns, S3 errors) raises InventoryError naming it."""
+    frames, `origin` (`file:<uri>#<line>`) and `value` (the line's bytes), cut column-wise
+    (`lines`); blank lines are skipped, and a line that is not JSON is decoded into a
+    malformed_json reject like any other. A batch never spans two files. A file that cannot
+    be read (truncated or corrupt Parquet, missing envelope columns, S3 errors) raises
+    InventoryError naming it."""
     if batch_rows < 1:
         raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
     files = list_snapshot(str(source))
@@ -49,7 +51,11 @@ def scan_envelopes(source: str | Path, batch_rows: int) -> Iterator[tuple[pl.Dat
             except OSError as exc:
                 raise InventoryError(f"snapshot {file.uri}: cannot read it ({exc})") from None
             with handle:
-                yield from _line_frames(file, _chunks(handle), batch_rows)
+                yield from line_frames(_base(file), _chunks(handle), batch_rows)
+
+
+def _base(file: SnapshotFile) -> str:
+    return f"file:{file.uri}#"
 
 
 def _chunks(handle: IO[bytes]) -> Iterator[bytes]:
@@ -73,7 +79,7 @@ def _s3_frames(
                 yield from _parquet_frames(file, spool.name, batch_rows)
         else:
             body = client.get_object(Bucket=bucket, Key=key)["Body"]
-            yield from _line_frames(file, body.iter_chunks(_CHUNK_BYTES), batch_rows)
+            yield from line_frames(_base(file), body.iter_chunks(_CHUNK_BYTES), batch_rows)
     except (BotoCoreError, ClientError) as exc:
         raise _s3_error(file.uri, "read it", exc) from None
 
@@ -96,43 +102,3 @@ def _parquet_frames(
         except (pl.exceptions.PolarsError, OSError) as exc:
             raise _parquet_error(file, exc) from None
         yield frame, f"file:{file.uri}#{start + 1}"
-
-
-def _line_frames(
-    file: SnapshotFile, chunks: Iterator[bytes], batch_rows: int
-) -> Iterator[tuple[pl.DataFrame, str]]:
-    """JSON Lines in payload frames of at most `batch_rows` lines (blank ones dropped)."""
-    base = f"file:{file.uri}#"
-    first = 1  # number of the first line in `lines`
-    lines: list[bytes] = []
-    pending = b""
-
-    def frame(lines: list[bytes], first: int) -> tuple[pl.DataFrame, str] | None:
-        kept = [
-            (n, line.removesuffix(b"\r")) for n, line in enumerate(lines, first) if line.strip()
-        ]
-        if not kept:
-            return None
-        numbers = pl.Series([n for n, _ in kept], dtype=pl.UInt64).cast(pl.String)
-        values = pl.Series("value", [v for _, v in kept], dtype=pl.Binary)
-        out = pl.DataFrame([(base + numbers).alias("origin"), values])
-        return out, f"{base}{kept[0][0]}"
-
-    for chunk in chunks:
-        parts = (pending + chunk).split(b"\n")
-        pending = parts.pop()
-        lines.extend(parts)
-        while len(lines) >= batch_rows:
-            made = frame(lines[:batch_rows], first)
-            if made is not None:
-                yield made
-            lines = lines[batch_rows:]
-            first += batch_rows
-    if pending:
-        lines.append(pending)
-    while lines:
-        made = frame(lines[:batch_rows], first)
-        if made is not None:
-            yield made
-        lines = lines[batch_rows:]
-        first += batch_rows
