@@ -68,6 +68,14 @@ class BackfillReport:
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "rows_per_s": round(self.rows_per_s)}
 
+    def record(self, applied: int, result: UpsertResult) -> None:
+        """A batch of `applied` events committed to the hub with `result`."""
+        self.batches += 1
+        self.applied += applied
+        self.created += result.created
+        self.updated += result.updated
+        self.unchanged += result.unchanged
+
 
 def source_prefix(source: str) -> str:
     return f"backfill:{hashlib.sha256(source.encode()).hexdigest()[:16]}:"
@@ -207,11 +215,7 @@ def run_backfill(
     def committed(end: int, events: pl.DataFrame, result: UpsertResult) -> None:
         if result.rejects is not None and result.rejects.height:
             report.quarantined += quarantine.add(tenant, f"{stem}-hub-{end}", result.rejects)
-        report.batches += 1
-        report.applied += events.height
-        report.created += result.created
-        report.updated += result.updated
-        report.unchanged += result.unchanged
+        report.record(events.height, result)
         report.seconds = time.perf_counter() - started
         report.stage_seconds = {k: round(v, 2) for k, v in timings.items()}
         if progress is not None:

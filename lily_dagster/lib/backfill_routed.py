@@ -157,11 +157,7 @@ class RoutedLoad:
                 tenant, f"{self.stem}-hub-{batch.end}", result.rejects
             )
         self.committed[tenant] = batch.end
-        report.batches += 1
-        report.applied += chained.events.height
-        report.created += result.created
-        report.updated += result.updated
-        report.unchanged += result.unchanged
+        report.record(chained.events.height, result)
 
     def quarantine_rejects(self, tenant: str, parts: list[pl.DataFrame], batch: _Batch) -> int:
         found = [p for p in parts if p.height]

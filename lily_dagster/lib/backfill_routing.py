@@ -11,11 +11,10 @@ on its own.
 
 from __future__ import annotations
 
-import json
-
 import polars as pl
 
-from lily_dagster.settings import TENANT_PATTERN, is_tenant
+from lily_dagster.lib.payload_tenant import payload_tenant
+from lily_dagster.settings import TENANT_PATTERN
 
 UNROUTED = ""  # the group of rows that name no valid tenant
 _TENANT_KEY = '"tenant"'
@@ -53,9 +52,5 @@ def _payload_tenants(values: pl.Series) -> pl.Series:
 
 def _parsed_tenant(value: bytes | str | None) -> str:
     """The tenant a payload names, parsed as JSON; UNROUTED when it names no valid one."""
-    try:
-        body = json.loads(value) if value is not None else None
-    except (ValueError, RecursionError):
-        return UNROUTED
-    tenant = body.get("tenant") if isinstance(body, dict) else None
-    return tenant if isinstance(tenant, str) and is_tenant(tenant) else UNROUTED
+    named = payload_tenant(value) if value is not None else None
+    return named.tenant if named is not None and named.tenant is not None else UNROUTED

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import polars as pl
 
+from lily_dagster.lib.payload_tenant import payload_tenant
 from lily_dagster.lib.reasons import Reason
 from lily_dagster.lib.staging import landed_frame
-from lily_dagster.settings import is_tenant
 
 if TYPE_CHECKING:
     from confluent_kafka import Consumer, TopicPartition
@@ -434,29 +434,12 @@ def route_messages(messages: list[KafkaMessage], topic_bindings: dict[str, str])
         if bound is not None:
             by_tenant.setdefault(bound, []).append(msg)
             continue
-        try:
-            body = json.loads(msg.value)
-        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
-            unrouted.append(Unrouted(msg, Reason.MALFORMED_JSON, f"body: {exc}", None))
-            continue
-        if not isinstance(body, dict):
-            unrouted.append(
-                Unrouted(msg, Reason.MALFORMED_JSON, "body: Input should be an object", None)
-            )
-            continue
-        tenant = body.get("tenant")
-        event_id = body.get("event_id") if isinstance(body.get("event_id"), str) else None
-        if tenant is None:
-            unrouted.append(Unrouted(msg, Reason.MISSING_FIELD, "tenant: Field required", event_id))
-        elif not isinstance(tenant, str):
-            unrouted.append(
-                Unrouted(msg, Reason.WRONG_TYPE, "tenant: Input should be a valid string", event_id)
-            )
-        elif not is_tenant(tenant):
-            detail = f"tenant {tenant[:80]!r} is not a valid tenant"
-            unrouted.append(Unrouted(msg, Reason.BAD_TENANT, detail, event_id))
+        named = payload_tenant(msg.value)
+        if named.tenant is not None:
+            by_tenant.setdefault(named.tenant, []).append(msg)
         else:
-            by_tenant.setdefault(tenant, []).append(msg)
+            assert named.reason is not None
+            unrouted.append(Unrouted(msg, named.reason, named.detail, named.event_id))
     return RoutedMessages(by_tenant, unrouted)
 
 

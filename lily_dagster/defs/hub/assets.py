@@ -104,8 +104,7 @@ def tenant_records(
         landed_ids = sorted(set(landed.get_column("batch_id").to_list()))
         batch_ids = [b for b in landed_ids if staging.claimed_by(tenant, b) == owner]
         if not batch_ids and landed.height:
-            others = ", ".join(sorted(set(landed_ids) - set(batch_ids)))
-            yield tenant, {**hub_state(hub, tenant), "isolated_batches": others}
+            yield tenant, {**hub_state(hub, tenant), "isolated_batches": ", ".join(landed_ids)}
             continue
         events = enriched_events.filter(
             (pl.col("tenant") == tenant) & pl.col("batch_id").is_in(batch_ids)
