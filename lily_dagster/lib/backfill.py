@@ -23,6 +23,7 @@ from typing import Any
 
 import polars as pl
 
+from lily_dagster.lib.crypto.sealer import PendingSeal
 from lily_dagster.lib.decode import decode_frame, fill_raw, scan_envelopes
 from lily_dagster.lib.envelope import empty_events
 from lily_dagster.lib.hooks import HookContext, run_chain, tenant_chain
@@ -206,9 +207,11 @@ def run_backfill(
     # batch redone after a crash replaces its own entries.
     stem = key.replace(":", "-")
 
-    def write(end: int, events: pl.DataFrame) -> UpsertResult:
+    def write(end: int, events: pl.DataFrame, ahead: PendingSeal) -> UpsertResult:
+        with clock("seal_wait"):
+            sealed = ahead.result()
         t0 = time.perf_counter()
-        result = hub.upsert(tenant, events, checkpoint=(key, end))
+        result = hub.upsert(tenant, events, checkpoint=(key, end), sealed_ahead=sealed)
         timings["hub"] = timings.get("hub", 0.0) + time.perf_counter() - t0
         return result
 
@@ -221,15 +224,21 @@ def run_backfill(
         if progress is not None:
             progress(report)
 
-    # The hub writes batch i in a thread while this one prepares batch i+1 (DuckDB and
-    # polars both release the GIL): one write in flight at a time, in order, and progress is
-    # reported for batch i before batch i+1 is written, so memory holds two batches at most.
+    # Three stages, each in a thread of its own: this one prepares batch i+1 while batch i
+    # is sealed, then written; batch i+1 is sealed while batch i is written (AES holds the
+    # GIL, polars and DuckDB release it). One write in flight at a time, in order, and
+    # progress is reported for batch i before batch i+1 is written: memory holds three
+    # batches at most.
     in_flight: tuple[int, pl.DataFrame, Future[UpsertResult]] | None = None
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="backfill-hub") as writer:
+    with (
+        hub.bulk_sealer(tenant) as sealer,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="backfill-hub") as writer,
+    ):
         for end, events in prepared():
+            ahead = sealer.submit(events)
             if in_flight is not None:
                 committed(in_flight[0], in_flight[1], in_flight[2].result())
-            in_flight = (end, events, writer.submit(write, end, events))
+            in_flight = (end, events, writer.submit(write, end, events, ahead))
         if in_flight is not None:
             committed(in_flight[0], in_flight[1], in_flight[2].result())
     # The whole source is read: the shard is finished (a rerun applies nothing).

@@ -28,6 +28,7 @@ from lily_dagster.lib.plugins import registry
 from lily_dagster.lib.reasons import Reason
 
 if TYPE_CHECKING:
+    from lily_dagster.lib.crypto.sealer import BulkSealer
     from lily_dagster.lib.gdpr.subject import Subject
     from lily_dagster.lib.hub.local import LocalHub
     from lily_dagster.settings import Settings
@@ -499,9 +500,16 @@ class MetadataHub(Protocol):
         events: pl.DataFrame,
         now: datetime | None = None,
         checkpoint: tuple[str, int] | None = None,
+        sealed_ahead: pl.DataFrame | None = None,
     ) -> UpsertResult:
         """Apply a batch of valid, enriched events (EVENT_SCHEMA) to the tenant's records;
-        `checkpoint` (key, value) is recorded atomically with them."""
+        `checkpoint` (key, value) is recorded atomically with them; `sealed_ahead` is what
+        `bulk_sealer` made of these events."""
+        ...
+
+    def bulk_sealer(self, tenant: str) -> BulkSealer:
+        """What seals a bulk load's batches as this hub stores them at rest, ahead of their
+        upserts (`sealed_ahead`), while earlier batches are written."""
         ...
 
     def checkpoint(self, tenant: str, key: str) -> int | None:

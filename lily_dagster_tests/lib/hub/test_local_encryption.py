@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import polars as pl
 import pytest
 
@@ -170,3 +171,35 @@ def test_tenants_have_their_own_keys(home: Path, sealed: Ciphers) -> None:
     with pytest.raises(CryptoError):
         LocalHub(home / "hub", ciphers=lambda t: acme_key).records("globex")
     assert hub.records("globex").height == 3
+
+
+def test_batches_sealed_ahead_read_as_batches_the_hub_sealed_itself(
+    home: Path, sealed: Ciphers
+) -> None:
+    """A bulk load hands each batch's content, sealed ahead by the hub's bulk sealer, to the
+    upsert: the hub stores those values where the merged record kept them (every kind of
+    change of the timeline), and reads exactly as without."""
+    plain = LocalHub(home / "plain")
+    hub = LocalHub(home / "hub", ciphers=sealed)
+    aheads = []
+    with hub.bulk_sealer("acme") as sealer:
+        for i, batch in enumerate(timeline()):
+            events, now = frame(batch), T0 + timedelta(minutes=10 * i)
+            ahead = sealer.submit(events).result()
+            assert ahead is not None
+            aheads.append(ahead)
+            hub.upsert("acme", events, now=now, sealed_ahead=ahead)
+            plain.upsert("acme", events, now=now)
+    assert dumps(everything(hub)) == dumps(everything(plain))
+    with duckdb.connect(str(hub.path("acme")), read_only=True) as con:
+        stored = con.sql(
+            "SELECT description FROM changes UNION SELECT description FROM records"
+        ).pl()["description"]
+    reused = set(aheads[0]["description__sealed"].drop_nulls()) & set(stored.drop_nulls())
+    assert reused  # taken from ahead, not sealed again
+
+
+def test_nothing_is_sealed_ahead_with_encryption_off(home: Path) -> None:
+    hub = LocalHub(home / "hub", ciphers=ciphers_in(home, encryption=False))
+    with hub.bulk_sealer("acme") as sealer:
+        assert sealer.submit(frame(timeline()[0])).result() is None

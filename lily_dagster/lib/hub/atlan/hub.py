@@ -60,6 +60,7 @@ from lily_dagster.lib.reasons import Reason
 from lily_dagster.settings import AtlanOptions, Settings
 
 if TYPE_CHECKING:
+    from lily_dagster.lib.crypto.sealer import BulkSealer
     from lily_dagster.lib.gdpr.subject import Subject
     from lily_dagster.lib.hub.atlan.transport import AtlanTransport
 
@@ -111,19 +112,24 @@ class AtlanHub(RecordReads):
 
     # -- writes ---------------------------------------------------------------------------
 
+    def bulk_sealer(self, tenant: str) -> BulkSealer:
+        """The ledger's sealing, done ahead (Atlan itself gets plaintext)."""
+        return self.ledger.bulk_sealer(tenant)
+
     def upsert(
         self,
         tenant: str,
         events: pl.DataFrame,
         now: datetime | None = None,
         checkpoint: tuple[str, int] | None = None,
+        sealed_ahead: pl.DataFrame | None = None,
     ) -> UpsertResult:
         """Merge into the ledger, then publish every record Atlan has not received yet
         (this batch's and any a failed run left). Counts are Atlan's: what it created,
         updated, archived, restored; `pending` are children held for their parent."""
         # A checkpoint commits with the ledger: records it covers are in the outbox, and
         # the outbox is sent below or by the next run.
-        merged = self.ledger.upsert(tenant, events, now, checkpoint)
+        merged = self.ledger.upsert(tenant, events, now, checkpoint, sealed_ahead)
         published = self.publish(tenant, now)
         return UpsertResult(
             created=published.created,
