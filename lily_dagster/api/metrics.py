@@ -8,6 +8,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from lily_dagster.lib.metrics import MetricsStore, PipelineCollector
+
 # The `endpoint` label of a request: its route family by path, else one of the named
 # paths, else "other".
 _TENANT_ROUTE = re.compile(r"^/v1/tenants/[^/]*/(events|assets|lineage|changes|audit)(/|$)")
@@ -23,8 +25,13 @@ NAMED_PATHS = ("/healthz", "/metrics", "/openapi.json")
 
 
 class Metrics:
-    def __init__(self) -> None:
+    """The receiver's own metrics, and (with `pipeline`) the pipeline's of every Lily
+    process, read from their durable store at each scrape (CONTRACT.md §8)."""
+
+    def __init__(self, pipeline: MetricsStore | None = None) -> None:
         self.registry = CollectorRegistry()
+        if pipeline is not None:
+            self.registry.register(PipelineCollector(pipeline))
         self.requests = Counter(
             "lily_webhook_requests",
             "HTTP requests by endpoint and status",

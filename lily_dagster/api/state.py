@@ -13,6 +13,7 @@ from lily_dagster.lib.access.snapshot import SnapshotStore
 from lily_dagster.lib.audit import AuditLog, AuditWriter
 from lily_dagster.lib.hub import open_hub
 from lily_dagster.lib.inbox import Inbox, open_inbox
+from lily_dagster.lib.metrics import MetricsStore
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.lib.receiver.auth import AuthConfig, TokenVerifier, auth_config_from_env
 from lily_dagster.lib.receiver.body import CheckedBody, quarantine_rejects
@@ -74,7 +75,7 @@ def build_state(
             settings.webhook_rate_per_s,
             {t.name: t.webhook_rate_per_s for t in config.tenants if t.webhook_rate_per_s},
         ),
-        metrics=Metrics(),
+        metrics=Metrics(MetricsStore.in_home(settings.home)),
         snapshots=SnapshotStore(records),
         cursors=CursorSigner(settings.home / "keys" / "cursor-signing.key"),
         audit=audit or AuditWriter(AuditLog(settings.audit_dir)),

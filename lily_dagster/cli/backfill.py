@@ -32,6 +32,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         return cmd_routed_backfill(args)
     from lily_dagster.lib.backfill import BackfillReport, run_backfill
     from lily_dagster.lib.hub import open_hub
+    from lily_dagster.lib.metrics import MetricsStore
     from lily_dagster.lib.quarantine import QuarantineStore
 
     settings = load_settings()
@@ -58,6 +59,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         batch_rows=args.batch_rows,
         max_event_bytes=settings.max_event_bytes,
         progress=progress,
+        metrics=MetricsStore.in_home(settings.home),
     )
     if interactive:
         print(file=sys.stderr)
@@ -75,6 +77,7 @@ def cmd_routed_backfill(args: argparse.Namespace) -> int:
     """`lily backfill` of a multi-tenant source (no --tenant)."""
     from lily_dagster.lib.backfill_routed import RoutedReport, run_routed_backfill
     from lily_dagster.lib.hub import open_hub
+    from lily_dagster.lib.metrics import MetricsStore
     from lily_dagster.lib.quarantine import QuarantineStore
 
     if args.shards != 1 or args.shard != 0:
@@ -96,6 +99,7 @@ def cmd_routed_backfill(args: argparse.Namespace) -> int:
         batch_rows=args.batch_rows,
         max_event_bytes=settings.max_event_bytes,
         progress=progress,
+        metrics=MetricsStore.in_home(settings.home),
     )
     print_json(report.as_dict())
     return 0

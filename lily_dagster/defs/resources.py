@@ -16,6 +16,7 @@ from lily_dagster.lib.crypto import ciphers_of
 from lily_dagster.lib.hub import open_hub
 from lily_dagster.lib.hub.base import MetadataHub
 from lily_dagster.lib.intermediates import read_frame, write_frame
+from lily_dagster.lib.metrics import MetricsStore
 from lily_dagster.lib.propagation import Propagator
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.lib.staging import StagingArea
@@ -41,6 +42,9 @@ class LilyResource(ConfigurableResource):
 
     def hub(self) -> MetadataHub:
         return open_hub(self.settings())
+
+    def metrics(self) -> MetricsStore:
+        return MetricsStore.in_home(self.settings().home)
 
     def propagator(self) -> Propagator:
         return Propagator.from_settings(self.settings(), self.hub())

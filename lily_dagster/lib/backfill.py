@@ -28,6 +28,8 @@ from lily_dagster.lib.decode import decode_frame, fill_raw, scan_envelopes
 from lily_dagster.lib.envelope import empty_events
 from lily_dagster.lib.hooks import HookContext, run_chain, tenant_chain
 from lily_dagster.lib.hub.base import MetadataHub, UpsertResult
+from lily_dagster.lib.metrics import MetricsStore
+from lily_dagster.lib.metrics.updates import applied, stages
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.lib.validation import all_rules, split_valid
 from lily_dagster.settings import ConfigError, LilyConfigFile
@@ -147,6 +149,7 @@ def run_backfill(
     batch_rows: int = 500_000,
     max_event_bytes: int = 1 << 20,
     progress: Callable[[BackfillReport], None] | None = None,
+    metrics: MetricsStore | None = None,
 ) -> BackfillReport:
     """Load `source` into the tenant's hub, resuming after the shard's checkpoint."""
     check_shards(shards, shard)
@@ -191,6 +194,10 @@ def run_backfill(
             if rejects:
                 kept = fill_raw(pl.concat(rejects), frame, origin, max_event_bytes)
                 report.quarantined += quarantine.add(tenant, f"{stem}-{start}", kept)
+            if metrics is not None:  # read (landed) and valid, once per batch of the source
+                arrived = events.height + (decoded.rejects.height if shard == 0 else 0)
+                read = stages(tenant, landed=arrived, valid=checked.valid.height)
+                metrics.try_record(read, key=f"backfill:{tenant}:{key}:{end}:read")
             yield end, chained.events
 
     def lookup(names: list[str]) -> set[str]:
@@ -216,8 +223,13 @@ def run_backfill(
         return result
 
     def committed(end: int, events: pl.DataFrame, result: UpsertResult) -> None:
+        refused = 0
         if result.rejects is not None and result.rejects.height:
-            report.quarantined += quarantine.add(tenant, f"{stem}-hub-{end}", result.rejects)
+            refused = quarantine.add(tenant, f"{stem}-hub-{end}", result.rejects)
+            report.quarantined += refused
+        if metrics is not None and result.state is not None:
+            taken = applied(tenant, events.height - refused, result.state.status_counts)
+            metrics.try_record(taken, key=f"backfill:{tenant}:{key}:{end}:applied")
         report.record(events.height, result)
         report.seconds = time.perf_counter() - started
         report.stage_seconds = {k: round(v, 2) for k, v in timings.items()}

@@ -31,6 +31,8 @@ from lily_dagster.lib.decode.tenant import origin_series
 from lily_dagster.lib.envelope import DecodeResult, empty_events
 from lily_dagster.lib.hooks import HookContext, run_chain, tenant_chain
 from lily_dagster.lib.hub.base import MetadataHub
+from lily_dagster.lib.metrics import MetricsStore
+from lily_dagster.lib.metrics.updates import applied, stages
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.lib.validation import all_rules, split_valid
 from lily_dagster.settings import UNROUTED_TENANT, LilyConfigFile
@@ -80,8 +82,10 @@ class RoutedLoad:
         config: LilyConfigFile,
         source: str,
         max_event_bytes: int,
+        metrics: MetricsStore | None = None,
     ) -> None:
         self.hub, self.quarantine, self.config = hub, quarantine, config
+        self.metrics = metrics
         self.source, self.max_event_bytes = source, max_event_bytes
         self.key = checkpoint_key(source, 1, 0)
         self.stem = self.key.replace(":", "-")
@@ -152,10 +156,16 @@ class RoutedLoad:
         rejects = [decoded.rejects, checked.rejects, chained.rejects]
         report.quarantined += self.quarantine_rejects(tenant, rejects, batch)
         result = self.hub.upsert(tenant, chained.events, checkpoint=(self.key, batch.end))
+        refused = 0
         if result.rejects is not None and result.rejects.height:
-            report.quarantined += self.quarantine.add(
-                tenant, f"{self.stem}-hub-{batch.end}", result.rejects
+            refused = self.quarantine.add(tenant, f"{self.stem}-hub-{batch.end}", result.rejects)
+            report.quarantined += refused
+        if self.metrics is not None and result.state is not None:
+            arrived = events.height + decoded.rejects.height
+            taken = stages(tenant, landed=arrived, valid=checked.valid.height).merge(
+                applied(tenant, chained.events.height - refused, result.state.status_counts)
             )
+            self.metrics.try_record(taken, key=f"backfill:{tenant}:{self.key}:{batch.end}")
         self.committed[tenant] = batch.end
         report.record(chained.events.height, result)
 
@@ -184,10 +194,11 @@ def run_routed_backfill(
     batch_rows: int = 500_000,
     max_event_bytes: int = 1 << 20,
     progress: Callable[[RoutedReport], None] | None = None,
+    metrics: MetricsStore | None = None,
 ) -> RoutedReport:
     """Load a multi-tenant `source`: each row into the hub of the tenant it names."""
     started = time.perf_counter()
-    load = RoutedLoad(hub, quarantine, config, source, max_event_bytes)
+    load = RoutedLoad(hub, quarantine, config, source, max_event_bytes, metrics)
     for frame, origin in scan_envelopes(source, batch_rows):
         load.load_batch(frame, origin, load.report.rows_read)
         load.report.rows_read += frame.height

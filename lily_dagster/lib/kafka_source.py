@@ -119,6 +119,20 @@ class KafkaBatch:
             return 0
         return max(1, self.watermark_lag())
 
+    def lag_by_topic(self) -> dict[str, int]:
+        """Messages left per topic after this batch (0 once drained; where the broker's
+        watermarks trail its log, as Tansu's do, a lower bound)."""
+        topics = {*self.high_watermarks, *self.next_cursor}
+        if self.drained:
+            return dict.fromkeys(sorted(topics), 0)
+        return {
+            t: sum(
+                max(0, high - self.next_cursor.get(t, {}).get(p, 0))
+                for p, high in self.high_watermarks.get(t, {}).items()
+            )
+            for t in sorted(topics)
+        }
+
     def watermark_lag(self) -> int:
         # A lower bound where the broker's watermark lags (Tansu), exact on Kafka.
         return sum(

@@ -31,6 +31,8 @@ from lily_dagster.lib.durable import write_atomic
 from lily_dagster.lib.envelope import REJECT_SCHEMA, quarantine_id
 from lily_dagster.lib.gdpr.payload import scrub_payload, scrub_payload_text
 from lily_dagster.lib.gdpr.subject import Subject
+from lily_dagster.lib.metrics.store import MetricsStore
+from lily_dagster.lib.metrics.updates import quarantined
 from lily_dagster.lib.strict_json import dumps
 from lily_dagster.settings import Settings
 
@@ -62,15 +64,19 @@ def message_key() -> pl.Expr:
 
 
 class QuarantineStore:
-    def __init__(self, root: Path, ciphers: Ciphers = plaintext) -> None:
+    def __init__(
+        self, root: Path, ciphers: Ciphers = plaintext, metrics: MetricsStore | None = None
+    ) -> None:
         self.root = root
         self.ciphers = ciphers
+        self.metrics = metrics  # counts quarantined events by reason (the quarantine's)
 
     @classmethod
     def from_settings(cls, settings: Settings, root: Path | None = None) -> QuarantineStore:
         """The quarantine under $LILY_HOME (or the store at `root`: a dead-letter queue),
         sealed with the tenants' keys."""
-        return cls(root or settings.quarantine_dir, ciphers_of(settings))
+        metrics = MetricsStore.in_home(settings.home) if root is None else None
+        return cls(root or settings.quarantine_dir, ciphers_of(settings), metrics)
 
     def add(self, tenant: str, name: str, rejects: pl.DataFrame) -> int:
         """Durably keep `rejects` under the file `name`; returns how many were kept."""
@@ -78,6 +84,9 @@ class QuarantineStore:
             return 0
         frame = _conform(rejects.with_columns(pl.lit(tenant).alias("tenant")))
         _write(self.ciphers(tenant), self.root / tenant / f"{name}.parquet", frame)
+        if self.metrics is not None:
+            # Keyed by the entry: a batch quarantined again (a retried run) counts once.
+            self.metrics.try_record(quarantined(tenant, frame), key=f"quarantined:{tenant}:{name}")
         return frame.height
 
     def _files(self, tenant: str) -> list[Path]:

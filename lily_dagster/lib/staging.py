@@ -39,6 +39,8 @@ from lily_dagster.lib.durable import fsync_dir, write_atomic, write_text_atomic
 from lily_dagster.lib.envelope import event_id_of, make_rejects
 from lily_dagster.lib.gdpr.payload import scrub_payload_column
 from lily_dagster.lib.gdpr.subject import Subject
+from lily_dagster.lib.metrics.store import MetricsStore
+from lily_dagster.lib.metrics.updates import stage
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.lib.reasons import Reason
 from lily_dagster.settings import Settings
@@ -97,14 +99,17 @@ class StagingArea:
     content (ids, counts, source positions) and stays plaintext, so listing batches needs
     no key."""
 
-    def __init__(self, root: Path, ciphers: Ciphers = plaintext) -> None:
+    def __init__(
+        self, root: Path, ciphers: Ciphers = plaintext, metrics: MetricsStore | None = None
+    ) -> None:
         self.root = root
         self.ciphers = ciphers
+        self.metrics = metrics  # counts landed events (lily_events_total)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StagingArea:
         """The staging area under $LILY_HOME, sealed with the tenants' keys."""
-        return cls(settings.staging_dir, ciphers_of(settings))
+        return cls(settings.staging_dir, ciphers_of(settings), MetricsStore.in_home(settings.home))
 
     def _dir(self, tenant: str, state: str) -> Path:
         return self.root / tenant / state
@@ -130,6 +135,9 @@ class StagingArea:
         landed = frame.cast(LANDED_SCHEMA)  # type: ignore[arg-type]
         write_atomic(pending / f"{batch_id}.parquet", lambda tmp: cipher.write_parquet(landed, tmp))
         write_text_atomic(pending / f"{batch_id}.json", json.dumps(manifest.__dict__))
+        if self.metrics is not None:
+            arrived = stage(tenant, "landed", frame.height)
+            self.metrics.try_record(arrived, key=f"landed:{tenant}:{batch_id}")
         return manifest
 
     def pending(self, tenant: str) -> list[str]:

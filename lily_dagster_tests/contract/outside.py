@@ -17,9 +17,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -485,3 +486,60 @@ def small_stack(
         started.append(start_broker(broker_port, settings, root / "broker.log"))
         started.append(start_webhook(webhook_port, settings, root / "webhook.log"))
         yield SmallStack(root, settings, f"http://127.0.0.1:{webhook_port}", target)
+
+
+@contextlib.contextmanager
+def idle_stack(
+    root: Path,
+    topic: str,
+    config: Callable[[WebhookTarget], dict[str, Any]],
+    refuse_path: str,
+    feed: Callable[[SmallStack], None],
+    **env: str,
+) -> Iterator[SmallStack]:
+    """A `small_stack` that `feed` sent its workload to, then drained by `lily run
+    --until-idle` (which must succeed)."""
+    with small_stack(root, topic, config, refuse_path, **env) as small:
+        feed(small)
+        run = run_until_idle(small.env, 240)
+        assert run.returncode == 0, run.stderr[-3000:]
+        yield small
+
+
+def table_envelope(
+    tenant: str, via: str, i: int, connection: str = "default/snowflake/1", **asset: Any
+) -> dict[str, Any]:
+    """An upsert of Table `<VIA>_<i>` (its own record per via and i), fields of `asset` added."""
+    return {
+        "event_id": f"{via}-{tenant}-{i}-{uuid.uuid4().hex[:6]}",
+        "tenant": tenant,
+        "source": "snowflake",
+        "op": "upsert",
+        "event_time": datetime(2026, 11, 1, 10, i % 60, tzinfo=UTC).isoformat(),
+        "asset": {
+            "type_name": "Table",
+            "qualified_name": f"{connection}/DB/SCH/{via.upper()}_{i}",
+            "name": f"{via.upper()}_{i}",
+            **asset,
+        },
+    }
+
+
+def refusing_target_config(
+    target: WebhookTarget, tenants: Sequence[str], refuse_path: str, secret_env: str
+) -> dict[str, Any]:
+    """LILY_CONFIG of `tenants` with one webhook target, `refusing`, for the first tenant only,
+    at `refuse_path` of `target` (which answers 400 there: every change dead-lettered)."""
+    return {
+        "tenants": [{"name": t} for t in tenants],
+        "targets": [
+            {
+                "name": "refusing",
+                "type": "webhook",
+                "url": target.url(refuse_path),
+                "secret_env": secret_env,
+                "tenants": [tenants[0]],
+                "backoff_s": 0.05,
+            }
+        ],
+    }

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,25 +40,12 @@ MARKERS = {
 
 
 def envelope(tenant: str, via: str, i: int, **asset: Any) -> dict[str, Any]:
-    table = f"{CONNECTION}/DB/SCH/{via.upper()}_{i}"
-    return {
-        "event_id": f"{via}-{tenant}-{i}-{uuid.uuid4().hex[:6]}",
-        "tenant": tenant,
-        "source": "snowflake",
-        "op": "upsert",
-        "event_time": datetime(2026, 11, 1, 10, i % 60, tzinfo=UTC).isoformat(),
-        "asset": {
-            "type_name": "Table",
-            "qualified_name": table,
-            "name": f"{via.upper()}_{i}",
-            "attributes": {
-                "description": f"{MARKERS[via]} holds the {i}th thing",
-                "owner_users": [MARKERS["owner"], "someone-else"],
-                "sample_values": [MARKERS["sample"], "plain"],
-            },
-            **asset,
-        },
+    attributes = {
+        "description": f"{MARKERS[via]} holds the {i}th thing",
+        "owner_users": [MARKERS["owner"], "someone-else"],
+        "sample_values": [MARKERS["sample"], "plain"],
     }
+    return outside.table_envelope(tenant, via, i, CONNECTION, attributes=attributes, **asset)
 
 
 def bad_envelope(tenant: str, i: int) -> dict[str, Any]:
@@ -83,19 +68,7 @@ class Stack:
 
 
 def _config(target: WebhookTarget) -> dict[str, Any]:
-    return {
-        "tenants": [{"name": t} for t in TENANTS],
-        "targets": [
-            {
-                "name": "refusing",
-                "type": "webhook",
-                "url": target.url(REFUSE_PATH),
-                "secret_env": "PROTECTION_TARGET_SECRET",
-                "tenants": ["acme"],
-                "backoff_s": 0.05,
-            }
-        ],
-    }
+    return outside.refusing_target_config(target, TENANTS, REFUSE_PATH, "PROTECTION_TARGET_SECRET")
 
 
 def _feed(stack_env: dict[str, str], root: Path, webhook_url: str) -> None:

@@ -84,6 +84,7 @@ def bulk_backfill(
             f"{tenant} shard {shard}: batch {r.batches}, {r.rows_read:,} rows read, "
             f"{r.rows_per_s:,.0f} rows/s"
         ),
+        metrics=lily.metrics(),
     )
     return MaterializeResult(
         metadata={

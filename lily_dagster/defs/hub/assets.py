@@ -18,8 +18,14 @@ from dagster import (
 from lily_dagster.defs.ingest.assets import mark_replays_applied
 from lily_dagster.defs.partitions import tenant_partitions
 from lily_dagster.defs.resources import LilyResource
-from lily_dagster.lib.hub.base import HubState, HubUnavailableError, MetadataHub
-from lily_dagster.lib.propagation import record_change_head
+from lily_dagster.lib.hub.base import HubState, HubUnavailableError, MetadataHub, UpsertResult
+from lily_dagster.lib.metrics.updates import (
+    PENDING_CHANGES,
+    applied,
+    event_delays,
+    hub_requests,
+)
+from lily_dagster.lib.propagation import Position, position_path, record_change_head
 from lily_dagster.lib.staging import batch_set_key
 
 
@@ -134,6 +140,37 @@ def hub_state(hub: MetadataHub, tenant: str) -> dict[str, Any]:
     }
 
 
+def record_applied(
+    lily: LilyResource,
+    hub: MetadataHub,
+    tenant: str,
+    applied_events: int,
+    received_at: pl.Series,
+    result: UpsertResult,
+    state: HubState,
+    batch_ids: list[str],
+    now: datetime,
+) -> None:
+    """The pipeline metrics of a batch set the hub took (once per batch set: a retried run
+    does not count it again) and of the requests it took."""
+    # Each event's delay from landing (or its Kafka timestamp) to visible in the hub.
+    delays = event_delays(received_at, now.timestamp())
+    taken = applied(tenant, applied_events, state.status_counts, delays)
+    settings = lily.settings()
+    for target in settings.config.targets_of(tenant):  # what each target has yet to get
+        delivered = Position.load(position_path(settings.propagation_dir, tenant, target.name))
+        taken.gauge(PENDING_CHANGES, {"tenant": tenant, "target": target.name},
+                    max(0, state.last_change - delivered.delivered))  # fmt: skip
+    metrics = lily.metrics()
+    metrics.try_record(taken, key=f"applied:{tenant}:{batch_set_key(batch_ids)}")
+    sent = {
+        k.removeprefix("requests_"): n
+        for k, n in result.details.items()
+        if k.startswith("requests_")
+    }
+    metrics.try_record(hub_requests(hub.name, sent or {"ok": 1}))
+
+
 def apply_to_hub(
     context: AssetExecutionContext,
     lily: LilyResource,
@@ -147,6 +184,7 @@ def apply_to_hub(
     try:
         result = hub.upsert(tenant, enriched_events)
     except HubUnavailableError as exc:
+        lily.metrics().try_record(hub_requests(hub.name, {"failed": 1}))
         # Nothing is lost (the batch stays pending, the hub's outbox keeps what it did not
         # acknowledge): try the step again later; bad credentials and bugs fail at once.
         # The hub's upsert is idempotent, so tenants applied before this one are harmless
@@ -163,10 +201,17 @@ def apply_to_hub(
     state = result.state or HubState(hub.status_counts(tenant), hub.last_change(tenant))
     change_seq = state.last_change
     record_change_head(lily.settings().propagation_dir, tenant, change_seq)
+    now = datetime.now(UTC)
+    applied_events = enriched_events.height - refused
+    received_at = (
+        enriched_events.get_column("received_at")
+        if "received_at" in enriched_events.columns
+        else pl.Series(dtype=pl.Datetime("us", "UTC"))
+    )
+    record_applied(lily, hub, tenant, applied_events, received_at, result, state, batch_ids, now)
     # Only now is the batch safe to forget: its valid events are in the hub and its
     # invalid ones in the quarantine.
     lily.staging().mark_applied(tenant, batch_ids)
-    now = datetime.now(UTC)
     # Freshness is Lily's own delay (landed or Kafka timestamp → visible in the hub); the
     # event's age also counts how late its source sent it.
     freshness = seconds_since(enriched_events, "received_at", now)

@@ -49,6 +49,7 @@ from lily_dagster.lib.kafka_source import (
     record_offset_resets,
     route_messages,
 )
+from lily_dagster.lib.metrics.updates import kafka_lag
 from lily_dagster.lib.staging import StagingArea, batch_set_key
 from lily_dagster.settings import UNROUTED_TENANT
 
@@ -433,6 +434,7 @@ def kafka_events_sensor(
         context.log.warning(f"topics not on the broker yet: {batch.missing_topics}")
     # Recorded before the cursor moves past them: a tick that dies reports them again.
     report_offset_resets(context, lily, batch.resets)
+    lily.metrics().try_record(kafka_lag(batch.lag_by_topic()))
     if not batch.messages:
         staging = lily.staging()
         sweep = [

@@ -28,6 +28,7 @@ from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
 from lily_dagster.defs.resources import LilyResource
+from lily_dagster.lib.metrics import MetricsStore
 from lily_dagster.lib.retention import (
     ENDED,
     RunInfo,
@@ -146,6 +147,8 @@ def apply_retention(
     removed = remove_files(stale, settings.io_dir)
     # Their folders stay: a tenant's staging folder is how `lily` commands know the tenant.
     removed += remove_files(applied_batch_files(settings.staging_dir, before))
+    # The metrics' idempotency keys of batches that old: no run retries them any more.
+    MetricsStore.in_home(settings.home).forget_keys(now - before)
     return deleted, removed
 
 

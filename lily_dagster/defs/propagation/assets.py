@@ -44,6 +44,7 @@ from lily_dagster.defs.partitions import TENANTS, tenant_partitions
 from lily_dagster.defs.resources import LilyResource
 from lily_dagster.lib.access.decision import Action
 from lily_dagster.lib.audit import operator_action, run_subject
+from lily_dagster.lib.metrics.updates import propagation
 from lily_dagster.lib.propagation import (
     DispatchResult,
     Position,
@@ -89,6 +90,9 @@ def propagation_asset(target: TargetConfig) -> AssetsDefinition:
         propagator = lily.propagator()
         result: DispatchResult = propagator.dispatch(tenant, configured)
         last = propagator.hub.last_change(tenant)
+        dead = propagator.dlq(target.name).read(tenant).height
+        behind = max(0, last - result.position)
+        lily.metrics().try_record(propagation(tenant, target.name, behind, dead))
         metadata = {
             "delivered": result.delivered,
             "withheld_by_access_rules": result.withheld,
@@ -96,7 +100,7 @@ def propagation_asset(target: TargetConfig) -> AssetsDefinition:
             "batches": result.batches,
             "attempts": result.attempts,
             "position": result.position,
-            "behind": max(0, last - result.position),
+            "behind": behind,
             "delay_p50_s": _percentile(result.delays_s, 0.5),
             "delay_p95_s": _percentile(result.delays_s, 0.95),
         }

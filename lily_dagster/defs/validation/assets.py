@@ -37,6 +37,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 from lily_dagster.defs.ingest.assets import REPLAY_BATCH_PREFIX
 from lily_dagster.defs.partitions import tenant_partitions
 from lily_dagster.defs.resources import LilyResource
+from lily_dagster.lib.metrics.updates import stage
 from lily_dagster.lib.staging import batch_set_key
 from lily_dagster.lib.validation import (
     DECODES,
@@ -249,6 +250,9 @@ def _validate_tenant(
     )
     rejects = checked.rejects
     kept = lily.quarantine().add(tenant, f"validation-{batch_set_key(batch_ids)}", rejects)
+    lily.metrics().try_record(
+        stage(tenant, "valid", valid.height), key=f"valid:{tenant}:{batch_set_key(batch_ids)}"
+    )
     by_reason = {r: int(n) for r, n in rejects.group_by("reason").len().sort("reason").iter_rows()}
     columns, waiting = _columns_waiting(valid, lily, tenant)
     context.add_asset_metadata(

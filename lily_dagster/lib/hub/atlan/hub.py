@@ -129,8 +129,13 @@ class AtlanHub(RecordReads):
         updated, archived, restored; `pending` are children held for their parent."""
         # A checkpoint commits with the ledger: records it covers are in the outbox, and
         # the outbox is sent below or by the next run.
+        sent_before = self._outcomes()
         merged = self.ledger.upsert(tenant, events, now, checkpoint, sealed_ahead)
         published = self.publish(tenant, now)
+        requests = {
+            f"requests_{outcome}": n - sent_before.get(outcome, 0)
+            for outcome, n in self._outcomes().items()
+        }
         return UpsertResult(
             created=published.created,
             updated=published.updated,
@@ -139,7 +144,7 @@ class AtlanHub(RecordReads):
             unchanged=merged.unchanged + published.unchanged,
             pending=merged.pending + published.pending,
             rejects=concat_rejects(merged.rejects, published.rejects),
-            details={**merged.details, **published.details},
+            details={**merged.details, **published.details, **requests},
             sample=published.sample,
             state=merged.state,  # the ledger's: what status_counts and last_change read
         )
@@ -434,6 +439,9 @@ class AtlanHub(RecordReads):
 
     def _requests(self) -> int:
         return self._transport.requests if self._transport is not None else 0
+
+    def _outcomes(self) -> dict[str, int]:
+        return dict(self._transport.outcomes) if self._transport is not None else {}
 
     @property
     def tag_ids(self) -> dict[str, str]:

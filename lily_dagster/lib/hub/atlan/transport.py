@@ -9,6 +9,7 @@ objects. pyatlan is imported when a transport is made, never at definitions load
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -88,6 +89,8 @@ class AtlanTransport:
         self.limiter = AdaptiveRateLimiter(rate_per_min)
         self.max_throttles = max_throttles
         self.requests = 0
+        # Requests by outcome (lily_hub_requests_total): ok, throttled (a 429), failed.
+        self.outcomes: Counter[str] = Counter()
 
     # -- requests -----------------------------------------------------------------------
 
@@ -106,17 +109,21 @@ class AtlanTransport:
                 )
             except (httpx.TransportError, TypeError) as exc:
                 # pyatlan's transport raises TypeError when a 5xx persists past its retries.
+                self.outcomes["failed"] += 1
                 raise AtlanUnavailableError(
                     f"Atlan at {self.base_url} unreachable or failing after {self.retries} "
                     f"retries ({type(exc).__name__}: {exc}); the records stay pending"
                 ) from exc
             status = response.status_code
             if status == 429:
+                self.outcomes["throttled"] += 1
                 self.limiter.throttle(_retry_after(response.headers.get("Retry-After")))
                 continue
             if 200 <= status < 300:
+                self.outcomes["ok"] += 1
                 self.limiter.success()
                 return response.json() if response.content else {}
+            self.outcomes["failed"] += 1
             raise _error(status, response.text, api.method.value, path)
         raise AtlanThrottledError(
             f"Atlan kept answering 429 after {self.max_throttles} waits; "
