@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 
-.PHONY: run test lint unit setup browser demo clean
+.PHONY: run test lint unit setup browser prometheus demo clean
 
 TEST_HOOKS := lily_dagster_tests/fixtures/lily_test_hooks
 EMULATOR := tools/atlan-emulator
@@ -34,6 +34,17 @@ browser:
 	      || echo "could not install chromium: the UI tests will be skipped"; \
 	  else echo "no $(CHROMIUM) (apt-get as root installs it): the UI tests will be skipped"; fi; }
 
+# The metrics tests run Debian's Prometheus (a real server scraping the receiver) and its
+# promtool (checks deploy/prometheus/alerts.yml); `make test` installs them like chromium.
+APT_PROMETHEUS := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null 2>&1
+prometheus:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's prometheus for the metrics tests (apt-get)"; \
+	    $(APT_PROMETHEUS) || { apt-get update -qq >/dev/null 2>&1 && $(APT_PROMETHEUS); } \
+	      || echo "could not install prometheus: the Prometheus tests will fail, naming it"; \
+	  else echo "no promtool (apt-get as root installs Debian's prometheus): the Prometheus tests will fail"; fi; }
+
 # The whole local stack on embedded defaults: Kafka-compatible broker, Dagster UI and
 # daemon (http://127.0.0.1:3000), demo traffic. Ctrl-C stops it; so does any signal to make:
 # exec makes lily make's own child (make passes SIGTERM on to it), and --stop-with-parent
@@ -44,7 +55,7 @@ run: setup
 # Lint, types, then the full suite on PYTEST_WORKERS workers (pytest-xdist); loadgroup keeps
 # the contract suite on one worker (its conftest groups it), so its stacks are built once.
 PYTEST_WORKERS ?= 2
-test: setup browser lint
+test: setup browser prometheus lint
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 # The unit tests alone (marker `unit`: lily_dagster_tests/lib), under a minute on 2 cores.

@@ -62,6 +62,9 @@ setup(
             # Dagster's project CLI: `dg check defs` (a gate of `make test`), `dg list defs`,
             # `dg dev`; the same release as dagster.
             "dagster-dg-cli==1.13.27",
+            # Grafana's own SDK for dashboards as code: tools/gen_observability.py builds
+            # deploy/grafana/lily.json with it (the field's standard; grafanalib is unmaintained).
+            "grafana-foundation-sdk==1769699998!10.1.0",
         ],
     },
     entry_points={"console_scripts": ["lily=lily_dagster.cli:main"]},

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -543,3 +544,45 @@ def refusing_target_config(
             }
         ],
     }
+
+
+def start_prometheus(port: int, api: str, rules: Path, root: Path) -> subprocess.Popen[Any]:
+    """Debian's Prometheus on loopback, scraping the receiver at `api` every second and
+    evaluating the alerting rules of `rules`; returned once ready."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        raise AssertionError(
+            "Debian's prometheus is not installed: `make test` installs it "
+            "(apt-get install prometheus), or install it by hand"
+        )
+    target = api.removeprefix("http://")
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(rules)],
+        "scrape_configs": [{"job_name": "lily", "static_configs": [{"targets": [target]}]}],
+    }
+    (root / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
+    args = [binary, f"--config.file={root / 'prometheus.yml'}",
+            f"--storage.tsdb.path={root / 'prometheus-data'}",
+            f"--web.listen-address=127.0.0.1:{port}"]  # fmt: skip
+    with (root / "prometheus.log").open("ab") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    with _live_lock:
+        _live.add(proc)
+    ready, deadline = http_ready(f"http://127.0.0.1:{port}/-/ready"), time.monotonic() + 60
+    while not ready():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop(proc)
+            log = (root / "prometheus.log").read_text()[-3000:]
+            raise AssertionError(f"Prometheus did not start; its output:\n{log}")
+        time.sleep(0.2)
+    return proc
+
+
+def prometheus_query(port: int, query: str) -> list[dict[str, Any]]:
+    """The result vector of an instant query through Prometheus' HTTP API."""
+    answer = httpx.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": query}, timeout=10)
+    body = answer.json()
+    assert body["status"] == "success", body
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result

@@ -9,6 +9,7 @@ of one tenant (dead letters). Every event names its own record, so events applie
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ JWT_SECRET = "metrics-hs256-secret-0123456789abcdef0123"
 TOPIC = "metrics.events"
 TENANTS = ("acme", "globex")
 REFUSE_PATH = "/hooks/refuse"
+ALERTS = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
@@ -47,6 +49,7 @@ def invalid(tenant: str, i: int) -> dict[str, Any]:
 class Stack:
     env: dict[str, str]
     api: str
+    prometheus: int  # the port of a real Prometheus that scraped the receiver all along
     scrape: Samples
     exports: dict[str, list[dict[str, Any]]]
     quarantine: dict[str, list[dict[str, Any]]]
@@ -93,14 +96,25 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     secrets = {"LILY_JWT_HS256_SECRET": JWT_SECRET, "METRICS_TARGET_SECRET": "metrics-target"}
     root = tmp_path_factory.mktemp("metrics")
-    with outside.idle_stack(root, TOPIC, _config, REFUSE_PATH, _feed, **secrets) as small:
-        yield Stack(
-            env=small.env,
-            api=small.api,
-            scrape=scrape(small.api),
-            exports={t: outside.hub_export(small.env, t) for t in TENANTS},
-            quarantine={t: outside.quarantine_export(small.env, t) for t in TENANTS},
-        )
+    prometheus = outside.free_port()
+    with outside.processes() as started:
+
+        def watched_feed(small: outside.SmallStack) -> None:
+            # Prometheus scrapes the receiver from before the first event to the end.
+            started.append(outside.start_prometheus(prometheus, small.api, ALERTS, root))
+            _feed(small)
+
+        with outside.idle_stack(
+            root, TOPIC, _config, REFUSE_PATH, watched_feed, **secrets
+        ) as small:
+            yield Stack(
+                env=small.env,
+                api=small.api,
+                prometheus=prometheus,
+                scrape=scrape(small.api),
+                exports={t: outside.hub_export(small.env, t) for t in TENANTS},
+                quarantine={t: outside.quarantine_export(small.env, t) for t in TENANTS},
+            )
 
 
 @pytest.mark.parametrize("tenant", TENANTS)
@@ -181,6 +195,30 @@ def test_counters_survive_a_restart_of_the_receiver(stack: Stack, tmp_path: Path
 
 PIPELINE_PREFIXES = ("lily_events", "lily_quarantined", "lily_hub_records", "lily_end_to_end")
 PER_TARGET = ("lily_propagation_pending_changes", "lily_dead_letters")
+
+
+def test_prometheus_reads_the_same_figures_as_the_exports(stack: Stack) -> None:
+    """A real Prometheus scraped the receiver during the ingest; its latest samples, read
+    through its HTTP API, are the exports' figures."""
+    expected = {t: float(len(stack.exports[t])) for t in TENANTS}
+    query = 'sum by (tenant) (lily_events_total{stage="applied"})'
+    deadline, seen = time.monotonic() + 30, {}
+    while time.monotonic() < deadline:
+        found = outside.prometheus_query(stack.prometheus, query)
+        seen = {r["metric"]["tenant"]: float(r["value"][1]) for r in found}
+        if seen == expected:
+            break
+        time.sleep(0.5)
+    assert seen == expected
+    reasons = outside.prometheus_query(stack.prometheus, "lily_quarantined_total")
+    assert sum(float(r["value"][1]) for r in reasons) == sum(map(len, stack.quarantine.values()))
+
+
+def test_prometheus_loaded_the_alerting_rules(stack: Stack) -> None:
+    answer = httpx.get(f"http://127.0.0.1:{stack.prometheus}/api/v1/rules", timeout=10).json()
+    rules = [r for g in answer["data"]["groups"] for r in g["rules"]]
+    assert {r["name"] for r in rules} >= {"LilyQuarantineShareHigh", "LilyDeadLetters"}
+    assert all(r["health"] in ("ok", "unknown") for r in rules), rules
 
 
 def test_a_deleted_tenant_leaves_no_series(stack: Stack) -> None:
