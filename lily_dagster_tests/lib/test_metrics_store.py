@@ -116,3 +116,12 @@ def test_a_deleted_tenant_loses_its_series_and_old_keys_are_forgotten(tmp_path: 
     store.forget_tenant("acme")
     assert exposition(store) == {events("globex", "landed"): 4}
     assert store.forget_keys(older_than_s=-1) == 2  # both keys are older than the future
+
+
+def test_a_failure_to_record_is_logged_not_raised(tmp_path: Path) -> None:
+    blocked = tmp_path / "metrics"
+    blocked.write_text("a file where the folder should be")
+    store = MetricsStore.in_home(tmp_path)
+    store.try_record(stage("acme", "landed", 1), key="k")  # the work it describes goes on
+    with pytest.raises(OSError):
+        store.record(stage("acme", "landed", 1), key="k")

@@ -118,7 +118,7 @@ class MetricsStore:
         they describe (the pipeline's own state stays right; the figure is then short)."""
         try:
             self.record(update, key)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:  # a locked, corrupt or unwritable file
             _logger.warning(f"metrics not recorded ({self.path}: {exc})")
 
     def forget_keys(self, older_than_s: float) -> int:
