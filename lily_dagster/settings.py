@@ -223,6 +223,24 @@ class TenantConfig(BaseModel):
         return value
 
 
+class AlertsConfig(BaseModel):
+    """`alerts:` of LILY_CONFIG: the alert sensor's thresholds and where it posts
+    (docs/metrics.md, alerts inside Dagster)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: str = Field(description="the configured target (slack, teams or webhook) to post to")
+    quarantine_share: float = Field(
+        0.05, gt=0, le=1, description="alert when over this share of a tenant's landed events is "
+        "quarantined within window_s"
+    )  # fmt: skip
+    kafka_lag: int = Field(10_000, ge=1, description="alert when a topic is this many behind")
+    window_s: int = Field(900, ge=10, le=86_400, description="the quarantine share's window")
+    cooldown_s: int = Field(
+        3_600, ge=0, description="after an alert resolves, the same alert waits this long"
+    )
+
+
 class LilyConfigFile(BaseModel):
     """The LILY_CONFIG YAML file (README: Configuration)."""
 
@@ -235,6 +253,8 @@ class LilyConfigFile(BaseModel):
     targets: list[TargetConfig] = Field(default_factory=list)
     # Access policies for every tenant's records (CONTRACT.md §6).
     access: AccessConfig = Field(default_factory=AccessConfig)
+    # The alert sensor's thresholds and target (none: it posts nothing).
+    alerts: AlertsConfig | None = None
 
     @field_validator("targets")
     @classmethod
@@ -244,6 +264,15 @@ class LilyConfigFile(BaseModel):
         if dupes:
             raise ValueError(f"target names must be unique: {dupes}")
         return targets
+
+    @model_validator(mode="after")
+    def _alerts_target_is_configured(self) -> LilyConfigFile:
+        names = [t.name for t in self.targets]
+        if self.alerts is not None and self.alerts.target not in names:
+            raise ValueError(
+                f"alerts.target: no target named {self.alerts.target!r}; known: {names}"
+            )
+        return self
 
     def targets_of(self, tenant: str) -> list[TargetConfig]:
         return [t for t in self.targets if t.tenants is None or tenant in t.tenants]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from lily_dagster.lib.alerts import check_alerts_config
 from lily_dagster.lib.hooks import check_hook_config
 from lily_dagster.lib.pollers import check_poller_config
 from lily_dagster.lib.propagation import check_target_config
@@ -10,7 +11,8 @@ from lily_dagster.settings import LilyConfigFile
 
 
 def check_plugin_config(config: LilyConfigFile) -> None:
-    """Hooks, targets and pollers of every tenant; ConfigError on the first problem."""
+    """Hooks, targets, pollers and the alerts target; ConfigError on the first problem."""
     check_hook_config(config)
     check_target_config(config)
     check_poller_config(config)
+    check_alerts_config(config)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import polars as pl
@@ -22,6 +22,9 @@ from lily_dagster.lib.targets import (
     post_json,
 )
 from lily_dagster.settings import ConfigError, TargetConfig, env_secret
+
+if TYPE_CHECKING:
+    from lily_dagster.lib.alerts import Alert
 
 # Changes shown in one chat message by default; the rest are counted ("and N more").
 DEFAULT_MAX_SHOWN = 20
@@ -202,3 +205,10 @@ class ChatTarget:
 
     def deliver(self, changes: pl.DataFrame, config: ChatConfig, ctx: DeliveryContext) -> None:
         post_chat(self.message(changes, config, ctx), config, ctx)
+
+    def text_message(self, text: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def alert(self, alert: Alert, config: ChatConfig, ctx: DeliveryContext) -> None:
+        """An alert of the alert sensor (lib/alerts), as one short message."""
+        post_chat(self.text_message(alert.text), config, ctx)

@@ -98,3 +98,6 @@ class SlackTarget(ChatTarget):
     name = "slack"
     max_shown_limit = MAX_SHOWN_LIMIT
     message = staticmethod(slack_message)
+
+    def text_message(self, text: str) -> dict[str, Any]:
+        return {"text": escape(text)}

@@ -88,6 +88,11 @@ def teams_message(
     body.extend(change_container(view) for view in shown)
     if hidden > 0:
         body.append(_text(escape(more_text(hidden)), isSubtle=True, separator=True))
+    return card_message(body)
+
+
+def card_message(body: list[dict[str, Any]]) -> dict[str, Any]:
+    """A Teams message of one Adaptive Card with `body`."""
     card = {
         "$schema": CARD_SCHEMA,
         "type": "AdaptiveCard",
@@ -109,3 +114,6 @@ class TeamsTarget(ChatTarget):
     name = "teams"
     max_shown_limit = MAX_SHOWN_LIMIT
     message = staticmethod(teams_message)
+
+    def text_message(self, text: str) -> dict[str, Any]:
+        return card_message([_text(escape(text), weight="Bolder")])

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -25,6 +26,9 @@ from lily_dagster.lib.targets import (
 )
 from lily_dagster.lib.targets.render import http_url
 from lily_dagster.settings import TargetConfig
+
+if TYPE_CHECKING:
+    from lily_dagster.lib.alerts import Alert
 
 SIGNATURE_HEADER = "X-Lily-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -74,6 +78,16 @@ class WebhookTarget:
 
     def deliver(self, changes: pl.DataFrame, config: WebhookConfig, ctx: DeliveryContext) -> None:
         body = webhook_body(changes, ctx)
+        headers = {
+            SIGNATURE_HEADER: sign(body, config.secret),
+            IDEMPOTENCY_HEADER: ctx.idempotency_key,
+        }
+        post_json(config.url, body, headers, ctx.timeout_s)
+
+    def alert(self, alert: Alert, config: WebhookConfig, ctx: DeliveryContext) -> None:
+        """An alert of the alert sensor: `{"alert": {key, status, value, threshold, at,
+        text}}`, signed as deliveries are."""
+        body = json.dumps({"alert": alert.as_dict()}).encode()
         headers = {
             SIGNATURE_HEADER: sign(body, config.secret),
             IDEMPOTENCY_HEADER: ctx.idempotency_key,

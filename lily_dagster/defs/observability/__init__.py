@@ -1,0 +1,1 @@
+"""Alerts inside Dagster, from the pipeline metrics (for teams without Prometheus)."""
