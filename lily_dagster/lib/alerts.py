@@ -70,16 +70,15 @@ def evaluate(
 ) -> list[Alert]:
     """The alerts to post now, `state` updated as if they were posted. `totals`: tenant ->
     (landed, quarantined) counters; `lags`: topic -> messages behind."""
-    values: dict[str, tuple[float, float]] = {}
+    values: dict[str, float] = {}
     for tenant, (landed, quarantined) in totals.items():
         share = _windowed_share(state, config.window_s, now, tenant, landed, quarantined)
         if share is not None:
-            values[f"quarantine_share:{tenant}"] = (share, config.quarantine_share)
-    for topic, lag in lags.items():
-        values[f"kafka_lag:{topic}"] = (lag, float(config.kafka_lag))
+            values[f"quarantine_share:{tenant}"] = share
+    values.update({f"kafka_lag:{topic}": lag for topic, lag in lags.items()})
     alerts = []
     for key in sorted({*values, *state.firing}):
-        value, threshold = values.get(key, (0.0, 0.0))
+        value, threshold = values.get(key, 0.0), _threshold(config, key)
         holds = key in values and value > threshold
         if holds and key not in state.firing:
             if now - state.resolved.get(key, -1e18) < config.cooldown_s:
@@ -89,7 +88,7 @@ def evaluate(
         elif not holds and key in state.firing:
             del state.firing[key]
             state.resolved[key] = now
-            alerts.append(Alert(key, RESOLVED, value, threshold or _threshold(config, key), now))
+            alerts.append(Alert(key, RESOLVED, value, threshold, now))
     return alerts
 
 

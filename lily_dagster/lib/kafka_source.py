@@ -122,24 +122,22 @@ class KafkaBatch:
     def lag_by_topic(self) -> dict[str, int]:
         """Messages left per topic after this batch (0 once drained; where the broker's
         watermarks trail its log, as Tansu's do, a lower bound)."""
-        topics = {*self.high_watermarks, *self.next_cursor}
-        if self.drained:
-            return dict.fromkeys(sorted(topics), 0)
+        behind = self._behind_by_topic()
+        return dict.fromkeys(behind, 0) if self.drained else behind
+
+    def watermark_lag(self) -> int:
+        # A lower bound where the broker's watermark lags (Tansu), exact on Kafka.
+        return sum(self._behind_by_topic().values())
+
+    def _behind_by_topic(self) -> dict[str, int]:
+        """Per topic: the high watermarks less the offsets after this batch."""
         return {
             t: sum(
                 max(0, high - self.next_cursor.get(t, {}).get(p, 0))
                 for p, high in self.high_watermarks.get(t, {}).items()
             )
-            for t in sorted(topics)
+            for t in sorted({*self.high_watermarks, *self.next_cursor})
         }
-
-    def watermark_lag(self) -> int:
-        # A lower bound where the broker's watermark lags (Tansu), exact on Kafka.
-        return sum(
-            max(0, high - self.next_cursor.get(t, {}).get(p, 0))
-            for t, parts in self.high_watermarks.items()
-            for p, high in parts.items()
-        )
 
     def ranges(self) -> dict[str, list[int]]:
         """{topic/partition: [first, last+1]} of what this batch consumed."""

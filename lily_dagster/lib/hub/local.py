@@ -136,8 +136,8 @@ ALTER TABLE records ADD COLUMN IF NOT EXISTS changed_at TIMESTAMPTZ;
 def _ddl(cipher: TenantCipher) -> str:
     """The schema. A database made while sealing stores its sealed columns uncompressed:
     ciphertext does not compress, and DuckDB's string compression spent three times the
-    write finding that out (0.65 s against 0.19 s per 850k sealed values; the file is ~20 %
-    larger). Columns keep what they were made with."""
+    write finding that out (0.65 s against 0.19 s per 850k sealed values; the file is
+    20-40 % larger). Columns keep what they were made with."""
     return _DDL.replace("%SEALED%", " USING COMPRESSION uncompressed" if cipher.enabled else "")
 
 
