@@ -14,12 +14,15 @@ import lily_dagster.defs
 from lily_dagster.defs import resources
 from lily_dagster.defs.propagation import definitions as propagation
 from lily_dagster.lib.config_checks import check_plugin_config
+from lily_dagster.lib.logs import configure_logging
 from lily_dagster.settings import Settings
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    check_plugin_config(Settings.from_env().config)
+    settings = Settings.from_env()
+    configure_logging(settings.log_format, settings.log_level)
+    check_plugin_config(settings.config)
     return dg.Definitions.merge(
         dg.load_definitions_from_package_module(lily_dagster.defs),
         propagation.defs(),

@@ -53,6 +53,8 @@ DEFAULT_WEBHOOK_PORT = 8787
 DEFAULT_WEBHOOK_MAX_BODY_BYTES = 5_242_880
 DEFAULT_WEBHOOK_RATE_PER_S = 200.0
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# text: Python's and Dagster's own handlers; json: Lily's lines as JSON (lib/logs.py).
+LOG_FORMATS = ("text", "json")
 DEFAULT_RUN_RETENTION_DAYS = 7
 DEFAULT_BACKFILL_SHARDS = 4
 DEFAULT_BROKER_STORAGE = "memory://tansu/"
@@ -327,6 +329,13 @@ def _env_share(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _env_log_format(env: Mapping[str, str]) -> str:
+    raw = (env.get("LILY_LOG_FORMAT") or "").strip().lower()
+    if raw and raw not in LOG_FORMATS:
+        raise ConfigError(f"LILY_LOG_FORMAT={raw!r}: expected one of {', '.join(LOG_FORMATS)}")
+    return raw or "text"
+
+
 def _env_log_level(env: Mapping[str, str], name: str, default: str) -> str:
     raw = (env.get(name) or "").strip()
     if not raw:
@@ -440,6 +449,7 @@ class Settings(BaseModel):
     propagation_retry_s: int  # after a failed delivery run, wait this long before the next
     # What Dagster's processes and runs write to their logs (DEBUG adds every Dagster event).
     log_level: str = "INFO"
+    log_format: str = "text"  # LILY_LOG_FORMAT: text | json (docs/operating.md)
     # Finished runs (and their event logs and intermediate files) older than this many days
     # are deleted by the run retention schedule; 0 keeps everything.
     run_retention_days: int = DEFAULT_RUN_RETENTION_DAYS
@@ -585,6 +595,7 @@ def _numbers(env: Mapping[str, str]) -> dict[str, Any]:
         "hub_retry_wait_s": _env_int(env, "LILY_HUB_RETRY_WAIT_S", 30, minimum=0),
         "propagation_retry_s": _env_int(env, "LILY_PROPAGATION_RETRY_S", 30, minimum=0),
         "log_level": _env_log_level(env, "LILY_LOG_LEVEL", "INFO"),
+        "log_format": _env_log_format(env),
         "run_retention_days": _env_int(
             env, "LILY_RUN_RETENTION_DAYS", DEFAULT_RUN_RETENTION_DAYS, minimum=0
         ),

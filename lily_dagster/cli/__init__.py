@@ -28,6 +28,7 @@ from lily_dagster.cli import (
     run,
     tenant,
     tokens,
+    trace,
     webhook,
 )
 from lily_dagster.cli.common import CliError, OneLineErrorParser, print_error
@@ -45,6 +46,7 @@ COMMANDS = (
     hub,
     quarantine,
     batches,
+    trace,
     backfill,
     bench,
     dlq,

@@ -71,10 +71,12 @@ def print_error(message: str) -> None:
 
 def load_settings(check_keys: bool = True) -> Settings:
     from lily_dagster.lib.config_checks import check_plugin_config
+    from lily_dagster.lib.logs import configure_logging
 
     # A bad LILY_CONFIG (hooks, targets, pollers) fails at start, as it would fail the
     # code location's load: a daemon without definitions would run no sensor at all.
     settings = Settings.from_env()
+    configure_logging(settings.log_format, settings.log_level)
     check_plugin_config(settings.config)
     if check_keys:
         check_data_keys(settings)

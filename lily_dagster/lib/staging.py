@@ -26,7 +26,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +39,7 @@ from lily_dagster.lib.durable import fsync_dir, write_atomic, write_text_atomic
 from lily_dagster.lib.envelope import event_id_of, make_rejects
 from lily_dagster.lib.gdpr.payload import scrub_payload_column
 from lily_dagster.lib.gdpr.subject import Subject
+from lily_dagster.lib.logs import log_stage
 from lily_dagster.lib.metrics.store import MetricsStore
 from lily_dagster.lib.metrics.updates import stage
 from lily_dagster.lib.quarantine import QuarantineStore
@@ -138,6 +139,8 @@ class StagingArea:
         if self.metrics is not None:
             arrived = stage(tenant, "landed", frame.height)
             self.metrics.try_record(arrived, key=f"landed:{tenant}:{batch_id}")
+        ids = (event_id_of(v) for v in landed.get_column("value"))  # read only at DEBUG
+        log_stage("landed", tenant, ids, batch_id=batch_id, source=source, events=frame.height)
         return manifest
 
     def pending(self, tenant: str) -> list[str]:
@@ -245,8 +248,27 @@ class StagingArea:
             return empty, manifests
         return pl.concat(frames, how="vertical"), manifests
 
-    def mark_applied(self, tenant: str, batch_ids: list[str]) -> None:
-        self._move_out(tenant, batch_ids, "applied")
+    def mark_applied(self, tenant: str, batch_ids: list[str], run_id: str | None = None) -> None:
+        """Move the batches to `applied/`, naming the run that applied them
+        (`{batch_id}.run`, read by `lily trace`)."""
+        moved = self._move_out(tenant, batch_ids, "applied")
+        for batch_id in moved if run_id else []:
+            write_text_atomic(self._dir(tenant, "applied") / f"{batch_id}.run", run_id or "")
+
+    def manifest(self, tenant: str, state: str, batch_id: str) -> dict[str, Any]:
+        """A batch's manifest in `state` (BatchManifest fields), {} when it is not there."""
+        try:
+            return dict(json.loads((self._dir(tenant, state) / f"{batch_id}.json").read_text()))
+        except FileNotFoundError:
+            return {}
+
+    def run_of(self, tenant: str, state: str, batch_id: str) -> str | None:
+        """The run that holds a pending batch (its claim), or that applied one."""
+        name = f"{batch_id}.claim" if state == "pending" else f"{batch_id}.run"
+        try:
+            return (self._dir(tenant, state) / name).read_text().removeprefix(ISOLATE_PREFIX)
+        except FileNotFoundError:
+            return None
 
     def discard(self, tenant: str, batch_id: str) -> bool:
         """Move a pending batch to `discarded/`, its claim and releases dropped; whether it
@@ -282,7 +304,19 @@ class StagingArea:
         atomically, so a crash leaves it whole, and running it again finishes the job."""
         cipher = self.ciphers(tenant)
         changed = 0
-        # pending first: a batch a run marks applied meanwhile is met again under applied/.
+        for _state, path, frame in self.batch_files(tenant):
+            scrubbed = _scrub_landed(subject, frame)
+            if scrubbed is None:
+                continue
+            changed += 1
+            if not dry_run:
+                _rewrite(cipher, path, scrubbed)
+        return changed
+
+    def batch_files(self, tenant: str) -> Iterator[tuple[str, Path, pl.DataFrame]]:
+        """(state, file, its landed rows opened) of every batch of the tenant, pending first:
+        a batch a run marks applied meanwhile is met again under applied/."""
+        cipher = self.ciphers(tenant)
         for state in BATCH_STATES:
             directory = self._dir(tenant, state)
             for path in sorted(directory.glob("*.parquet")) if directory.is_dir() else []:
@@ -290,13 +324,7 @@ class StagingArea:
                     frame = cipher.read_parquet(path)
                 except FileNotFoundError:  # moved on meanwhile: met again in its next state
                     continue
-                scrubbed = _scrub_landed(subject, frame)
-                if scrubbed is None:
-                    continue
-                changed += 1
-                if not dry_run:
-                    _rewrite(cipher, path, scrubbed)
-        return changed
+                yield state, path, frame
 
     def dealt_with(self, tenant: str, batch_id: str) -> str | None:
         """ "applied" or "discarded" for a batch that left pending that way, else None."""

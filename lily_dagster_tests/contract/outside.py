@@ -156,6 +156,18 @@ def token(env: dict[str, str], tenant: str, scope: str | None = None) -> str:
     return lily_ok(*args, env=env).strip()
 
 
+def post_events(api: str, env: dict[str, str], tenant: str, events: list[dict[str, Any]]) -> None:
+    """POST `events` to the tenant's §4 events route with an ingest token; 202 expected."""
+    answer = httpx.post(
+        f"{api}/v1/tenants/{tenant}/events",
+        content=json.dumps(events).encode(),
+        headers={"Authorization": f"Bearer {token(env, tenant, 'lily:ingest')}",
+                 "Content-Type": "application/json"},
+        timeout=30,
+    )  # fmt: skip
+    assert answer.status_code == 202, answer.text
+
+
 @dataclass
 class IdleRun:
     """One `lily run --until-idle`: its exit code, output, and when it returned."""

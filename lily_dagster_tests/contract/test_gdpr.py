@@ -129,17 +129,6 @@ def _config(target: WebhookTarget) -> dict[str, Any]:
     }
 
 
-def _post(api: str, env: dict[str, str], events: list[dict[str, Any]]) -> None:
-    token = outside.token(env, TENANT, "lily:ingest")
-    answer = httpx.post(
-        f"{api}/v1/tenants/{TENANT}/events",
-        content=json.dumps(events).encode(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        timeout=30,
-    )
-    assert answer.status_code == 202, answer.text
-
-
 def _views(env: dict[str, str], api: str) -> Views:
     token = outside.token(env, TENANT, "lily:read lily:read:pii")
     headers = {"Authorization": f"Bearer {token}"}
@@ -182,7 +171,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         bad = {**backfilled()[0], "event_id": "bad-1", "op": "explode"}  # quarantined
         source.write_text("".join(json.dumps(e) + "\n" for e in [*backfilled(), bad]))
         outside.lily_ok("backfill", "--tenant", TENANT, "--source", str(source), env=env)
-        _post(api, env, posted())
+        outside.post_events(api, env, TENANT, posted())
         idle = outside.run_until_idle(env, 240)
         assert idle.returncode == 0, idle.stderr[-3000:]
         before = _views(env, api)
@@ -204,7 +193,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             again=_gdpr(env, "--subject", SUBJECT),
             unknown=_gdpr(env, "--subject", "nobody@nowhere.example"),
         )
-        _post(api, env, [envelope("LATE", 3, description=f"Ask {SUBJECT}", owner_users=[FOLDED])])
+        outside.post_events(
+            api,
+            env,
+            TENANT,
+            [envelope("LATE", 3, description=f"Ask {SUBJECT}", owner_users=[FOLDED])],
+        )
         idle = outside.run_until_idle(env, 240)
         assert idle.returncode == 0, idle.stderr[-3000:]
         stack.late = outside.hub_export(env, TENANT)

@@ -19,6 +19,7 @@ from lily_dagster.defs.ingest.assets import mark_replays_applied
 from lily_dagster.defs.partitions import tenant_partitions
 from lily_dagster.defs.resources import LilyResource
 from lily_dagster.lib.hub.base import HubState, HubUnavailableError, MetadataHub, UpsertResult
+from lily_dagster.lib.logs import log_stage
 from lily_dagster.lib.metrics.updates import (
     PENDING_CHANGES,
     applied,
@@ -211,7 +212,11 @@ def apply_to_hub(
     record_applied(lily, hub, tenant, applied_events, received_at, result, state, batch_ids, now)
     # Only now is the batch safe to forget: its valid events are in the hub and its
     # invalid ones in the quarantine.
-    lily.staging().mark_applied(tenant, batch_ids)
+    lily.staging().mark_applied(tenant, batch_ids, context.run_id)
+    log_stage(
+        "applied", tenant, enriched_events.get_column("event_id"), run_id=context.run_id,
+        batch_id=",".join(batch_ids), events=applied_events, change_seq=change_seq,
+    )  # fmt: skip
     # Freshness is Lily's own delay (landed or Kafka timestamp → visible in the hub); the
     # event's age also counts how late its source sent it.
     freshness = seconds_since(enriched_events, "received_at", now)

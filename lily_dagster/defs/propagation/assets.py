@@ -44,6 +44,7 @@ from lily_dagster.defs.partitions import TENANTS, tenant_partitions
 from lily_dagster.defs.resources import LilyResource
 from lily_dagster.lib.access.decision import Action
 from lily_dagster.lib.audit import operator_action, run_subject
+from lily_dagster.lib.logs import log_stage
 from lily_dagster.lib.metrics.updates import propagation
 from lily_dagster.lib.propagation import (
     DispatchResult,
@@ -93,6 +94,10 @@ def propagation_asset(target: TargetConfig) -> AssetsDefinition:
         dead = propagator.dlq(target.name).read(tenant).height
         behind = max(0, last - result.position)
         lily.metrics().try_record(propagation(tenant, target.name, behind, dead))
+        log_stage(
+            "delivered", tenant, run_id=context.run_id, target=target.name,
+            delivered=result.delivered, dead_lettered=result.dead_lettered, at=result.position,
+        )  # fmt: skip
         metadata = {
             "delivered": result.delivered,
             "withheld_by_access_rules": result.withheld,

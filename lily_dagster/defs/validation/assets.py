@@ -37,6 +37,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 from lily_dagster.defs.ingest.assets import REPLAY_BATCH_PREFIX
 from lily_dagster.defs.partitions import tenant_partitions
 from lily_dagster.defs.resources import LilyResource
+from lily_dagster.lib.logs import log_stage
 from lily_dagster.lib.metrics.updates import stage
 from lily_dagster.lib.staging import batch_set_key
 from lily_dagster.lib.validation import (
@@ -191,6 +192,21 @@ def _log_quarantined(context: AssetExecutionContext, outcomes: dict[str, _Tenant
     context.log.warning(f"{sum(kept.values())} events quarantined: {shown}{more}")
 
 
+def _log_trail(
+    run_id: str, tenant: str, batch_ids: list[str], valid: pl.DataFrame, rejects: pl.DataFrame
+) -> None:
+    """The batches' trail lines: valid, and quarantined by reason (lib/logs.py)."""
+    batches = ",".join(batch_ids)
+    ids = valid.get_column("event_id")
+    log_stage("valid", tenant, ids, run_id=run_id, batch_id=batches, events=valid.height)
+    for (reason,), group in rejects.group_by("reason", maintain_order=True):
+        ids = group.get_column("event_id")
+        log_stage(
+            "quarantined", tenant, ids, run_id=run_id, batch_id=batches, reason=reason,
+            events=group.height,
+        )  # fmt: skip
+
+
 def _empty_valid(tenant: str, max_event_bytes: int) -> pl.DataFrame:
     empty = check_payloads([], [], tenant, max_event_bytes)
     return empty.valid.with_columns(
@@ -250,6 +266,7 @@ def _validate_tenant(
     )
     rejects = checked.rejects
     kept = lily.quarantine().add(tenant, f"validation-{batch_set_key(batch_ids)}", rejects)
+    _log_trail(context.run_id, tenant, batch_ids, valid, rejects)
     lily.metrics().try_record(
         stage(tenant, "valid", valid.height), key=f"valid:{tenant}:{batch_set_key(batch_ids)}"
     )

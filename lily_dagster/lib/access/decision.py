@@ -35,6 +35,7 @@ class Action(StrEnum):
     GDPR_ERASE = "gdpr.erase"
     TENANT_DELETE = "tenant.delete"
     KEYS_ROTATE = "keys.rotate"
+    EVENTS_TRACE = "events.trace"
 
 
 REQUIRED_SCOPE: dict[Action, str] = {
@@ -49,6 +50,7 @@ REQUIRED_SCOPE: dict[Action, str] = {
     Action.GDPR_ERASE: OPERATE_SCOPE,
     Action.TENANT_DELETE: OPERATE_SCOPE,
     Action.KEYS_ROTATE: OPERATE_SCOPE,
+    Action.EVENTS_TRACE: OPERATE_SCOPE,
 }
 
 

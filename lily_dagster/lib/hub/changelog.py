@@ -45,6 +45,9 @@ STORED_SCHEMA: dict[str, pl.DataType] = {
 # a bulk load then writes each record once, not once more into the change log (~0.5 s per
 # 1M records). The change moves to the change log (materialised) before the row changes.
 LATEST_CHANGE = ("change_seq", "change", "changed", "before", "changed_at")
+# The change log's column naming the event that made each change; on a record's own row
+# (its latest change) that is the row's `event_id`.
+SOURCE_EVENT = "source_event_id"
 
 
 def attributes_json() -> pl.Expr:
@@ -71,6 +74,9 @@ def change_rows(
         *[c for c in STORED_SCHEMA if c not in ("seq", "classifications", "changed_at")],
         pl.col("classifications").fill_null([]),
         pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("changed_at"),
+        # The record's latest event made this change (`lily trace`); stored beside
+        # STORED_SCHEMA, which is what propagation reads.
+        pl.col("event_id").alias(SOURCE_EVENT),
     ).cast(STORED_SCHEMA)  # type: ignore[arg-type]
 
 

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,6 +39,7 @@ from lily_dagster.lib.hub.base import (
 )
 from lily_dagster.lib.hub.changelog import (
     LATEST_CHANGE,
+    SOURCE_EVENT,
     STORED_SCHEMA,
     change_rows,
     with_identity,
@@ -130,6 +131,8 @@ ALTER TABLE records ADD COLUMN IF NOT EXISTS change VARCHAR;
 ALTER TABLE records ADD COLUMN IF NOT EXISTS changed VARCHAR[];
 ALTER TABLE records ADD COLUMN IF NOT EXISTS before VARCHAR%SEALED%;
 ALTER TABLE records ADD COLUMN IF NOT EXISTS changed_at TIMESTAMPTZ;
+-- The event that made each change (`lily trace`); null in rows of earlier releases.
+ALTER TABLE changes ADD COLUMN IF NOT EXISTS source_event_id VARCHAR;
 """
 
 
@@ -174,7 +177,8 @@ def materialise_changes(con: duckdb.DuckDBPyConnection, names: pl.DataFrame) -> 
             "change_seq IS NOT NULL AND qualified_name IN (SELECT qualified_name FROM __changing)"
         )
         con.execute(
-            f"INSERT INTO changes BY NAME SELECT {_CHANGE_FROM_RECORD} FROM records WHERE {kept}"
+            f"INSERT INTO changes BY NAME SELECT {_CHANGE_FROM_RECORD}, "
+            f"event_id AS source_event_id FROM records WHERE {kept}"
         )
         con.execute(
             "UPDATE records SET "
@@ -191,6 +195,15 @@ _LOG_SCHEMA: dict[str, pl.DataType] = {
     "changed": pl.List(pl.String()),
     "before": pl.String(),
 }
+
+
+@dataclass(frozen=True)
+class HubTrail:
+    """What the hub holds of one event (`LocalHub.event_trail`)."""
+
+    changes: list[dict[str, Any]]  # seq, qualified_name, change, version, changed_at
+    patched: list[str]  # records with a partial change of this event stored
+    current: list[dict[str, Any]]  # the named records now: version, status, event_id, ...
 
 
 class HubLockedError(RuntimeError):
@@ -380,6 +393,26 @@ class LocalHub(RecordReads):
         ).cast(STORED_SCHEMA)  # type: ignore[arg-type]
         opened = self.ciphers(tenant).open_frame(stored, SEALED["changes"])
         return with_identity(opened, tenant)
+
+    def event_trail(self, tenant: str, event_id: str, qualified_names: list[str]) -> HubTrail:
+        """What the hub holds of one event (`lily trace`): the changes it made, the partial
+        changes stored for it, and the current version of the records it names."""
+
+        def read(con: duckdb.DuckDBPyConnection) -> HubTrail:
+            changes = _changes_made_by(con, event_id)
+            patched = con.execute(
+                "SELECT qualified_name FROM patches WHERE event_id = ? ORDER BY 1", [event_id]
+            ).fetchall()
+            names = pl.DataFrame(  # noqa: F841 (read by DuckDB by name)
+                {"qualified_name": qualified_names}, schema={"qualified_name": pl.String}
+            )
+            current = con.sql(
+                "SELECT qualified_name, version, status, event_id, content_id FROM records "
+                "SEMI JOIN names USING (qualified_name) ORDER BY qualified_name"
+            ).pl()
+            return HubTrail(changes, [str(p) for (p,) in patched], current.to_dicts())
+
+        return self._read(tenant, "records", read, HubTrail([], [], []))
 
     def checkpoint(self, tenant: str, key: str) -> int | None:
         """The value last recorded under `key` with an upsert (None: never)."""
@@ -732,7 +765,10 @@ def _erase(
             pl.lit("updated").alias("change"), pl.lit(None, dtype=pl.String).alias("before")
         ).cast(_LOG_SCHEMA)  # type: ignore[arg-type]
         rows = change_rows(current, entries, cipher.tenant, _next_seq(con), now)
-        _append(con, cipher, "changes", rows)
+        # An erasure, not an event, made these changes.
+        _append(
+            con, cipher, "changes", rows.with_columns(pl.lit(None, pl.String).alias(SOURCE_EVENT))
+        )
     return erasure
 
 
@@ -890,6 +926,23 @@ def _append(
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM __append")
     finally:
         con.unregister("__append")
+
+
+def _changes_made_by(con: duckdb.DuckDBPyConnection, event_id: str) -> list[dict[str, Any]]:
+    """The changes `event_id` made: in the change log, or kept on a record's own row."""
+    columns = "qualified_name, change, version, changed_at"
+    parts = []
+    if _has_column(con, "changes", SOURCE_EVENT):  # not in a database no release wrote since
+        parts.append(f"SELECT seq, {columns} FROM changes WHERE {SOURCE_EVENT} = $id")
+    if _has_column(con, "records", "change_seq"):
+        parts.append(
+            f"SELECT change_seq AS seq, {columns} FROM records "
+            "WHERE event_id = $id AND change_seq IS NOT NULL"
+        )
+    if not parts:
+        return []
+    found = con.sql(" UNION ALL ".join(parts) + " ORDER BY seq", params={"id": event_id}).pl()
+    return found.to_dicts()
 
 
 def _has_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool:
