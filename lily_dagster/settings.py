@@ -468,6 +468,7 @@ class Settings(BaseModel):
     # Tenant content sealed at rest (LILY_ENCRYPTION=off writes plaintext; sealed data
     # still opens), under data keys wrapped by the key service LILY_KMS names.
     encryption: bool = True
+    metrics: bool = True  # LILY_METRICS: off records no pipeline metrics (docs/metrics.md)
     kms: str = "local"
     master_key: SecretStr | None = None  # LILY_MASTER_KEY (LILY_KMS=local)
     # The key-encryption key being replaced, read by `lily keys rotate` only.
@@ -506,6 +507,7 @@ class Settings(BaseModel):
                 check_pg_url(env["LILY_DAGSTER_PG_URL"]) if env.get("LILY_DAGSTER_PG_URL") else None
             ),
             encryption=_env_switch(env, "LILY_ENCRYPTION", True),
+            metrics=_env_switch(env, "LILY_METRICS", True),
             kms=env.get("LILY_KMS") or "local",
             master_key=SecretStr(env["LILY_MASTER_KEY"]) if env.get("LILY_MASTER_KEY") else None,
             previous_kms=env.get("LILY_PREVIOUS_KMS") or None,

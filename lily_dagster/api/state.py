@@ -75,7 +75,7 @@ def build_state(
             settings.webhook_rate_per_s,
             {t.name: t.webhook_rate_per_s for t in config.tenants if t.webhook_rate_per_s},
         ),
-        metrics=Metrics(MetricsStore.in_home(settings.home)),
+        metrics=Metrics(MetricsStore.from_settings(settings)),
         snapshots=SnapshotStore(records),
         cursors=CursorSigner(settings.home / "keys" / "cursor-signing.key"),
         audit=audit or AuditWriter(AuditLog(settings.audit_dir)),

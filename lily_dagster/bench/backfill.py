@@ -113,16 +113,20 @@ def load(
     from lily_dagster.lib.backfill import run_backfill
     from lily_dagster.lib.crypto import ciphers_of
     from lily_dagster.lib.hub.local import LocalHub
+    from lily_dagster.lib.metrics.store import MetricsStore
     from lily_dagster.lib.quarantine import QuarantineStore
     from lily_dagster.settings import LilyConfigFile, Settings
 
-    # Sealed as in production (LILY_ENCRYPTION of this process), with keys under `root`.
+    # Sealed and measured as in production (LILY_ENCRYPTION and LILY_METRICS of this
+    # process, as `lily backfill` does), with keys and metrics under `root`.
     env = {k: v for k, v in os.environ.items() if k.startswith("LILY_")}
-    ciphers = ciphers_of(Settings.resolve({**env, "LILY_HOME": str(root)}))
+    settings = Settings.resolve({**env, "LILY_HOME": str(root)})
+    ciphers = ciphers_of(settings)
     hub = LocalHub(root / "hub", ciphers=ciphers)
     report = run_backfill(
         hub, QuarantineStore(root / "quarantine", ciphers), LilyConfigFile(), "acme",
         str(source), shards=shards, shard=shard, batch_rows=batch_rows,
+        metrics=MetricsStore.from_settings(settings),
     )  # fmt: skip
     counts = hub.status_counts("acme")
     return {
@@ -144,13 +148,15 @@ def load_in_child(
     shards: int = 1,
     shard: int = 0,
     encryption: str | None = None,
+    metrics: str | None = None,
 ) -> dict[str, Any]:
-    """`load` in a child process; `encryption` "on"/"off" sets its LILY_ENCRYPTION (None:
-    this process's)."""
+    """`load` in a child process; `encryption` and `metrics` "on"/"off" set its
+    LILY_ENCRYPTION and LILY_METRICS (None: this process's)."""
     args = json.dumps([str(root), str(source), batch_rows, shards, shard])
     env = dict(os.environ)
-    if encryption is not None:
-        env["LILY_ENCRYPTION"] = encryption
+    for variable, value in (("LILY_ENCRYPTION", encryption), ("LILY_METRICS", metrics)):
+        if value is not None:
+            env[variable] = value
     done = subprocess.run(
         [sys.executable, "-m", "lily_dagster.bench.backfill", args],
         capture_output=True, text=True, check=False, env=env,
@@ -165,11 +171,40 @@ def compare_encryption(root: Path, source: Path, batch_rows: int) -> dict[str, A
     """The same load with LILY_ENCRYPTION off, then on (fresh hubs): the cost of sealing."""
     off = load_in_child(root / "plain", source, batch_rows, encryption="off")
     on = load_in_child(root / "sealed", source, batch_rows, encryption="on")
-    return {
-        "off": off,
-        "on": on,
-        "sealing_cost_pct": round(100 * (1 - on["assets_per_s"] / off["assets_per_s"]), 1),
-    }
+    return {"off": off, "on": on, "sealing_cost_pct": _cost_pct(off, on)}
+
+
+def _cost_pct(off: dict[str, Any], on: dict[str, Any]) -> float:
+    return round(100 * (1 - on["assets_per_s"] / off["assets_per_s"]), 1)
+
+
+def run_metrics(totals: list[int], batch_rows: int = 500_000, rounds: int = 2) -> dict[str, Any]:
+    """Each estate loaded with LILY_METRICS off and on, alternating for `rounds` (fresh
+    hubs each time; the order alternates so that a warmer page cache favours neither):
+    what recording the pipeline metrics costs the bulk path."""
+    from lily_dagster.bench.estate import write_estate
+
+    out: dict[str, Any] = {"benchmark": "backfill-metrics", "batch_rows": batch_rows, "runs": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for total in totals:
+            root = Path(tmp) / str(total)
+            write_estate(root / "estate", total, tenant="acme")
+            loads: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+            for i in range(rounds):
+                for mode in ("off", "on") if i % 2 == 0 else ("on", "off"):
+                    where = root / f"load-{mode}-{i}"
+                    loads[mode].append(
+                        load_in_child(where, root / "estate", batch_rows, metrics=mode)
+                    )
+            best = {m: max(runs, key=lambda r: r["assets_per_s"]) for m, runs in loads.items()}
+            out["runs"].append(
+                {
+                    "assets": total,
+                    **{f"{m}_assets_per_s": [r["assets_per_s"] for r in loads[m]] for m in loads},
+                    "metrics_cost_pct": _cost_pct(best["off"], best["on"]),
+                }
+            )
+    return out
 
 
 def format_load(

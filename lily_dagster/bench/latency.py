@@ -19,6 +19,7 @@ import math
 import os
 import queue
 import shutil
+import statistics
 import subprocess
 import tempfile
 import threading
@@ -287,6 +288,7 @@ def run_latency(
     encryption: str | None = None,
     storage: str = "sqlite",
     pg_admin_url: str = DEFAULT_ADMIN_URL,
+    metrics: str | None = None,
 ) -> dict[str, Any]:
     """Produce `rate` events/s for `seconds` across `tenants` tenants with the daemon running;
     return produce-to-hub latency percentiles and what decides them (JSON-ready).
@@ -303,6 +305,8 @@ def run_latency(
     }
     if encryption is not None:
         env["LILY_ENCRYPTION"] = encryption
+    if metrics is not None:
+        env["LILY_METRICS"] = metrics
     if storage == "sqlite":
         result = _in_home(rate, seconds, tenants, home, drain_timeout_s, env)
     else:
@@ -343,17 +347,34 @@ def _in_home(
 
 
 def compare_latency(
-    rate: float, seconds: float, tenants: int = 3, **storage: Any
+    rate: float,
+    seconds: float,
+    tenants: int = 3,
+    switch: str = "encryption",
+    rounds: int = 1,
+    **storage: Any,
 ) -> dict[str, Any]:
-    """The same load with encryption off, then on, side by side (one JSON object)."""
-    off = run_latency(rate, seconds, tenants=tenants, encryption="off", **storage)
-    on = run_latency(rate, seconds, tenants=tenants, encryption="on", **storage)
-    p95_off, p95_on = off["latency_s"]["p95"], on["latency_s"]["p95"]
+    """The same load with `switch` (encryption or metrics) off and on, side by side (one
+    JSON object); with `rounds` > 1 the pair runs that often, its order alternating so that
+    neither side always runs on a warmer machine, and the p95s compared are the medians."""
+    if switch not in ("encryption", "metrics"):
+        raise ValueError(f"switch must be encryption or metrics, not {switch!r}")
+    runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+    for i in range(rounds):
+        for mode in ("off", "on") if i % 2 == 0 else ("on", "off"):
+            result = run_latency(rate, seconds, tenants=tenants, **{**storage, switch: mode})
+            runs[mode].append(result)
+    p95 = {m: statistics.median(r["latency_s"]["p95"] for r in runs[m]) for m in runs}
+    change = round(100 * (p95["on"] - p95["off"]) / p95["off"], 1) if p95["off"] else None
+    if rounds == 1:
+        return {"benchmark": f"latency-{switch}", "off": runs["off"][0], "on": runs["on"][0],
+                "p95_change_pct": change}  # fmt: skip
     return {
-        "benchmark": "latency-encryption",
-        "off": off,
-        "on": on,
-        "p95_change_pct": round(100 * (p95_on - p95_off) / p95_off, 1) if p95_off else None,
+        "benchmark": f"latency-{switch}",
+        "rounds": rounds,
+        **{m: [r["latency_s"] | {"lost": r["lost"]} for r in runs[m]] for m in runs},
+        "median_p95_s": p95,
+        "p95_change_pct": change,
     }
 
 

@@ -59,7 +59,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         batch_rows=args.batch_rows,
         max_event_bytes=settings.max_event_bytes,
         progress=progress,
-        metrics=MetricsStore.in_home(settings.home),
+        metrics=MetricsStore.from_settings(settings),
     )
     if interactive:
         print(file=sys.stderr)
@@ -99,7 +99,7 @@ def cmd_routed_backfill(args: argparse.Namespace) -> int:
         batch_rows=args.batch_rows,
         max_event_bytes=settings.max_event_bytes,
         progress=progress,
-        metrics=MetricsStore.in_home(settings.home),
+        metrics=MetricsStore.from_settings(settings),
     )
     print_json(report.as_dict())
     return 0

@@ -44,7 +44,7 @@ class LilyResource(ConfigurableResource):
         return open_hub(self.settings())
 
     def metrics(self) -> MetricsStore:
-        return MetricsStore.in_home(self.settings().home)
+        return MetricsStore.from_settings(self.settings())
 
     def propagator(self) -> Propagator:
         return Propagator.from_settings(self.settings(), self.hub())

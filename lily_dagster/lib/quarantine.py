@@ -75,7 +75,7 @@ class QuarantineStore:
     def from_settings(cls, settings: Settings, root: Path | None = None) -> QuarantineStore:
         """The quarantine under $LILY_HOME (or the store at `root`: a dead-letter queue),
         sealed with the tenants' keys."""
-        metrics = MetricsStore.in_home(settings.home) if root is None else None
+        metrics = MetricsStore.from_settings(settings) if root is None else None
         return cls(root or settings.quarantine_dir, ciphers_of(settings), metrics)
 
     def add(self, tenant: str, name: str, rejects: pl.DataFrame) -> int:

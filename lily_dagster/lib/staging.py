@@ -110,7 +110,7 @@ class StagingArea:
     @classmethod
     def from_settings(cls, settings: Settings) -> StagingArea:
         """The staging area under $LILY_HOME, sealed with the tenants' keys."""
-        return cls(settings.staging_dir, ciphers_of(settings), MetricsStore.in_home(settings.home))
+        return cls(settings.staging_dir, ciphers_of(settings), MetricsStore.from_settings(settings))
 
     def _dir(self, tenant: str, state: str) -> Path:
         return self.root / tenant / state

@@ -62,7 +62,7 @@ def delete_tenant(settings: Settings, tenant: str) -> TenantDeletion:
             _remove(path)
         result.removed[store] = len(paths)
     result.removed["inbox"] = _forget_inbox_events(settings, tenant)
-    MetricsStore.in_home(settings.home).forget_tenant(tenant)  # its series: counts only
+    MetricsStore.from_settings(settings).forget_tenant(tenant)  # its series: counts only
     result.still_configured = any(t.name == tenant for t in settings.config.tenants)
     return result
 

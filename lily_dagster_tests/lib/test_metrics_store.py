@@ -125,3 +125,16 @@ def test_a_failure_to_record_is_logged_not_raised(tmp_path: Path) -> None:
     store.try_record(stage("acme", "landed", 1), key="k")  # the work it describes goes on
     with pytest.raises(OSError):
         store.record(stage("acme", "landed", 1), key="k")
+
+
+def test_metrics_off_records_and_serves_nothing(tmp_path: Path) -> None:
+    from lily_dagster.settings import Settings
+
+    on = MetricsStore.from_settings(Settings.resolve({"LILY_HOME": str(tmp_path)}))
+    on.record(stage("acme", "landed", 3), key="b1")
+    off_settings = Settings.resolve({"LILY_HOME": str(tmp_path), "LILY_METRICS": "off"})
+    off = MetricsStore.from_settings(off_settings)
+    assert off.path == on.path and not off_settings.metrics
+    assert off.record(stage("acme", "landed", 5), key="b2") is False
+    assert off.samples() == ([], [])  # not even the figures recorded before it was off
+    assert exposition(on)[events("acme", "landed")] == 3  # the 5 were never written

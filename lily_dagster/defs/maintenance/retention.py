@@ -148,7 +148,7 @@ def apply_retention(
     # Their folders stay: a tenant's staging folder is how `lily` commands know the tenant.
     removed += remove_files(applied_batch_files(settings.staging_dir, before))
     # The metrics' idempotency keys of batches that old: no run retries them any more.
-    MetricsStore.in_home(settings.home).forget_keys(now - before)
+    MetricsStore.from_settings(settings).forget_keys(now - before)
     return deleted, removed
 
 

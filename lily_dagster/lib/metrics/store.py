@@ -18,8 +18,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from lily_dagster.settings import Settings
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -81,19 +85,26 @@ class Update:
 
 
 class MetricsStore:
-    """`$LILY_HOME/metrics/pipeline.sqlite`."""
+    """`$LILY_HOME/metrics/pipeline.sqlite`; a store not `enabled` (LILY_METRICS=off)
+    records and serves nothing."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, enabled: bool = True) -> None:
         self.path = path
+        self.enabled = enabled
 
     @classmethod
-    def in_home(cls, home: Path) -> MetricsStore:
-        return cls(home / "metrics" / "pipeline.sqlite")
+    def in_home(cls, home: Path, enabled: bool = True) -> MetricsStore:
+        return cls(home / "metrics" / "pipeline.sqlite", enabled)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MetricsStore:
+        """The store under $LILY_HOME, recording unless LILY_METRICS is off."""
+        return cls.in_home(settings.home, settings.metrics)
 
     def record(self, update: Update, key: str | None = None) -> bool:
         """Apply `update` in one transaction; with `key`, its counts only the first time
         the key is recorded (gauges are always set). Whether the counts were added."""
-        if not update.counts and not update.gauges:
+        if not self.enabled or (not update.counts and not update.gauges):
             return False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         now = time.time()
@@ -141,7 +152,7 @@ class MetricsStore:
 
     def samples(self) -> tuple[list[Sample], list[Sample]]:
         """(counters, gauges) as (name, labels, value), read without writing."""
-        if not self.path.exists():
+        if not self.enabled or not self.path.exists():
             return [], []
         uri = f"file:{self.path}?mode=ro"
         with closing(sqlite3.connect(uri, uri=True, timeout=5)) as con:
