@@ -176,3 +176,13 @@ def test_the_pipeline_logs_the_same_trail_as_json(stack: Stack) -> None:
     assert {line["run_id"] for line in mine if line["stage"] == "applied"} == {run_id}
     quarantined = [line for line in lines if line.get("stage") == "quarantined"]
     assert {line.get("reason") for line in quarantined} == {"unknown_op"}
+
+
+def test_a_window_that_excludes_its_batch_still_finds_the_change(stack: Stack) -> None:
+    """--hours reads only recent batches: the event's origin is then unknown, but the hub's
+    change log still names the change it made."""
+    done = trace(stack, stack.events["valid"]["event_id"], "--hours", "0.00001")
+    assert done.returncode == 0, done.stderr
+    found = outside.strict_json(done.stdout)
+    assert found["status"] == "applied" and found["copies"] == []
+    assert [c["version"] for c in found["changes"]] == [1]

@@ -20,6 +20,11 @@ def register(sub: Subparsers) -> None:
     trace.add_argument(
         "--log", action="store_true", help="the trail as JSON log lines, one per step"
     )
+    trace.add_argument(
+        "--hours",
+        type=float,
+        help="read only the batches landed in the last HOURS (default: every batch kept)",
+    )
     trace.set_defaults(func=cmd_trace)
 
 
@@ -36,7 +41,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     try:
         with operator_action(settings, args.tenant, Action.EVENTS_TRACE, "events/trace"):
             hub = open_hub(settings).read_store()
-            trail = trace_event(settings, args.tenant, args.event_id, hub, inbox)
+            trail = trace_event(settings, args.tenant, args.event_id, hub, inbox, args.hours)
     finally:
         if inbox is not None:
             inbox.close()

@@ -313,14 +313,19 @@ class StagingArea:
                 _rewrite(cipher, path, scrubbed)
         return changed
 
-    def batch_files(self, tenant: str) -> Iterator[tuple[str, Path, pl.DataFrame]]:
-        """(state, file, its landed rows opened) of every batch of the tenant, pending first:
-        a batch a run marks applied meanwhile is met again under applied/."""
+    def batch_files(
+        self, tenant: str, written_after: float | None = None
+    ) -> Iterator[tuple[str, Path, pl.DataFrame]]:
+        """(state, file, its landed rows opened) of every batch of the tenant (written after
+        `written_after`, a Unix time, where given), pending first: a batch a run marks
+        applied meanwhile is met again under applied/."""
         cipher = self.ciphers(tenant)
         for state in BATCH_STATES:
             directory = self._dir(tenant, state)
             for path in sorted(directory.glob("*.parquet")) if directory.is_dir() else []:
                 try:
+                    if written_after is not None and path.stat().st_mtime < written_after:
+                        continue
                     frame = cipher.read_parquet(path)
                 except FileNotFoundError:  # moved on meanwhile: met again in its next state
                     continue

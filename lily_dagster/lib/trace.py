@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -106,12 +107,20 @@ class Trace:
 
 
 def trace_event(
-    settings: Settings, tenant: str, event_id: str, hub: LocalHub, inbox: Inbox | None
+    settings: Settings,
+    tenant: str,
+    event_id: str,
+    hub: LocalHub,
+    inbox: Inbox | None,
+    hours: float | None = None,
 ) -> dict[str, Any]:
-    """The trail of `event_id` in `tenant` (see the module's docstring), as JSON-ready data."""
+    """The trail of `event_id` in `tenant` (see the module's docstring), as JSON-ready data;
+    `hours`: only batches landed within that many hours are read (the time a trace takes
+    grows with the batches kept)."""
     staging = StagingArea.from_settings(settings)
     trace = Trace(tenant, event_id, copies=_waiting(inbox, tenant, event_id) if inbox else [])
-    trace.copies += landed_copies(staging, tenant, event_id)
+    since = time.time() - hours * 3600 if hours is not None else None
+    trace.copies += landed_copies(staging, tenant, event_id, since)
     trace.quarantined = quarantined(QuarantineStore.from_settings(settings), tenant, event_id)
     names = sorted({c.qualified_name for c in trace.copies if c.qualified_name})
     found: HubTrail = hub.event_trail(tenant, event_id, names)
@@ -123,10 +132,13 @@ def trace_event(
     return trace.as_dict()
 
 
-def landed_copies(staging: StagingArea, tenant: str, event_id: str) -> list[Copy]:
-    """Every copy of the event in the tenant's batches, in landing order."""
+def landed_copies(
+    staging: StagingArea, tenant: str, event_id: str, since: float | None = None
+) -> list[Copy]:
+    """Every copy of the event in the tenant's batches (landed after `since`, a Unix time),
+    in landing order."""
     copies: list[Copy] = []
-    for state, path, frame in staging.batch_files(tenant):
+    for state, path, frame in staging.batch_files(tenant, since):
         hits = _rows_of(frame, event_id)
         if hits.is_empty():
             continue
