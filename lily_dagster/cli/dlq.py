@@ -50,6 +50,8 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     from lily_dagster.lib.access.decision import Action
     from lily_dagster.lib.audit import operator_action
     from lily_dagster.lib.hub import open_hub
+    from lily_dagster.lib.metrics import MetricsStore
+    from lily_dagster.lib.metrics.updates import propagation
     from lily_dagster.lib.propagation import Propagator
 
     settings = state_settings(args.tenant)
@@ -59,7 +61,10 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
         result = propagator.replay_dlq(args.tenant, target)
         if result.error:
             act.fail()
-    left = propagator.dlq(args.target).read(args.tenant).height
+    behind, left = propagator.backlog(args.tenant, args.target)
+    MetricsStore.from_settings(settings).try_record(
+        propagation(args.tenant, args.target, behind, left)
+    )
     print_json(
         {
             "tenant": args.tenant,

@@ -243,6 +243,12 @@ class Propagator:
     def dlq(self, target: str) -> QuarantineStore:
         return QuarantineStore(self.dlq_root / target, self.ciphers)
 
+    def backlog(self, tenant: str, target: str) -> tuple[int, int]:
+        """(the tenant's changes not yet delivered to `target`, its dead letters there): the
+        propagation gauges, recorded after every delivery and replay."""
+        behind = max(0, self.hub.last_change(tenant) - self.position(tenant, target).delivered)
+        return behind, self.dlq(target).read(tenant).height
+
     def erase_subject(self, tenant: str, subject: Subject, dry_run: bool = False) -> int:
         """Erase `subject` from the tenant's dead letters of every target; how many
         dead-lettered changes mentioned it (see QuarantineStore.erase_subject)."""

@@ -31,6 +31,7 @@ from lily_dagster.defs.resources import LilyResource
 from lily_dagster.lib.audit import AuditLog
 from lily_dagster.lib.broker import produce
 from lily_dagster.lib.hub import open_hub
+from lily_dagster.lib.metrics import MetricsStore
 from lily_dagster.lib.propagation import check_target_config
 from lily_dagster.lib.targets.builtin.webhook import verify_signature
 from lily_dagster.settings import ConfigError, LilyConfigFile, Settings
@@ -248,10 +249,12 @@ def test_a_refusing_target_dead_letters_and_a_replay_delivers(
     entries = [json.loads(line) for line in listed.stdout.splitlines()]
     assert len(entries) == 3 and {e["reason"] for e in entries} == {"target_rejected"}
     assert "answered 400" in entries[0]["detail"]
+    assert dead_letters_gauge("audit-hook") == 3
     replayed = lily("dlq", "replay", "--tenant", "acme", "--target", "audit-hook")
     assert replayed.returncode == 0, replayed.stderr
     summary = json.loads(replayed.stdout)
     assert (summary["delivered"], summary["still_dead_lettered"]) == (3, 0)
+    assert dead_letters_gauge("audit-hook") == 0  # the replay set it, not the next run
     assert len(receivers["audit"].requests[-1].json()["changes"]) == 3
     assert lily("dlq", "list", "--tenant", "acme", "--target", "audit-hook").stdout == ""
     # Each replay is in the tenant's audit log: the CLI's, then one from the UI.
@@ -266,6 +269,15 @@ def test_a_refusing_target_dead_letters_and_a_replay_delivers(
     assert cli_entry["sub"] == f"cli:{getpass.getuser()}"
     assert ui_entry["resource"] == f"dlq/audit-hook@run:{ui_replay.run_id}"
     assert (ui_entry["sub"], ui_entry["status"]) == ("dagster:ana@acme.com", "succeeded")
+
+
+def dead_letters_gauge(target: str) -> float:
+    """lily_dead_letters{tenant="acme", target} as the receiver would serve it."""
+    _, gauges = MetricsStore.from_settings(Settings.from_env()).samples()
+    found = [v for name, labels, v in gauges if name == "lily_dead_letters"
+             and labels == {"tenant": "acme", "target": target}]  # fmt: skip
+    assert len(found) == 1, gauges
+    return found[0]
 
 
 def replay_job(instance: DagsterInstance, target: str, tags: dict[str, str]) -> Any:

@@ -90,9 +90,7 @@ def propagation_asset(target: TargetConfig) -> AssetsDefinition:
         configured = configure_target(settings.config, tenant, target.name)
         propagator = lily.propagator()
         result: DispatchResult = propagator.dispatch(tenant, configured)
-        last = propagator.hub.last_change(tenant)
-        dead = propagator.dlq(target.name).read(tenant).height
-        behind = max(0, last - result.position)
+        behind, dead = propagator.backlog(tenant, target.name)
         lily.metrics().try_record(propagation(tenant, target.name, behind, dead))
         log_stage(
             "delivered", tenant, run_id=context.run_id, target=target.name,
@@ -256,7 +254,11 @@ def _replay_dead_letters(
         target = configure_target(lily.settings().config, tenant, config.target)
     except ConfigError as exc:
         raise Failure(str(exc)) from None
-    result = lily.propagator().replay_dlq(tenant, target)
+    propagator = lily.propagator()
+    result = propagator.replay_dlq(tenant, target)
+    lily.metrics().try_record(
+        propagation(tenant, target.name, *propagator.backlog(tenant, target.name))
+    )
     context.log.info(
         f"replayed to {config.target}: {result.delivered} delivered, "
         f"{result.dead_lettered} dead-lettered again"
