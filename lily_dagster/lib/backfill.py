@@ -25,10 +25,12 @@ import polars as pl
 
 from lily_dagster.lib.crypto.sealer import PendingSeal
 from lily_dagster.lib.decode import decode_frame, fill_raw, scan_envelopes
+from lily_dagster.lib.decode.scan import skipped_origin
 from lily_dagster.lib.envelope import empty_events
 from lily_dagster.lib.hooks import HookContext, run_chain, tenant_chain
 from lily_dagster.lib.hub.base import MetadataHub, UpsertResult
 from lily_dagster.lib.metrics import MetricsStore
+from lily_dagster.lib.metrics.store import Update
 from lily_dagster.lib.metrics.updates import applied, stages
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.lib.validation import all_rules, split_valid
@@ -168,15 +170,18 @@ def run_backfill(
         yield
         timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
 
-    def prepared() -> Iterator[tuple[int, pl.DataFrame]]:
+    def prepared() -> Iterator[tuple[int, pl.DataFrame, int, int]]:
         """Each batch not yet committed (with the row of the source it ends at), gated and
-        enriched, its rejects quarantined."""
+        enriched, its rejects quarantined; with its events read (landed) and valid."""
         end = 0
         for frame, origin in scan_envelopes(source, batch_rows):
             start, end = end, end + frame.height
             report.rows_read += frame.height
             if end <= report.resumed_at_row:
-                continue  # committed by an earlier run (one that ended inside is redone)
+                continue  # committed by an earlier run
+            if start < report.resumed_at_row:  # the checkpoint falls inside: not its head
+                skip = report.resumed_at_row - start
+                frame, origin, start = frame.slice(skip), skipped_origin(origin, skip), start + skip
             with clock("decode"):
                 decoded = decode_frame(frame, tenant, origin, max_event_bytes, lazy_raw=True)
             events = decoded.events.filter(in_shard(shards, shard))
@@ -194,11 +199,8 @@ def run_backfill(
             if rejects:
                 kept = fill_raw(pl.concat(rejects), frame, origin, max_event_bytes)
                 report.quarantined += quarantine.add(tenant, f"{stem}-{start}", kept)
-            if metrics is not None:  # read (landed) and valid, once per batch of the source
-                arrived = events.height + (decoded.rejects.height if shard == 0 else 0)
-                read = stages(tenant, landed=arrived, valid=checked.valid.height)
-                metrics.try_record(read, key=f"backfill:{tenant}:{key}:{end}:read")
-            yield end, chained.events
+            arrived = events.height + (decoded.rejects.height if shard == 0 else 0)
+            yield end, chained.events, arrived, checked.valid.height
 
     def lookup(names: list[str]) -> set[str]:
         """Names the hub holds once the batch being written commits: the lineage check of
@@ -222,13 +224,15 @@ def run_backfill(
         timings["hub"] = timings.get("hub", 0.0) + time.perf_counter() - t0
         return result
 
-    def committed(end: int, events: pl.DataFrame, result: UpsertResult) -> None:
+    def committed(end: int, events: pl.DataFrame, result: UpsertResult, read: Update) -> None:
         refused = 0
         if result.rejects is not None and result.rejects.height:
             refused = quarantine.add(tenant, f"{stem}-hub-{end}", result.rejects)
             report.quarantined += refused
         if metrics is not None and result.state is not None:
-            taken = applied(tenant, events.height - refused, result.state.status_counts)
+            # Counted with the commit, under its end: a load resumed after a crash (even
+            # with other batch sizes) starts at the last commit, so no rows count twice.
+            taken = read.merge(applied(tenant, events.height - refused, result.state.status_counts))
             metrics.try_record(taken, key=f"backfill:{tenant}:{key}:{end}:applied")
         report.record(events.height, result)
         report.seconds = time.perf_counter() - started
@@ -241,18 +245,19 @@ def run_backfill(
     # GIL, polars and DuckDB release it). One write in flight at a time, in order, and
     # progress is reported for batch i before batch i+1 is written: memory holds three
     # batches at most.
-    in_flight: tuple[int, pl.DataFrame, Future[UpsertResult]] | None = None
+    in_flight: tuple[int, pl.DataFrame, Future[UpsertResult], Update] | None = None
     with (
         hub.bulk_sealer(tenant) as sealer,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="backfill-hub") as writer,
     ):
-        for end, events in prepared():
+        for end, events, arrived, valid in prepared():
             ahead = sealer.submit(events)
             if in_flight is not None:
-                committed(in_flight[0], in_flight[1], in_flight[2].result())
-            in_flight = (end, events, writer.submit(write, end, events, ahead))
+                committed(*in_flight[:2], in_flight[2].result(), in_flight[3])
+            read = stages(tenant, landed=arrived, valid=valid)
+            in_flight = (end, events, writer.submit(write, end, events, ahead), read)
         if in_flight is not None:
-            committed(in_flight[0], in_flight[1], in_flight[2].result())
+            committed(*in_flight[:2], in_flight[2].result(), in_flight[3])
     # The whole source is read: the shard is finished (a rerun applies nothing).
     hub.upsert(tenant, empty_events(), checkpoint=(f"{key}:done", report.rows_read))
     report.shards_left = shards_left(shard_progress(hub, tenant, source), shards)

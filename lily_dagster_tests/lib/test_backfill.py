@@ -21,6 +21,7 @@ from lily_dagster.lib.backfill import BackfillError, BackfillReport, run_backfil
 from lily_dagster.lib.hub.base import UpsertResult
 from lily_dagster.lib.hub.local import LocalHub
 from lily_dagster.lib.inventory import InventoryError
+from lily_dagster.lib.metrics import MetricsStore
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.settings import LilyConfigFile
 from lily_dagster_tests.support.envelopes import envelope, ev
@@ -75,19 +76,20 @@ def test_a_resumed_backfill_may_use_another_batch_size(
     estate: Path, tmp_path: Path, resume_rows: int
 ) -> None:
     """Checkpoints count rows, not batches: a resumed load with other batches skips those
-    wholly committed and redoes the one the checkpoint falls inside (idempotent), and
-    loses no record."""
+    wholly committed and the committed head of the one the checkpoint falls inside, loses
+    no record, and counts every row once in the pipeline metrics."""
 
     def kill_after_three(report: BackfillReport) -> None:
         if report.batches == 3:
             raise KeyboardInterrupt
 
+    metrics = MetricsStore.in_home(tmp_path)
     with pytest.raises(KeyboardInterrupt):
-        load(tmp_path, str(estate), progress=kill_after_three)
+        load(tmp_path, str(estate), progress=kill_after_three, metrics=metrics)
     hub = LocalHub(tmp_path / "hub")
     resumed = run_backfill(
         hub, QuarantineStore(tmp_path / "quarantine"), LilyConfigFile(), "acme", str(estate),
-        batch_rows=resume_rows,
+        batch_rows=resume_rows, metrics=metrics,
     )  # fmt: skip
     assert resumed.resumed_at_row == 1_500
     log = hub.changes("acme", 0, 10 * ASSETS)
@@ -95,8 +97,11 @@ def test_a_resumed_backfill_may_use_another_batch_size(
     assert created.n_unique() == created.len() == ASSETS
     assert hub.status_counts("acme") == {"ACTIVE": ASSETS}
     # Committed: rows 1-1500. Files hold 1,000 rows and a batch never spans two: with 300
-    # the batch of rows 1301-1600 is redone, with 1,000 the batch of rows 1001-2000.
-    assert resumed.applied == {300: ASSETS - 1_300, 1_000: ASSETS - 1_000}[resume_rows]
+    # the batch of rows 1301-1600 is cut to 1501-1600, with 1,000 rows 1001-2000 to 1501-2000.
+    assert resumed.applied == ASSETS - 1_500
+    counters, _ = metrics.samples()
+    by_stage = {labels["stage"]: v for name, labels, v in counters if name == "lily_events_total"}
+    assert by_stage == {"landed": ASSETS, "valid": ASSETS, "applied": ASSETS}
 
 
 class SlowLocalHub(LocalHub):

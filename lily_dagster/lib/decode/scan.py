@@ -24,6 +24,13 @@ from lily_dagster.lib.inventory import (
 _CHUNK_BYTES = 32 << 20  # JSON Lines are cut a chunk at a time
 
 
+def skipped_origin(origin: str, rows: int) -> str:
+    """The first-row origin (`<where>#<n>`) of a frame less its first `rows` rows (JSON
+    Lines frames carry each row's origin in a column, which slicing keeps)."""
+    where, sep, number = origin.rpartition("#")
+    return f"{where}#{int(number) + rows}" if sep and number.isdigit() else origin
+
+
 def scan_envelopes(source: str | Path, batch_rows: int) -> Iterator[tuple[pl.DataFrame, str]]:
     """Every snapshot file under `source` (a file, a directory or an s3:// prefix, as
     `inventory.list_snapshot` lists them) read lazily in frames of at most `batch_rows`
