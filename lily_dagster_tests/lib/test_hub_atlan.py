@@ -252,7 +252,11 @@ def test_503_burst_within_the_retries_is_absorbed(
     hub: AtlanHub, atlan_emulator: AtlanEmulator
 ) -> None:
     atlan_emulator.fault(503, count=2)
-    assert hub.upsert("acme", frame(estate())).created == 7
+    result = hub.upsert("acme", frame(estate()))
+    assert result.created == 7
+    # lily_hub_requests_total{outcome="retried"}: each retry pyatlan made, none failed
+    assert result.details["requests_retried"] == 2
+    assert result.details.get("requests_failed", 0) == 0
 
 
 def test_persistent_503_fails_the_run_clearly_and_the_next_run_sends_everything(

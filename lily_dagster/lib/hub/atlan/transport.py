@@ -64,14 +64,18 @@ class AtlanTransport:
         max_throttles: int = 20,
         timeout_s: float = 120.0,
     ) -> None:
-        from httpx_retries import Retry
         from pyatlan.client.atlan import AtlanClient
 
         self.base_url = base_url.rstrip("/")
         self.retries = retries
+        # Requests by outcome (lily_hub_requests_total): ok, retried (each retry of a 5xx
+        # or a dropped connection, made inside pyatlan's transport), throttled (a 429),
+        # failed.
+        self.outcomes: Counter[str] = Counter()
         # 429 is not in the list: Lily's limiter handles it, so it can slow down for all
         # later requests too, not only retry this one.
-        retry = Retry(
+        retry = counting_retry(
+            self.outcomes,
             total=retries,
             backoff_factor=backoff_s,
             status_forcelist=list(RETRIED_STATUSES),
@@ -89,8 +93,6 @@ class AtlanTransport:
         self.limiter = AdaptiveRateLimiter(rate_per_min)
         self.max_throttles = max_throttles
         self.requests = 0
-        # Requests by outcome (lily_hub_requests_total): ok, throttled (a 429), failed.
-        self.outcomes: Counter[str] = Counter()
 
     # -- requests -----------------------------------------------------------------------
 
@@ -246,3 +248,18 @@ def _error(status: int, text: str, method: str, path: str) -> AtlanError:
     code = str(body.get("errorCode") or body.get("code") or "")
     message = str(body.get("errorMessage") or body.get("message") or text[:300])
     return AtlanRefusedError(status, code, message)
+
+
+def counting_retry(outcomes: Counter[str], **settings: Any) -> Any:
+    """httpx-retries' Retry (pyatlan's retry policy) that counts each retry it makes in
+    `outcomes["retried"]`: the retries happen inside pyatlan's transport, out of sight of
+    `call`. Retry copies itself by its class on each attempt, so the class carries the
+    counter."""
+    from httpx_retries import Retry
+
+    class CountingRetry(Retry):
+        def increment(self) -> Retry:
+            outcomes["retried"] += 1
+            return super().increment()
+
+    return CountingRetry(**settings)
