@@ -54,9 +54,10 @@ run: setup
 
 # Lint, types, then the full suite on PYTEST_WORKERS workers (pytest-xdist); loadgroup keeps
 # the contract suite on one worker (its conftest groups it), so its stacks are built once.
+# The 30 slowest tests are listed at the end (where the suite's 15 minutes go).
 PYTEST_WORKERS ?= 2
 test: setup browser prometheus lint
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=30
 
 # The unit tests alone (marker `unit`: lily_dagster_tests/lib), under a minute on 2 cores.
 unit: setup
