@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
@@ -243,6 +243,23 @@ class AlertsConfig(BaseModel):
     )
 
 
+class FreshnessConfig(BaseModel):
+    """`freshness:` of LILY_CONFIG: how long a tenant's hub may go without a change before
+    the `hub_records_freshness` check warns (docs/metrics.md, freshness checks)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_age_s: int = Field(
+        default=86_400, ge=60, description="a tenant whose hub last changed longer ago is stale"
+    )
+    tenants: dict[str, Annotated[int, Field(ge=60)]] = Field(
+        default_factory=dict, description="per-tenant max_age_s, overriding it"
+    )
+
+    def max_age_of(self, tenant: str) -> int:
+        return self.tenants.get(tenant, self.max_age_s)
+
+
 class LilyConfigFile(BaseModel):
     """The LILY_CONFIG YAML file (README: Configuration)."""
 
@@ -257,6 +274,8 @@ class LilyConfigFile(BaseModel):
     access: AccessConfig = Field(default_factory=AccessConfig)
     # The alert sensor's thresholds and target (none: it posts nothing).
     alerts: AlertsConfig | None = None
+    # The freshness check's thresholds (defaults: a day for every tenant).
+    freshness: FreshnessConfig = Field(default_factory=FreshnessConfig)
 
     @field_validator("targets")
     @classmethod

@@ -29,7 +29,7 @@ from dagster._core.storage.tags import (
 
 from lily_dagster.defs.enrichment.assets import enriched_events
 from lily_dagster.defs.hub.assets import hub_records
-from lily_dagster.defs.hub.checks import hub_records_gx_suite
+from lily_dagster.defs.hub.checks import SCHEDULED_CHECKS
 from lily_dagster.defs.ingest.assets import landed_events
 from lily_dagster.defs.ingest.recovery import IN_FLIGHT, died, release_dead_runs_batches
 from lily_dagster.defs.partitions import TENANTS, tenant_partitions
@@ -71,14 +71,14 @@ KAFKA_READ_MAX_SECONDS = 1.0
 INGEST_ASSETS = [landed_events, validated_events, enriched_events, hub_records, quarantined_events]
 tenant_ingest_job = define_asset_job(
     "tenant_ingest_job",
-    selection=AssetSelection.assets(*INGEST_ASSETS) - AssetSelection.checks(hub_records_gx_suite),
+    selection=AssetSelection.assets(*INGEST_ASSETS) - AssetSelection.checks(*SCHEDULED_CHECKS),
     executor_def=in_process_executor,
     description="Landed events of a tenant → validated → enriched → hub. The sensors run "
     "every tenant with new events of a tick in one run, over the range of their partitions.",
 )
 quarantine_replay_job = define_asset_job(
     "quarantine_replay_job",
-    selection=AssetSelection.assets(*INGEST_ASSETS) - AssetSelection.checks(hub_records_gx_suite),
+    selection=AssetSelection.assets(*INGEST_ASSETS) - AssetSelection.checks(*SCHEDULED_CHECKS),
     executor_def=in_process_executor,
     config={"ops": {"landed_events": {"config": {"replay": True, "replay_reasons": []}}}},
     tags={"lily/source": "replay"},
