@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
+    AssetChecksDefinition,
     AssetCheckSeverity,
     AssetSelection,
     DefaultScheduleStatus,
@@ -60,25 +61,36 @@ def hub_records_gx_suite(
     )
 
 
-data_quality_job = define_asset_job(
-    "data_quality_job",
-    selection=AssetSelection.checks(hub_records_gx_suite),
-    description="Runs the Great Expectations suite over every tenant's hub.",
-)
-data_quality_schedule = ScheduleDefinition(
-    name="hourly_data_quality",
-    job=data_quality_job,
-    cron_schedule="0 * * * *",
-    default_status=DefaultScheduleStatus.RUNNING,
-    description="Hourly GX suite on a sample of each tenant's hub records.",
+def scheduled_check(
+    check: AssetChecksDefinition, job_name: str, schedule_name: str, cron: str, runs: str
+) -> ScheduleDefinition:
+    """The schedule (running by default) of a job running `check` alone (its `job`)."""
+    job = define_asset_job(
+        job_name, selection=AssetSelection.checks(check), description=f"Runs {runs}."
+    )
+    return ScheduleDefinition(
+        name=schedule_name,
+        job=job,
+        cron_schedule=cron,
+        default_status=DefaultScheduleStatus.RUNNING,
+        description=f"Runs {runs} ({cron}).",
+    )
+
+
+data_quality_schedule = scheduled_check(
+    hub_records_gx_suite, "data_quality_job", "hourly_data_quality", "0 * * * *",
+    "the Great Expectations suite on a sample of every tenant's hub, hourly",
+)  # fmt: skip
+data_quality_job = data_quality_schedule.job
+
+
+FRESHNESS = (
+    "How long since each tenant's hub last changed, against `freshness:` of LILY_CONFIG "
+    "(default a day; per-tenant overrides): warns naming the stale tenants."
 )
 
 
-@asset_check(
-    asset=hub_records,
-    description="How long since each tenant's hub last changed, against `freshness:` of "
-    "LILY_CONFIG (default a day; per-tenant overrides): warns naming the stale tenants.",
-)
+@asset_check(asset=hub_records, description=FRESHNESS)
 def hub_records_freshness(
     context: AssetCheckExecutionContext, lily: LilyResource
 ) -> AssetCheckResult:
@@ -100,17 +112,10 @@ def hub_records_freshness(
     )
 
 
-freshness_job = define_asset_job(
-    "freshness_job",
-    selection=AssetSelection.checks(hub_records_freshness),
-    description="Checks how long since each tenant's hub last changed.",
-)
-freshness_schedule = ScheduleDefinition(
-    name="freshness_every_15_minutes",
-    job=freshness_job,
-    cron_schedule="*/15 * * * *",
-    default_status=DefaultScheduleStatus.RUNNING,
-    description="The hub_records_freshness check of every tenant, every 15 minutes.",
-)
+freshness_schedule = scheduled_check(
+    hub_records_freshness, "freshness_job", "freshness_every_15_minutes", "*/15 * * * *",
+    "hub_records_freshness: how long since each tenant's hub last changed, every 15 minutes",
+)  # fmt: skip
+freshness_job = freshness_schedule.job
 # Checks these schedules run: left out of the streaming runs' selection.
 SCHEDULED_CHECKS = (hub_records_gx_suite, hub_records_freshness)
