@@ -79,7 +79,7 @@ def test_a_per_tenant_threshold_overrides_the_default(
 def test_with_every_tenant_fresh_it_passes(lily_home: Path) -> None:
     change_hub("acme", timedelta(seconds=5))
     passed, evaluation, _ = run_check(["acme"])
-    assert passed and evaluation.description == "all 1 tenants fresh"
+    assert passed and evaluation.description == "the tenant is fresh"
 
 
 @pytest.mark.parametrize(
