@@ -58,9 +58,12 @@ def test_a_hundred_tenants_each_reach_their_own_hub_and_one_blocked_holds_none_b
         outside.produce(f"127.0.0.1:{port}", topic, messages)
         run = outside.run_until_idle(env, timeout_s=400)
     summary = run.summary()
-    # One run per block of 50 tenant partitions, and the blocked tenant's run of its own,
-    # which fails its check (so `lily run` exits 1).
-    assert summary["runs"] == {"success": 2, "failure": 1, "canceled": 0}, run.stderr[-3000:]
+    # At least one run per block of 50 tenant partitions (more when the events span more
+    # than one tick, as on a loaded machine), and the blocked tenant's run of its own, which
+    # fails its check (so `lily run` exits 1).
+    runs = summary["runs"]
+    assert (runs["failure"], runs["canceled"]) == (1, 0), run.stderr[-3000:]
+    assert runs["success"] >= 2, run.stderr[-3000:]
     assert run.returncode == 1
     figures = summary["tenants"]
     for tenant in TENANTS:
