@@ -15,6 +15,7 @@ import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,9 @@ def test_a_valid_kafka_event_shows_offset_batch_run_version_and_deliveries(stack
     assert "400" in deliveries["refusing"]["detail"]
     (record,) = found["records"]
     assert record["version"] == 1 and record["status"] == "ACTIVE"
+    # every moment in the form of the hub export's: RFC 3339, UTC, `Z`
+    moments = [copy["received_at"], copy["landed_at"], change["changed_at"]]
+    assert all(m.endswith("Z") and datetime.fromisoformat(m) for m in moments), moments
     assert qualified_name in {r["qualified_name"] for r in outside.hub_export(stack.env, TENANT)}
 
 

@@ -30,7 +30,11 @@ trail_logger = logging.getLogger(TRAIL_LOGGER)
 
 
 def iso_time(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
+    return (
+        datetime.fromtimestamp(seconds, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 def log_line(fields: dict[str, Any]) -> str:

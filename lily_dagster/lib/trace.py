@@ -32,6 +32,7 @@ from lily_dagster.lib.inbox.base import Inbox
 from lily_dagster.lib.propagation import Position, position_path
 from lily_dagster.lib.quarantine import QuarantineStore
 from lily_dagster.lib.staging import StagingArea
+from lily_dagster.lib.times import iso_utc
 from lily_dagster.settings import Settings
 
 # What became of the event, most final first (`status` of a trace).
@@ -148,10 +149,10 @@ def landed_copies(
             Copy(
                 origin=row["origin"],
                 state=state,
-                received_at=_iso(row["received_at"]),
+                received_at=iso_utc(row["received_at"]),
                 batch_id=path.stem,
                 source=manifest.get("source"),
-                landed_at=manifest.get("landed_at"),
+                landed_at=_landed_at(manifest),
                 run_id=run_id,
                 qualified_name=_qualified_name(row["value"]),
             )
@@ -189,7 +190,7 @@ def _waiting(inbox: Inbox, tenant: str, event_id: str) -> list[Copy]:
             Copy(
                 origin=e.origin,
                 state="received",
-                received_at=_iso(datetime.fromtimestamp(e.received_at, UTC)),
+                received_at=iso_utc(datetime.fromtimestamp(e.received_at, UTC)),
                 qualified_name=_qualified_name(e.payload),
             )
             for e in page.events
@@ -208,7 +209,7 @@ def quarantined(store: QuarantineStore, tenant: str, event_id: str) -> list[dict
             "reason": row["reason"],
             "detail": row["detail"],
             "origin": row["origin"],
-            "quarantined_at": _iso(row["quarantined_at"]),
+            "quarantined_at": iso_utc(row["quarantined_at"]),
         }
         for row in found.sort("quarantined_at").iter_rows(named=True)
     ]
@@ -237,8 +238,10 @@ def _delivery(position: Position, seq: int) -> str:
 
 
 def _iso_times(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: _iso(v) if isinstance(v, datetime) else v for k, v in row.items()}
+    return {k: iso_utc(v) if isinstance(v, datetime) else v for k, v in row.items()}
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat() if value is not None else None
+def _landed_at(manifest: dict[str, Any]) -> str | None:
+    """The manifest's landing time in the form of every other time here."""
+    landed = manifest.get("landed_at")
+    return iso_utc(datetime.fromisoformat(landed)) if isinstance(landed, str) else None

@@ -83,16 +83,22 @@ def run_until_idle(env: dict[str, str]) -> dict[str, Any]:
     return summary
 
 
+Exports = dict[str, dict[str, dict[str, object]]]  # tenant -> `export`
+
+
 def assert_exact(
     traffic: DemoTraffic, tenants: tuple[str, ...], env: dict[str, str] | None = None
-) -> None:
-    """Hub and quarantine of every tenant as the contract says."""
+) -> Exports:
+    """Hub and quarantine of every tenant as the contract says; the hub exports read (a
+    `lily` process each: callers checking more reuse them)."""
     expected = traffic.expected_state()
+    exports = {tenant: export(tenant, env) for tenant in tenants}
     for tenant in tenants:
-        assert export(tenant, env) == expected[tenant], f"hub of {tenant}"
+        assert exports[tenant] == expected[tenant], f"hub of {tenant}"
     for tenant, rows in traffic.expected_quarantine().items():
         if tenant in tenants:
             assert quarantined(tenant, env) == rows, f"quarantine of {tenant}"
+    return exports
 
 
 def deliveries_by_key(requests: list[RecordedRequest]) -> dict[str, dict[str, Any]]:
@@ -107,12 +113,11 @@ def deliveries_by_key(requests: list[RecordedRequest]) -> dict[str, dict[str, An
     return seen
 
 
-def assert_delivered(
-    requests: list[RecordedRequest], target: str, tenants: tuple[str, ...]
-) -> None:
-    """Every change of every hub record of `tenants` reached the target (contract §5: at
-    least once, in version order per record), counting each Idempotency-Key once: versions
-    1..n with none missing or repeated, and the last change is the hub record as it is."""
+def assert_delivered(requests: list[RecordedRequest], target: str, exports: Exports) -> None:
+    """Every change of every hub record of the exported tenants reached the target (contract
+    §5: at least once, in version order per record), counting each Idempotency-Key once:
+    versions 1..n with none missing or repeated, and the last change is the hub record as it
+    is (`exports`: each tenant's `export`, as `assert_exact` returns them)."""
     versions: dict[tuple[str, str], list[int]] = defaultdict(list)
     last: dict[tuple[str, str], dict[str, Any]] = {}
     for body in deliveries_by_key(requests).values():
@@ -121,8 +126,7 @@ def assert_delivered(
             record = (body["tenant"], change["qualified_name"])
             versions[record].append(change["version"])
             last[record] = change
-    for tenant in tenants:
-        hub = export(tenant)
+    for tenant, hub in exports.items():
         for qualified_name, record in hub.items():
             got = versions.get((tenant, qualified_name), [])
             where = f"{tenant}/{qualified_name}"

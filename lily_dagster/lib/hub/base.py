@@ -26,6 +26,7 @@ from lily_dagster.lib.envelope import (
 )
 from lily_dagster.lib.plugins import registry
 from lily_dagster.lib.reasons import Reason
+from lily_dagster.lib.times import iso_utc
 
 if TYPE_CHECKING:
     from lily_dagster.lib.crypto.sealer import BulkSealer
@@ -427,7 +428,7 @@ def orphan_rejects(orphans: pl.DataFrame, wait_s: float) -> pl.DataFrame:
 
 def record_to_export(row: dict[str, Any]) -> dict[str, Any]:
     """A stored record as the hub export record of CONTRACT.md §2."""
-    return _export(row, _iso(row["event_time"]), _iso(row["updated_at"]))
+    return _export(row, iso_utc(row["event_time"]), iso_utc(row["updated_at"]))
 
 
 def records_to_export(records: pl.DataFrame) -> list[dict[str, Any]]:
@@ -459,19 +460,13 @@ def _export(row: dict[str, Any], event_time: str | None, updated_at: str | None)
 
 
 def _iso_expr(column: str) -> pl.Expr:
-    """`_iso` of a column: microseconds only when not zero, as Python's isoformat."""
+    """`iso_utc` of a column: microseconds only when not zero, as Python's isoformat."""
     moment = pl.col(column).dt.convert_time_zone("UTC")
     return (
         pl.when(moment.dt.microsecond() == 0)
         .then(moment.dt.to_string("%Y-%m-%dT%H:%M:%SZ"))
         .otherwise(moment.dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"))
     )
-
-
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class RecordReads:
