@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lily_dagster.cli.common import CliError, Subparsers, load_settings
+from lily_dagster.cli.common import CliError, Subparsers, load_settings, port_arg
 from lily_dagster.lib import processes
 from lily_dagster.lib.broker import BrokerError
 from lily_dagster.settings import EMBEDDED_BROKER_PORT
@@ -19,7 +19,7 @@ STORAGE_HELP = (
 
 def register(sub: Subparsers) -> None:
     broker = sub.add_parser("broker", help="embedded Kafka-compatible broker in the foreground")
-    broker.add_argument("--port", type=int, default=EMBEDDED_BROKER_PORT)
+    broker.add_argument("--port", type=port_arg, default=EMBEDDED_BROKER_PORT)
     broker.add_argument("--storage", help=STORAGE_HELP)
     broker.set_defaults(func=cmd_broker)
 

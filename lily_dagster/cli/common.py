@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Iterable
@@ -41,6 +42,18 @@ def tenant_arg(value: str) -> str:
         return validate_tenant(value)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def port_arg(value: str) -> int:
+    """A TCP port to listen on: 1-65535 (the socket layer's own error for more is a
+    traceback, and 0 would listen where nobody knows)."""
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {value!r}: must be 1-65535")
+    return port
 
 
 def reason_arg(value: str) -> str:
@@ -136,10 +149,10 @@ def state_settings(tenant: str) -> Settings:
     return settings
 
 
-def serve(app: Any, host: str, port: int, grace_s: int) -> int:
+def serve(app: Any, host: str, port: int, grace_s: int, banner: str) -> int:
     """Serve an ASGI app in the foreground until a stop signal. uvicorn shuts down
     gracefully on SIGTERM and SIGINT (then re-raises the signal: `SignalExit`); SIGHUP gets
-    the same graceful shutdown here."""
+    the same graceful shutdown here. `banner` goes to stderr once the port is bound."""
     import uvicorn
 
     server = uvicorn.Server(
@@ -152,6 +165,8 @@ def serve(app: Any, host: str, port: int, grace_s: int) -> int:
             timeout_graceful_shutdown=grace_s,
         )
     )
+    listening = listen(host, port)  # the banner only once it is true
+    print(banner, file=sys.stderr)
     hangup: list[int] = []
 
     def on_hangup(signum: int, _frame: object) -> None:
@@ -167,10 +182,30 @@ def serve(app: Any, host: str, port: int, grace_s: int) -> int:
     # answer waits for one of them.
     sys.setswitchinterval(0.0005)
     try:
-        server.run()
+        server.run(sockets=[listening])
     finally:
+        listening.close()
         if previous is not None:
             signal.signal(signal.SIGHUP, previous)
     if hangup:
         raise processes.SignalExit(hangup[0])
-    return 0 if server.started else 3  # uvicorn's start failure (e.g. the port is taken)
+    return 0 if server.started else 3  # uvicorn's start failure
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on host:port, or a CliError in one line (port taken, no such
+    address). Bound here rather than by uvicorn, whose failure is a log line and exit 3."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)  # uvicorn's default backlog
+    except OSError as exc:
+        sock.close()
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from lily_dagster.cli.broker import STORAGE_HELP, broker_storage
-from lily_dagster.cli.common import Subparsers, load_settings, print_error
+from lily_dagster.cli.common import Subparsers, load_settings, port_arg, print_error
 from lily_dagster.cli.tokens import dev_jwt_secret, mint_token
 from lily_dagster.lib import processes
 from lily_dagster.settings import DEFAULT_WEBHOOK_PORT, EMBEDDED_BROKER_PORT, Settings
@@ -25,11 +25,11 @@ DEV_LOGS = {"dagster dev": "dagster.log", "the webhook receiver": "webhook.log"}
 def register(sub: Subparsers) -> None:
     dev = sub.add_parser("dev", help="the whole local stack (what `make run` starts)")
     dev.add_argument("--host", default="127.0.0.1")
-    dev.add_argument("--port", type=int, default=3000)
-    dev.add_argument("--webhook-port", type=int, default=DEFAULT_WEBHOOK_PORT)
+    dev.add_argument("--port", type=port_arg, default=3000)
+    dev.add_argument("--webhook-port", type=port_arg, default=DEFAULT_WEBHOOK_PORT)
     dev.add_argument(
         "--broker-port",
-        type=int,
+        type=port_arg,
         default=EMBEDDED_BROKER_PORT,
         help=f"the embedded broker's port (default {EMBEDDED_BROKER_PORT}; "
         "unused when LILY_KAFKA_BOOTSTRAP is set)",

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lily_dagster.cli.common import CliError, Subparsers, serve
+from lily_dagster.cli.common import CliError, Subparsers, port_arg, serve
 
 
 def register(sub: Subparsers) -> None:
     emulator = sub.add_parser(
         "atlan-emulator", help="an Atlan-compatible local server for pyatlan (tests, demos)"
     )
-    emulator.add_argument("--port", type=int, required=True)
+    emulator.add_argument("--port", type=port_arg, required=True)
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument(
         "--api-key",
@@ -45,5 +45,4 @@ def cmd_atlan_emulator(args: argparse.Namespace) -> int:
         )
     except EmulatorError as exc:
         raise CliError(str(exc)) from None
-    print(banner, file=sys.stderr)
-    return serve(app, args.host, args.port, grace_s=5)
+    return serve(app, args.host, args.port, grace_s=5, banner=banner)

@@ -4,9 +4,8 @@ foreground: webhooks in (CONTRACT.md §4), the metadata access API out (§6)."""
 from __future__ import annotations
 
 import argparse
-import sys
 
-from lily_dagster.cli.common import Subparsers, command_group, load_settings, serve
+from lily_dagster.cli.common import Subparsers, command_group, load_settings, port_arg, serve
 from lily_dagster.settings import DEFAULT_WEBHOOK_PORT
 
 
@@ -22,7 +21,7 @@ def register(sub: Subparsers) -> None:
 
 def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=DEFAULT_WEBHOOK_PORT)
+    parser.add_argument("--port", type=port_arg, default=DEFAULT_WEBHOOK_PORT)
     parser.set_defaults(func=cmd_webhook_serve)
 
 
@@ -31,5 +30,5 @@ def cmd_webhook_serve(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     app = create_app(settings)  # bad auth or vendor configuration fails here, before binding
-    print(f"Lily receiver on http://{args.host}:{args.port}", file=sys.stderr)
-    return serve(app, args.host, args.port, grace_s=10)
+    banner = f"Lily receiver on http://{args.host}:{args.port}"
+    return serve(app, args.host, args.port, grace_s=10, banner=banner)

@@ -4,6 +4,7 @@ user's shell scripts see them (exit codes, stdout, stderr)."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -110,6 +111,10 @@ def _one_line_error(proc: subprocess.CompletedProcess[str], *mentions: str) -> N
         pytest.param(["token", "--tenant", "acme", "--ttl", "forever"], "--ttl", id="ttl"),
         pytest.param(["broker", "--port", "not-a-port"], "--port", id="broker-port"),
         pytest.param(["webhook", "serve", "--port", "eighty"], "--port", id="webhook-port"),
+        # past the socket layer's range: a traceback, and a receiver that never listened
+        pytest.param(["webhook", "serve", "--port", "99999"], "1-65535", id="webhook-port-range"),
+        pytest.param(["serve", "--port", "0"], "1-65535", id="serve-port-zero"),
+        pytest.param(["broker", "--port", "70000"], "1-65535", id="broker-port-range"),
         pytest.param(["frobnicate"], "frobnicate", id="unknown-command"),
     ],
 )
@@ -117,6 +122,19 @@ def test_bad_arguments_exit_non_zero_with_one_line(
     home_env: dict[str, str], args: list[str], mention: str
 ) -> None:
     _one_line_error(outside.lily(*args, env=home_env, timeout=60), mention)
+
+
+@pytest.mark.parametrize("command", [["serve"], ["webhook", "serve"], ["broker"]])
+def test_a_port_in_use_fails_in_one_line_and_nothing_claims_to_listen(
+    home_env: dict[str, str], command: list[str]
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = outside.lily(*command, "--port", str(port), env=home_env, timeout=60)
+    _one_line_error(proc, str(port))
+    assert "in use" in proc.stderr, proc.stderr
 
 
 CONFIG_FILES = {
