@@ -198,13 +198,21 @@ def atlan_emulator(atlan_emulator_server: AtlanEmulator) -> AtlanEmulator:
 
 
 # `make unit` runs the unit tests (lily_dagster_tests/lib: plain Python on polars frames,
-# no Dagster instance, no subprocess stack; under a minute on 2 cores); every other test is
-# an integration test (a Dagster instance, `lily` processes, a browser).
+# no Dagster instance, no server, no `lily` process; under a minute on 2 cores); every other
+# test is an integration test (a Dagster instance, the broker, the Atlan emulator, `lily`
+# processes, a browser), including a lib test that takes a server fixture or is marked so.
 _UNIT_FOLDERS = (Path(__file__).parent / "lib",)
+_SERVER_FIXTURES = {
+    "kafka_bootstrap", "topic", "atlan_emulator", "atlan_emulator_server", "s3_endpoint", "s3_env"
+}  # fmt: skip
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         path = Path(str(item.path))
-        unit = any(folder in path.parents for folder in _UNIT_FOLDERS)
+        unit = (
+            any(folder in path.parents for folder in _UNIT_FOLDERS)
+            and item.get_closest_marker("integration") is None
+            and not _SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
+        )
         item.add_marker(pytest.mark.unit if unit else pytest.mark.integration)

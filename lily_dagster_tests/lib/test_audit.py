@@ -329,6 +329,7 @@ def lily(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.integration  # `lily` processes
 def test_lily_audit_export_and_verify(tmp_path: Path) -> None:
     log = AuditLog(tmp_path / "audit")
     log.append_many([("acme", event(n)) for n in range(4)] + [(None, event(9))])

@@ -293,6 +293,7 @@ def test_backfill_from_an_s3_prefix(estate: Path, tmp_path: Path, s3_env: str) -
     assert report.rows_read == ASSETS and report.quarantined == 0
 
 
+@pytest.mark.integration  # `lily` processes
 def test_cli_backfill_prints_a_summary_and_refuses_bad_arguments(
     estate: Path, tmp_path: Path
 ) -> None:
