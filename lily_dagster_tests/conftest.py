@@ -202,9 +202,8 @@ def atlan_emulator(atlan_emulator_server: AtlanEmulator) -> AtlanEmulator:
 # test is an integration test (a Dagster instance, the broker, the Atlan emulator, `lily`
 # processes, a browser), including a lib test that takes a server fixture or is marked so.
 _UNIT_FOLDERS = (Path(__file__).parent / "lib",)
-_SERVER_FIXTURES = {
-    "kafka_bootstrap", "topic", "atlan_emulator", "atlan_emulator_server", "s3_endpoint", "s3_env"
-}  # fmt: skip
+# The servers themselves: `fixturenames` holds every fixture a test needs, directly or not.
+_SERVER_FIXTURES = {"kafka_bootstrap", "atlan_emulator_server", "s3_endpoint"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from lily_dagster.lib.times import iso_utc
 from lily_dagster.settings import UNROUTED_TENANT, is_tenant
 
 DEMO_TENANTS = ("acme", "globex", "initech")
@@ -84,7 +85,7 @@ def expected_hub_state(
             "status": "DELETED" if last["op"] == "delete" else "ACTIVE",
             "attributes": attributes,
             "classifications": classifications,
-            "event_time": when(last)[0].astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "event_time": iso_utc(when(last)[0]),
             "event_id": last["event_id"],
         }
         if asset["type_name"] == "Process" or asset.get("inputs") or asset.get("outputs"):

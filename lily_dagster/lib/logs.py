@@ -17,8 +17,9 @@ import json
 import logging
 import sys
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
 from typing import Any
+
+from lily_dagster.lib.times import iso_utc_millis
 
 ROOT_LOGGER = "lily_dagster"
 TRAIL_LOGGER = f"{ROOT_LOGGER}.trail"
@@ -27,14 +28,6 @@ FIELDS = ("time", "level", "logger", "message", "tenant", "run_id", "batch_id", 
 _EXTRA = "lily"  # the LogRecord attribute carrying a line's fields (`extra={"lily": {...}}`)
 
 trail_logger = logging.getLogger(TRAIL_LOGGER)
-
-
-def iso_time(seconds: float) -> str:
-    return (
-        datetime.fromtimestamp(seconds, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
 
 
 def log_line(fields: dict[str, Any]) -> str:
@@ -49,7 +42,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         fields: dict[str, Any] = {
-            "time": iso_time(record.created),
+            "time": iso_utc_millis(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),

@@ -11,3 +11,13 @@ def iso_utc(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def iso_utc_millis(seconds: float) -> str:
+    """A Unix time in UTC to the millisecond, as `2026-11-23T10:00:00.000Z` (log lines,
+    vendor timestamps)."""
+    return (
+        datetime.fromtimestamp(seconds, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )

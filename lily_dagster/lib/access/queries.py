@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 import polars as pl
@@ -15,6 +15,7 @@ from lily_dagster.lib.access.policy import Visibility
 from lily_dagster.lib.access.redaction import sensitive
 from lily_dagster.lib.access.snapshot import Snapshot
 from lily_dagster.lib.hub.local import LocalHub
+from lily_dagster.lib.times import iso_utc
 
 # A listing scans the sorted records from its cursor in chunks, the first twice the page,
 # growing to this size, until its page is full: a dense match reads little more than the
@@ -188,7 +189,5 @@ def _change(row: dict[str, Any]) -> dict[str, Any]:
         "status": row["status"],
         "attributes": json.loads(row["attributes"] or "{}"),
         "classifications": list(row["classifications"] or []),
-        "changed_at": changed_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
-        if changed_at
-        else None,
+        "changed_at": iso_utc(changed_at),
     }

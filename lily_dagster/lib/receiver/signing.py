@@ -7,9 +7,9 @@ import hashlib
 import hmac
 import threading
 import time
-from datetime import UTC, datetime
 
 from lily_dagster.lib.receiver.errors import RequestRejectedError
+from lily_dagster.lib.times import iso_utc_millis
 
 
 def bad_signature(detail: str) -> RequestRejectedError:
@@ -33,11 +33,7 @@ def same(given: str | None, expected: str) -> bool:
 
 def rfc3339_from_ms(ms: int | float | None, default: float) -> str:
     seconds = ms / 1000 if isinstance(ms, int | float) and ms > 0 else default
-    return (
-        datetime.fromtimestamp(seconds, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
+    return iso_utc_millis(seconds)
 
 
 def body_id(prefix: str, body: bytes, index: int = 0) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import duckdb
@@ -17,6 +17,7 @@ from lily_dagster.lib.hub.atlan.entities import LINEAGE_TYPES, TABLE_LIKE
 from lily_dagster.lib.hub.base import SAMPLE_SIZE
 from lily_dagster.lib.hub.local import materialise_changes
 from lily_dagster.lib.reasons import Reason
+from lily_dagster.lib.times import iso_utc
 
 # What Atlan holds of each record, beside the ledger's records (sealed like any LocalHub's):
 # names, guids, types, statuses and versions only, so nothing here is sealed (CONTRACT.md §7).
@@ -124,7 +125,7 @@ def record_rejects(
             "tenant": tenant,
             "source": "lily:hub",
             "op": "upsert",
-            "event_time": row["content_time"].astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "event_time": iso_utc(row["content_time"]),
             "asset": {
                 "type_name": row["type_name"],
                 "qualified_name": row["qualified_name"],
